@@ -1,0 +1,167 @@
+"""Tag schemes, repair, alignment edge cases and sliding windows (tiny WordPiece tokenizer, no network)."""
+
+import pytest
+
+from shared.errors import DataError
+from shared.tagging import (
+    IGNORE_INDEX, align_labels, bioes_to_iob2, continuation_map, from_scheme, iob2_errors, iob2_to_bioes,
+    label_list, load_tokenizer, make_windows, needs_prefix_space, repair_iob2, require_fast_tokenizer,
+    spans_from_tags, validate_tags, words_from_windows,
+)
+from tests.ner_fixtures import build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok")
+    build_tokenizer(str(path))
+    return load_tokenizer(str(path))
+
+
+IOB2 = ["B-p", "I-p", "O", "B-t", "B-t", "I-t", "I-t", "O", "B-p"]
+BIOES = ["B-p", "E-p", "O", "S-t", "B-t", "I-t", "E-t", "O", "S-p"]
+
+
+def test_iob2_bioes_both_ways():
+    assert iob2_to_bioes(IOB2) == BIOES
+    assert bioes_to_iob2(BIOES) == IOB2
+    assert spans_from_tags(IOB2) == spans_from_tags(BIOES) == [("p", 0, 2), ("t", 3, 4), ("t", 4, 7), ("p", 8, 9)]
+
+
+def test_invalid_iob2_detected_and_repaired():
+    tags = ["O", "I-p", "I-p", "B-t", "I-p", "E-p"]
+    assert iob2_errors(tags) == [1, 4, 5]
+    fixed, n = repair_iob2(tags)
+    assert fixed == ["O", "B-p", "I-p", "B-t", "B-p", "B-p"] and n == 3
+    assert iob2_errors(fixed) == []
+
+
+def test_validate_tags_errors_and_repair_flag():
+    seqs = [["O", "B-p"], ["O", "I-p", "I-p"]]
+    where = [("a.tsv", 1), ("a.tsv", 4)]
+    with pytest.raises(DataError, match=r"^a\.tsv:5: invalid IOB2: tag 'I-p' at token 1"):
+        validate_tags(seqs, where)
+    fixed, n = validate_tags(seqs, where, repair=True)
+    assert n == 1 and fixed[1] == ["O", "B-p", "I-p"]
+    # i2b2/BRAT/JSON sequences point at the sentence's own line, not line + token
+    with pytest.raises(DataError, match=r"^n\.con:3: "):
+        validate_tags([["I-p"]], [("n.con", 3)])
+    with pytest.raises(DataError, match=r"^a\.tsv:2: tag 'X-p' is not O"):
+        validate_tags([["X-p"]], [("a.tsv", 2)])
+    # BIOES input is converted to IOB2
+    assert validate_tags([BIOES], [("b.tsv", 1)])[0] == [IOB2]
+
+
+def test_from_scheme_always_gives_valid_iob2():
+    assert from_scheme(["O", "I-p", "E-p", "S-t"], "BIOES") == ["O", "B-p", "I-p", "B-t"]
+    assert from_scheme(["I-p", "I-t", "O"], "IOB2") == ["B-p", "B-t", "O"]
+
+
+def test_label_list_and_continuation_map():
+    labels = label_list([["B-t", "O", "B-p", "I-p"]])
+    assert labels == ["O", "B-p", "I-p", "B-t", "I-t"]
+    assert continuation_map(labels) == [0, 2, 2, 4, 4]
+    assert label_list([["B-p"]], "BIOES") == ["O", "B-p", "I-p", "E-p", "S-p"]
+
+
+def test_align_first_and_all():
+    word_ids = [None, 0, 0, 0, 1, 2, 2, None]
+    labels = [1, 2, 0]  # B-p I-p O
+    b_to_i = [0, 2, 2]
+    assert align_labels(word_ids, labels, "first") == [-100, 1, -100, -100, 2, 0, -100, -100]
+    assert align_labels(word_ids, labels, "all", b_to_i) == [-100, 1, 2, 2, 2, 0, 0, -100]
+    with pytest.raises(ValueError):
+        align_labels(word_ids, labels, "last")
+
+
+def test_alignment_with_real_tokenizer_edge_cases(tokenizer):
+    words = ["Hypercholesterolemia", ",", "(", "ECG", ")", "x-ray", "!!"]
+    tags = [1, 0, 0, 3, 0, 3, 0]
+    enc = tokenizer(words, is_split_into_words=True)
+    wids = enc.word_ids()
+    assert wids[0] is None and wids[-1] is None  # [CLS] ... [SEP]
+    assert wids.count(0) > 3  # a long rare word splits into many subwords
+    assert wids.count(5) >= 3 and wids.count(6) == 2  # "x-ray" -> x - ray(...); "!!" -> ! !
+    first = align_labels(wids, tags, "first")
+    # exactly one labelled position per word, at its first subword, and specials ignored
+    assert sum(lab != IGNORE_INDEX for lab in first) == len(words)
+    assert [first[wids.index(w)] for w in range(len(words))] == tags
+    allw = align_labels(wids, tags, "all", [0, 2, 2, 4, 4])
+    assert [lab for lab, w in zip(allw, wids) if w == 0] == [1] + [2] * (wids.count(0) - 1)
+    assert [lab for lab, w in zip(allw, wids) if w == 5] == [3] + [4] * (wids.count(5) - 1)
+
+
+def test_slow_tokenizer_is_a_clear_error():
+    class Slow:
+        is_fast = False
+
+    with pytest.raises(DataError, match="not a fast"):
+        require_fast_tokenizer(Slow())
+
+
+def test_byte_level_bpe_gets_prefix_space(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["chest pain and fever"] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    assert needs_prefix_space(fast)
+    fast.save_pretrained(tmp_path)
+    loaded = load_tokenizer(str(tmp_path))
+    assert not needs_prefix_space(loaded)
+    # with the prefix space, a word encodes the same at the start of the sentence and in the middle of it
+    a = loaded(["pain"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    b = loaded(["chest", "pain"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert b[-len(a):] == a
+
+
+def test_windows_cover_every_word_of_a_long_note(tokenizer):
+    words = ("the patient was started on metoprolol for atrial fibrillation .".split()) * 12
+    n_sub = len(tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"])
+    max_length = 32
+    assert n_sub > 3 * max_length
+    windows, unmapped = make_windows(tokenizer, [words], max_length=max_length, stride=8)
+    assert len(windows) > 3 and all(len(w.input_ids) <= max_length for w in windows)
+    owned = sorted(w.word_ids[p] for w in windows for p in w.owned)
+    assert owned == list(range(len(words))) and unmapped == [[]]  # every word predicted exactly once
+    # each window starts with [CLS] and ends with [SEP]
+    assert all(w.input_ids[0] == tokenizer.cls_token_id and w.input_ids[-1] == tokenizer.sep_token_id
+               for w in windows)
+    # a word owned by a window sits at least as far from that window's edges as in any other window
+    for w in windows:
+        for p in w.owned:
+            ctx = min(p - 1, len(w.input_ids) - 2 - p)
+            wid = w.word_ids[p]
+            for other in windows:
+                if wid in other.word_ids:
+                    q = other.word_ids.index(wid)
+                    assert ctx >= min(q - 1, len(other.input_ids) - 2 - q)
+
+
+def test_windows_labels_and_decoding_round_trip(tokenizer):
+    words = [["chest", "pain", "and", "fever"] * 10, [], ["ok"]]
+    labels = [[1, 2, 0, 1] * 10, [], [0]]
+    windows, _ = make_windows(tokenizer, words, max_length=16, stride=4, word_labels=labels)
+    # feed the gold labels back as "predictions": decoding must give the word labels exactly
+    preds = [[0 if lab == IGNORE_INDEX else lab for lab in w.labels] for w in windows]
+    assert words_from_windows(windows, preds, [len(w) for w in words]) == labels
+    empty = [w for w in windows if w.example == 1]
+    assert len(empty) == 1 and empty[0].owned == []
+
+
+def test_short_example_is_one_plain_window(tokenizer):
+    words = ["chest", "pain", "resolved"]
+    windows, _ = make_windows(tokenizer, [words], max_length=64, stride=16)
+    enc = tokenizer(words, is_split_into_words=True)
+    assert len(windows) == 1 and windows[0].input_ids == enc["input_ids"] and windows[0].word_ids == enc.word_ids()
+
+
+def test_bad_window_settings(tokenizer):
+    with pytest.raises(ValueError, match="stride"):
+        make_windows(tokenizer, [["a"]], max_length=16, stride=14)
+    with pytest.raises(ValueError, match="no room"):
+        make_windows(tokenizer, [["a"]], max_length=2, stride=0)
