@@ -1,0 +1,177 @@
+"""End to end: recipes/image_classification/train.py with a tiny ViT on every input format."""
+
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+RECIPE = os.path.join(ROOT, "recipes", "image_classification")
+SAMPLE = os.path.join(RECIPE, "sample_data")
+sys.path.insert(0, RECIPE)
+
+import train as image_train  # noqa: E402
+
+from shared.errors import DataError  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    """A 2-layer ViT (hidden 32, 32 px, patch 8) built from config, saved with its image processor."""
+    from transformers import ViTConfig, ViTForImageClassification
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    path = str(tmp_path_factory.mktemp("tiny_vit"))
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8, num_labels=2)
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def run(model, out, *extra):
+    args = ["--model_name_or_path", model, "--output_dir", str(out), "--num_train_epochs", "2",
+            "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--bootstrap_resamples", "20",
+            "--seed", "0", *extra]
+    return image_train.main(args)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_folders_end_to_end_outputs_and_pipeline(tiny_vit, tmp_path):
+    out = tmp_path / "out"
+    results = run(tiny_vit, out, "--do_train", "--do_eval", "--do_predict",
+                  "--train_dir", f"{SAMPLE}/folders/train", "--validation_dir", f"{SAMPLE}/folders/validation",
+                  "--test_dir", f"{SAMPLE}/folders/test")
+    saved = json.loads((out / "all_results.json").read_text())
+    for key in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_auroc", "test_auprc",
+                "test_sensitivity", "test_specificity", "test_accuracy_ci_low", "eval_auroc", "train_loss"):
+        assert key in saved, key
+    assert saved["test_accuracy_ci_low"] <= saved["test_accuracy"] <= saved["test_accuracy_ci_high"]
+    assert results["test_samples"] == 16
+    for name in ("test_roc.png", "test_confusion_matrix.png", "eval_roc.png", "README.md", "test_report.json",
+                 "preprocessor_config.json", "config.json"):
+        assert (out / name).exists(), name
+    rows = read_csv(out / "test_predictions.csv")
+    assert len(rows) == 16 and set(rows[0]) == {"index", "label", "prediction", "prob_normal", "prob_opacity"}
+    assert all(abs(float(r["prob_normal"]) + float(r["prob_opacity"]) - 1) < 1e-4 for r in rows)
+    accuracy = np.mean([r["label"] == r["prediction"] for r in rows])
+    assert abs(accuracy - saved["test_accuracy"]) < 1e-9
+    assert "image" not in rows[0]  # no paths unless asked
+    card = (out / "README.md").read_text()
+    assert "opacity" in card and "auroc" in card and SAMPLE not in card
+
+    # The output folder is a standard image-classification model: pipeline agrees with the recipe.
+    from transformers import pipeline
+
+    classify = pipeline("image-classification", model=str(out))
+    image = Image.open(f"{SAMPLE}/folders/test/opacity/000.png")
+    top = classify(image, top_k=2)
+    by_name = {p["label"]: p["score"] for p in top}
+    row = rows[8]  # test folder order: normal/000..007, then opacity/000..
+    assert row["index"] == "8" and row["label"] == "opacity"
+    assert abs(by_name["opacity"] - float(row["prob_opacity"])) < 0.02  # bf16 recipe vs fp32 pipeline
+
+
+def test_npz_alone_serves_all_splits_grayscale_to_rgb(tiny_vit, tmp_path, monkeypatch):
+    seen = {}
+    original = image_train.image_formats.decode_images
+
+    def spy(images, size, skip_bad=False, resample=2):
+        decoded = original(images, size, skip_bad, resample)
+        seen[images.refs[0][0].split("[")[1]] = decoded.pixels
+        return decoded
+
+    monkeypatch.setattr(image_train.image_formats, "decode_images", spy)
+    results = run(tiny_vit, tmp_path / "o", "--do_train", "--do_eval", "--do_predict",
+                  "--train_file", f"{SAMPLE}/sample.npz", "--image_size", "16")
+    assert results["eval_samples"] == 16 and results["test_samples"] == 16 and results["train_samples"] == 48
+    assert set(seen) == {"train_images]", "val_images]", "test_images]"}
+    pixels = seen["train_images]"]
+    assert pixels.shape[1:] == (3, 16, 16) and torch.equal(pixels[:, 0], pixels[:, 2])  # gray copied to RGB
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    processor = json.loads((tmp_path / "o" / "preprocessor_config.json").read_text())
+    assert config["image_size"] == 16 and processor["size"] == {"height": 16, "width": 16}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_tables(tiny_vit, tmp_path, fmt):
+    results = run(tiny_vit, tmp_path / "o", "--do_train", "--do_predict", "--train_file", f"{SAMPLE}/train.{fmt}",
+                  "--test_file", f"{SAMPLE}/test.{fmt}", "--num_train_epochs", "1", "--write_image_paths")
+    assert results["test_samples"] == 16
+    rows = read_csv(tmp_path / "o" / "test_predictions.csv")
+    assert rows[0]["image"].endswith(".png")
+
+
+def test_multilabel_npz(tiny_vit, tmp_path):
+    results = run(tiny_vit, tmp_path / "o", "--do_train", "--do_eval", "--do_predict",
+                  "--train_file", f"{SAMPLE}/sample_multilabel.npz", "--num_train_epochs", "1")
+    assert "test_micro_f1" in results and "test_subset_accuracy" in results
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["problem_type"] == "multi_label_classification"
+    assert set(json.loads((tmp_path / "o" / "thresholds.json").read_text())) == {"0", "1", "2"}
+
+
+def test_augmentation_train_only_and_eval_identical_across_runs(tiny_vit, tmp_path, monkeypatch):
+    calls = []
+    original = image_train.Augmenter.__call__
+
+    def counting(self, images, generator=None):
+        calls.append(images.shape)
+        return original(self, images, generator)
+
+    monkeypatch.setattr(image_train.Augmenter, "__call__", counting)
+    common = ["--do_eval", "--do_predict", "--train_file", f"{SAMPLE}/sample.npz"]
+    run(tiny_vit, tmp_path / "a", *common, "--do_train", "--num_train_epochs", "1")
+    assert len(calls) == 48  # every training image once, in the one epoch; no eval/test image
+    calls.clear()
+    # Evaluate the trained model twice: identical outputs, and the augmenter is never called.
+    first = run(str(tmp_path / "a"), tmp_path / "b", *common)
+    second = run(str(tmp_path / "a"), tmp_path / "c", *common)
+    assert calls == []
+    assert (tmp_path / "b" / "test_predictions.csv").read_text() == (tmp_path / "c" / "test_predictions.csv").read_text()
+    assert first["test_accuracy"] == second["test_accuracy"]
+
+
+def _corrupt_copy(tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(f"{SAMPLE}/folders/train", root)
+    (root / "opacity" / "999.png").write_bytes(b"not an image at all")
+    return root
+
+
+def test_corrupt_image_is_an_error_before_training(tiny_vit, tmp_path):
+    root = _corrupt_copy(tmp_path)
+    with pytest.raises(DataError, match=r"999\.png: cannot read image"):
+        run(tiny_vit, tmp_path / "o", "--do_train", "--train_dir", str(root))
+    assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")  # nothing half-written
+
+
+def test_corrupt_image_skipped_and_counted(tiny_vit, tmp_path):
+    root = _corrupt_copy(tmp_path)
+    results = run(tiny_vit, tmp_path / "o", "--do_train", "--do_predict", "--train_dir", str(root),
+                  "--test_dir", str(root), "--skip_bad_images", "--num_train_epochs", "1")
+    assert results["train_skipped_images"] == 1 and results["test_skipped_images"] == 1
+    assert results["train_samples"] == 48 and results["test_samples"] == 48
+
+
+def test_cli_error_is_one_line(tiny_vit, tmp_path):
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, os.path.join(RECIPE, "train.py"), "--model_name_or_path", tiny_vit, "--output_dir",
+         str(tmp_path / "o"), "--do_train", "--train_file", f"{SAMPLE}/sample.npz", "--image_size", "20"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: --image_size 20 must be a multiple of the model's patch size 8"
