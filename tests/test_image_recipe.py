@@ -175,3 +175,51 @@ def test_cli_error_is_one_line(tiny_vit, tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: --image_size 20 must be a multiple of the model's patch size 8"
+
+
+def _reload_probs(model_dir, npz, split="test"):
+    """Probabilities of a reloaded model on one npz split, preprocessed exactly like the recipe (no augmentation)."""
+    from transformers import AutoImageProcessor
+
+    from shared.augment import PixelDataset
+    from shared.formats.images import decode_images, read_npz
+
+    model = image_train.load_trained_model(model_dir).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    size = processor.size["height"]
+    pixels = decode_images(read_npz(npz, split), size, resample=processor.resample).pixels
+    dataset = PixelDataset(pixels, mean=processor.image_mean, std=processor.image_std)
+    batch = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
+    with torch.no_grad():
+        return torch.softmax(model(pixel_values=batch).logits, -1).numpy()
+
+
+@pytest.mark.parametrize("image_size", ["32", "16"])
+def test_lora_save_reload_same_predictions(tiny_vit, tmp_path, image_size):
+    out = tmp_path / "lora"
+    results = run(tiny_vit, out, "--do_train", "--do_predict", "--train_file", f"{SAMPLE}/sample.npz", "--use_lora",
+                  "--num_train_epochs", "1", "--image_size", image_size, "--bf16", "False")
+    assert 0 < results["train_trainable_parameters"] < results["train_total_parameters"]
+    assert (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    assert any("classifier" in k for k in saved) and any("lora_A" in k for k in saved)  # head saved with adapters
+    rows = read_csv(out / "test_predictions.csv")
+    expected = np.array([[float(r["prob_0"]), float(r["prob_1"])] for r in rows])
+    np.testing.assert_allclose(_reload_probs(str(out), f"{SAMPLE}/sample.npz"), expected, atol=1e-5)
+
+
+def test_lora_merged_folder_loads_in_pipeline(tiny_vit, tmp_path):
+    out = tmp_path / "merged"
+    run(tiny_vit, out, "--do_train", "--do_predict", "--train_file", f"{SAMPLE}/sample.npz", "--use_lora",
+        "--merge_lora", "--num_train_epochs", "1", "--bf16", "False")
+    assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+    rows = read_csv(out / "test_predictions.csv")
+    expected = np.array([[float(r["prob_0"]), float(r["prob_1"])] for r in rows])
+    np.testing.assert_allclose(_reload_probs(str(out), f"{SAMPLE}/sample.npz"), expected, atol=1e-5)
+    from transformers import pipeline
+
+    image = Image.fromarray(np.load(f"{SAMPLE}/sample.npz")["test_images"][0])
+    scores = {p["label"]: p["score"] for p in pipeline("image-classification", model=str(out))(image, top_k=2)}
+    assert abs(scores["1"] - expected[0, 1]) < 1e-3

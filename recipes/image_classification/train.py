@@ -224,6 +224,42 @@ def set_image_size(model: nn.Module, image_size: int) -> None:
     logger.info("position embeddings resized from %d px to %d px", old_size, image_size)
 
 
+def lora_targets(model: nn.Module) -> str:
+    """Attention query/value projections under their names in this transformers version (``q_proj``/``v_proj`` in
+    5.x ViT/DINOv2, ``query``/``value`` in older code and some architectures)."""
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    for pair in (("q_proj", "v_proj"), ("query", "value"), ("qkv",)):
+        if all(n in leaf_names for n in pair):
+            return ",".join(pair)
+    raise DataError(f"no attention projections found in {type(model).__name__}; pass --lora_target_modules")
+
+
+def load_trained_model(model_dir: str) -> nn.Module:
+    """Load what this recipe saved: a plain model folder, or a LoRA adapter + head over its base model.
+
+    An adapter folder's config describes the model as trained (e.g. at ``--image_size`` 56), while the base
+    checkpoint has its original position embeddings: load the base at its own size, interpolate exactly as in
+    training (the embeddings were frozen under LoRA), then attach the adapter.
+    """
+    import json
+
+    adapter_config = os.path.join(model_dir, "adapter_config.json")
+    if not os.path.exists(adapter_config):
+        return AutoModelForImageClassification.from_pretrained(model_dir)
+    from peft import PeftModel
+
+    with open(adapter_config, encoding="utf-8") as f:
+        base = json.load(f)["base_model_name_or_path"]
+    config = AutoConfig.from_pretrained(model_dir)
+    trained_size = getattr(config, "image_size", None)
+    base_size = getattr(AutoConfig.from_pretrained(base), "image_size", trained_size)
+    config.image_size = base_size
+    model = AutoModelForImageClassification.from_pretrained(base, config=config, ignore_mismatched_sizes=True)
+    if trained_size and trained_size != base_size:
+        set_image_size(model, trained_size)
+    return PeftModel.from_pretrained(model, model_dir)
+
+
 def processor_size(processor) -> int:
     """The square size the processor feeds the model (crop size if it crops, else the resize size)."""
     for attr in ("crop_size", "size"):
@@ -375,6 +411,7 @@ def main(args: list[str] | None = None) -> dict:
     if model_args.freeze_layers:
         freeze_encoder_layers(model, model_args.freeze_layers)
     if model_args.use_lora:
+        model_args.lora_target_modules = model_args.lora_target_modules or lora_targets(model)
         model = apply_lora(model, model_args)
     trainable, total = count_parameters(model)
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
