@@ -1,0 +1,260 @@
+"""Arguments every recipe shares, the ``--config`` loader, safe model loading and the one-line error guard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+import re
+from typing import Any, Callable
+
+import torch
+import transformers
+from transformers import HfArgumentParser, TrainingArguments
+
+from shared.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+# "bert-base-uncased" or "org/name": anything else that is not an existing folder is a missing local path.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+@dataclass
+class ModelArguments:
+    """Which pretrained model to start from and how to adapt it (shared by every recipe)."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "A local model folder (works offline) or a Hugging Face Hub id (needs network)."}
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run Python code shipped with the model. Off by default: only enable for code you trust."},
+    )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={"help": "Allow loading pickled `.bin` weights when no safetensors file exists (pickle can run code)."},
+    )
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of every weight."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated module names to adapt; default: the attention projections of the architecture."},
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={"help": "Merge the trained adapters into the base weights and save a plain model (no PEFT needed)."},
+    )
+    freeze_layers: int = field(
+        default=0,
+        metadata={"help": "Freeze the embeddings and the first N encoder layers (0 = train everything)."},
+    )
+    layerwise_lr_decay: float = field(
+        default=1.0,
+        metadata={"help": "Layer-wise LR decay: layer l from the top gets lr * decay**l (1.0 = same LR everywhere)."},
+    )
+    class_weighting: str = field(
+        default="none",
+        metadata={"help": "Loss weights per class from training frequencies.", "choices": ["none", "balanced", "inverse_sqrt"]},
+    )
+    focal_gamma: float = field(
+        default=0.0, metadata={"help": "Focal loss gamma (0 = plain cross-entropy); down-weights easy examples."}
+    )
+    oversample: bool = field(
+        default=False,
+        metadata={"help": "Repeat minority-class training examples until every class is as frequent as the largest."},
+    )
+
+    def __post_init__(self):
+        if self.lora_r <= 0:
+            raise DataError(f"--lora_r must be positive, got {self.lora_r}")
+        if not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise DataError(f"--layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay}")
+        if self.focal_gamma < 0:
+            raise DataError(f"--focal_gamma must be >= 0, got {self.focal_gamma}")
+        if self.freeze_layers < 0:
+            raise DataError(f"--freeze_layers must be >= 0, got {self.freeze_layers}")
+        if self.merge_lora and not self.use_lora:
+            raise DataError("--merge_lora needs --use_lora")
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from (shared by every recipe; recipes subclass it for their own columns)."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A Hub dataset id (needs network) instead of local files."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset configuration name."})
+    train_file: str | None = field(default=None, metadata={"help": "Training data file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data file (model selection, thresholds)."})
+    test_file: str | None = field(
+        default=None,
+        metadata={"help": "Test data file. With labels it is scored (test_* metrics); without, predictions only."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation examples."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test examples."})
+    bootstrap_resamples: int = field(
+        default=1000, metadata={"help": "Bootstrap resamples for the 95% confidence intervals of test metrics (0 = off)."}
+    )
+
+    def __post_init__(self):
+        for name in ("train_file", "validation_file", "test_file"):
+            path = getattr(self, name)
+            if path is not None and not os.path.exists(path):
+                raise DataError(f"--{name} does not exist", path=path)
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise DataError(f"--{name} must be positive, got {value}")
+
+
+def bf16_supported() -> bool:
+    """bf16 pays off on GPUs that support it and on CPUs with native bf16 (AVX512-BF16 / AMX); elsewhere it is slow."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise DataError("config file does not exist", path=path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            if path.endswith((".yaml", ".yml")):
+                import yaml
+
+                config = yaml.safe_load(f) or {}
+            elif path.endswith(".json"):
+                config = json.load(f)
+            else:
+                raise DataError("config must be .yaml, .yml or .json", path=path)
+    except (ValueError, ImportError) as e:  # yaml.YAMLError and json.JSONDecodeError are ValueErrors
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"cannot parse config: {str(e).splitlines()[0]}", path=path) from None
+    if not isinstance(config, dict):
+        raise DataError("config must be a mapping of argument names to values", path=path)
+    return config
+
+
+def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: list[str] | None = None):
+    """Parse dataclass arguments from the command line, optionally seeded by ``--config file.yaml|json``.
+
+    Precedence: command-line flags > config file > ``defaults`` (the recipe's own) > dataclass defaults.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    config: dict[str, Any] = {}
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise DataError("--config needs a file path")
+        config_path = argv[i + 1]
+        del argv[i : i + 2]
+        config = _read_config(config_path)
+    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):  # transformers' own convention
+        config_path = argv[0]
+        config, argv = _read_config(config_path), []
+
+    parser = HfArgumentParser(dataclass_types)
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise DataError(f"unknown argument(s) in config: {', '.join(unknown)}", path=config_path)
+    unknown = sorted(set(defaults or {}) - known)
+    if unknown:
+        raise ValueError(f"recipe defaults name unknown arguments: {', '.join(unknown)}")
+    merged = {**(defaults or {}), **config}
+    parser.set_defaults(**merged)
+    for action in parser._actions:  # a value from the config satisfies a required flag
+        if action.dest in merged:
+            action.required = False
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def recipe_defaults() -> dict[str, Any]:
+    """Training defaults shared by the recipes: fast on this hardware, safe for clinical data."""
+    return {
+        "bf16": bf16_supported(),
+        "use_cpu": not torch.cuda.is_available(),
+        "report_to": "none",
+        "push_to_hub": False,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_strategy": "epoch",
+        "disable_tqdm": True,
+    }
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """Log to stderr from the main process only; never log examples (clinical text stays out of logs)."""
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stderr)],
+    )
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.getLogger().setLevel(level)
+    transformers.utils.logging.set_verbosity(logging.WARNING)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.disable_progress_bar()
+    import datasets
+
+    datasets.utils.logging.set_verbosity(logging.WARNING)
+    datasets.disable_progress_bars()
+
+
+def load_pretrained(auto_cls, model_args: ModelArguments, **kwargs):
+    """``auto_cls.from_pretrained`` with safe defaults and a clear one-line error when the model cannot be had.
+
+    Weights load only from safetensors unless ``--allow_pickle_weights``; remote code runs only if asked.
+    """
+    name = model_args.model_name_or_path
+    is_processor = "Tokenizer" in auto_cls.__name__ or "Processor" in auto_cls.__name__
+    if not is_processor:
+        kwargs.setdefault("use_safetensors", not model_args.allow_pickle_weights)
+    kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
+    if os.path.isdir(name):
+        if not is_processor:
+            files = os.listdir(name)
+            has_safetensors = any(f.endswith(".safetensors") for f in files)
+            if not has_safetensors and not model_args.allow_pickle_weights:
+                raise DataError(
+                    "model folder has no safetensors weights; convert it, or pass --allow_pickle_weights "
+                    "if you trust the pickled .bin file",
+                    path=name,
+                )
+    elif not HUB_ID.fullmatch(name):
+        raise DataError("model folder does not exist", path=name)
+    try:
+        return auto_cls.from_pretrained(name, **kwargs)
+    except OSError as e:
+        if os.path.isdir(name):
+            raise DataError(f"cannot load {auto_cls.__name__}: {str(e).splitlines()[0]}", path=name) from None
+        raise DataError(
+            f"'{name}' is not a local folder and cannot be loaded from the Hugging Face Hub (offline or unknown id); "
+            "download it where you have network (`hf download <id> --local-dir models/<name>`) and pass that "
+            "folder: --model_name_or_path models/<name>"
+        ) from None
+
+
+def main_guard(main: Callable[[], Any]) -> Callable[[], Any]:
+    """Run ``main``; a :class:`DataError` becomes one line on stderr and exit status 2 (no traceback)."""
+
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapped

@@ -1,0 +1,88 @@
+"""Layer freezing and layer-wise learning-rate decay for any encoder (BERT, RoBERTa, ViT, DINOv2, ...).
+
+Small medical datasets over-write pretrained knowledge quickly; lower layers hold the most general features, so
+they are frozen or trained with a smaller learning rate than the layers near the task head.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+# ".layer.3." (BERT, ViT, DINOv2), ".layers.3." , ".blocks.3." , ".h.3." (GPT-style): the encoder block index
+_LAYER = re.compile(r"\.(?:layer|layers|blocks|h)\.(\d+)\.")
+_NO_DECAY = ("bias", "LayerNorm.weight", "layernorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def num_encoder_layers(model: nn.Module) -> int:
+    indices = [int(m.group(1)) for name, _ in model.named_parameters() if (m := _LAYER.search(name))]
+    if not indices:
+        raise ValueError(f"cannot find encoder layers in {type(model).__name__}")
+    return max(indices) + 1
+
+
+def parameter_depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, ``i + 1`` for encoder block ``i``, ``num_layers + 1`` for everything above (head, pooler)."""
+    if m := _LAYER.search(name):
+        return int(m.group(1)) + 1
+    if "embed" in name:
+        return 0
+    return num_layers + 1
+
+
+def freeze_encoder_layers(model: nn.Module, num_frozen: int) -> int:
+    """Freeze the embeddings and the first ``num_frozen`` encoder blocks; returns how many parameters were frozen."""
+    if num_frozen <= 0:
+        return 0
+    num_layers = num_encoder_layers(model)
+    if num_frozen > num_layers:
+        raise ValueError(f"--freeze_layers {num_frozen} exceeds the model's {num_layers} encoder layers")
+    frozen = 0
+    for name, param in model.named_parameters():
+        if parameter_depth(name, num_layers) <= num_frozen:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
+def layerwise_lr_groups(model: nn.Module, learning_rate: float, decay: float, weight_decay: float) -> list[dict]:
+    """Parameter groups where depth ``d`` gets ``learning_rate * decay ** (num_layers + 1 - d)``.
+
+    The head trains at the full learning rate, the top block at ``lr * decay``, ..., the embeddings at
+    ``lr * decay ** (num_layers + 1)``. Biases and norm weights get no weight decay, as in Trainer.
+    """
+    num_layers = num_encoder_layers(model)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        depth = parameter_depth(name, num_layers)
+        no_decay = name.endswith(_NO_DECAY)
+        key = (depth, no_decay)
+        if key not in groups:
+            groups[key] = {
+                "params": [],
+                "lr": learning_rate * decay ** (num_layers + 1 - depth),
+                "weight_decay": 0.0 if no_decay else weight_decay,
+            }
+        groups[key]["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
+def optimizer_cls_and_kwargs(model: nn.Module, training_args, decay: float):
+    """``Trainer(optimizer_cls_and_kwargs=...)`` for layer-wise decay; None (Trainer's own optimizer) when ``decay == 1``.
+
+    Trainer still creates the optimizer and the learning-rate schedule; the schedule scales every group's LR.
+    """
+    if decay >= 1.0:
+        return None
+    groups = layerwise_lr_groups(model, training_args.learning_rate, decay, training_args.weight_decay)
+    kwargs = {
+        "params": groups,
+        "lr": training_args.learning_rate,
+        "betas": (training_args.adam_beta1, training_args.adam_beta2),
+        "eps": training_args.adam_epsilon,
+    }
+    return torch.optim.AdamW, kwargs

@@ -1,0 +1,202 @@
+"""Results files, plots and the model card, all written atomically (temporary file + rename).
+
+A crash mid-write never leaves a truncated ``all_results.json`` or model card behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite(value):
+    """NaN is not valid JSON: undefined metrics are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, data) -> None:
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def save_results(output_dir: str, split: str, metrics: dict[str, float]) -> None:
+    """Write ``<split>_results.json`` and merge the metrics into ``all_results.json`` (as Trainer.save_metrics)."""
+    atomic_write_json(os.path.join(output_dir, f"{split}_results.json"), metrics)
+    all_path = os.path.join(output_dir, "all_results.json")
+    combined = {}
+    if os.path.exists(all_path):
+        with open(all_path, encoding="utf-8") as f:
+            combined = json.load(f)
+    combined.update(metrics)
+    atomic_write_json(all_path, combined)
+
+
+def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in metrics.items()}
+
+
+def _save_figure(fig, path: str) -> None:
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: list[str], path: str, title: str = "Confusion matrix"):
+    """Counts per (true, predicted) cell, saved as PNG; returns the matplotlib figure (closed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.6 * len(label_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=label_names).plot(
+        ax=ax, colorbar=False, xticks_rotation=45, values_format="d"
+    )
+    ax.set_title(title)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return fig
+
+
+def plot_roc_curves(y_true: Sequence[int], probs: np.ndarray, label_names: list[str], path: str, title: str = "ROC"):
+    """One-vs-rest ROC curve per class (binary: the positive class only), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import RocCurveDisplay
+
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    classes = [1] if probs.shape[1] == 2 else range(probs.shape[1])
+    for c in classes:
+        positives = y_true == c if y_true.ndim == 1 else y_true[:, c] == 1
+        if 0 < positives.sum() < len(positives):
+            RocCurveDisplay.from_predictions(positives, probs[:, c], name=label_names[c], ax=ax)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_title(title)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return fig
+
+
+def format_metric(metrics: dict, name: str, digits: int = 3) -> str:
+    """``0.912 (0.884-0.936)`` when a bootstrap interval exists, else the value alone."""
+    value = metrics.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+        text += f" ({low:.{digits}f}–{high:.{digits}f})"
+    return text
+
+
+def write_model_card(
+    output_dir: str,
+    *,
+    title: str,
+    base_model: str,
+    pipeline_tag: str,
+    task_description: str,
+    data_summary: dict[str, dict],
+    metrics: dict[str, float],
+    headline_metrics: list[str],
+    training: dict[str, object],
+    limitations: list[str],
+) -> str:
+    """Write ``README.md`` in ``output_dir``: data, metrics with 95% CIs, training setup, intended use and limits.
+
+    ``data_summary`` maps split -> {"examples": n, "labels": {label: count}}. No example text goes in the card.
+    """
+    lines = [
+        "---",
+        "library_name: transformers",
+        f"pipeline_tag: {pipeline_tag}",
+        f"base_model: {base_model}" if not os.path.isabs(base_model) else "base_model: local",
+        "tags: [medical, fine-tuned]",
+        "---",
+        "",
+        f"# {title}",
+        "",
+        f"{task_description} Fine-tuned from `{os.path.basename(base_model.rstrip('/'))}`.",
+        "",
+        "## Data",
+        "",
+        "| split | examples | label distribution |",
+        "|---|---|---|",
+    ]
+    for split, summary in data_summary.items():
+        dist = ", ".join(f"{k}: {v}" for k, v in summary.get("labels", {}).items()) or "unlabelled"
+        lines.append(f"| {split} | {summary['examples']} | {dist} |")
+    split_names = sorted({k.split("_", 1)[0] for k in metrics if k.split("_", 1)[0] in ("eval", "test")})
+    lines += ["", "## Results", ""]
+    if split_names:
+        lines += ["Point estimate with bootstrap 95% confidence interval where computed.", ""]
+        lines.append("| metric | " + " | ".join(split_names) + " |")
+        lines.append("|---|" + "---|" * len(split_names))
+        for name in headline_metrics:
+            cells = [format_metric(metrics, f"{split}_{name}") for split in split_names]
+            if any(c != "n/a" for c in cells):
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    else:
+        lines.append("No labelled evaluation was run.")
+    lines += ["", "## Training", ""]
+    lines += [f"- {k}: `{v}`" for k, v in training.items()]
+    lines += [
+        "",
+        "## Intended use and limitations",
+        "",
+        "- Research and decision *support* only: not a medical device, not validated for clinical use.",
+        "- Scores come from the evaluation data above; performance on other hospitals, populations, scanners or "
+        "writing styles is unknown until measured there.",
+        *[f"- {item}" for item in limitations],
+        "- Prediction files written next to this card contain (or point to) the input records: treat them as "
+        "sensitive data, like the inputs.",
+        "",
+    ]
+    text = "\n".join(lines)
+    atomic_write_text(os.path.join(output_dir, "README.md"), text)
+    return text
