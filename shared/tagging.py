@@ -322,3 +322,39 @@ def words_from_windows(windows: list[Window], window_preds: list[list[int]], n_w
         for pos in win.owned:
             out[win.example][win.word_ids[pos]] = int(preds[pos])
     return out
+
+
+def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size: int = 64,
+                    bf16: bool = False, decode=None) -> list[list[int]]:
+    """Predicted label id at every position of every window, in window order.
+
+    Windows are batched by length (little padding) and the results put back in order. ``decode(logits, mask)``
+    turns a batch of logits into label ids (default argmax; a CRF passes Viterbi decoding). An own loop instead
+    of ``Trainer.predict`` because the latter reorders examples when length-grouped sampling is on.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(windows)), key=lambda k: len(windows[k].input_ids))
+    out: list[list[int] | None] = [None] * len(windows)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = max(len(windows[k].input_ids) for k in batch)
+            ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, k in enumerate(batch):
+                n = len(windows[k].input_ids)
+                ids[row, :n] = torch.tensor(windows[k].input_ids)
+                mask[row, :n] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            pred = decode(logits, mask) if decode is not None else logits.argmax(-1)
+            for row, k in enumerate(batch):
+                out[k] = pred[row, : len(windows[k].input_ids)].tolist()
+    finally:
+        model.train(was_training)
+    return out

@@ -38,6 +38,7 @@ class ConllFile:
     token_column: int
     tag_column: int
     sentences: list[ConllSentence] = field(default_factory=list)
+    n_columns: int = 0  # columns of the token lines (1 = tokens only, no tags)
 
 
 def _split(line: str) -> tuple[list[str], str]:
@@ -107,6 +108,7 @@ def read_conll(path: str | os.PathLike, token_column: int = 0, tag_column: int =
             raise DataError("empty column (two separators in a row or a trailing separator)", path, i + 1)
         current.append(i)
     close_sentence()
+    data.n_columns = n_columns or 0
     return data
 
 

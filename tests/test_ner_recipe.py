@@ -1,0 +1,199 @@
+"""End-to-end runs of recipes/ner/train.py on every input format with a tiny BERT, plus bad-input handling."""
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from shared.formats.i2b2 import read_i2b2
+from tests.ner_fixtures import REPO, SAMPLE, build_tiny_model
+
+TRAIN_PY = os.path.join(REPO, "recipes", "ner", "train.py")
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("ner_train", TRAIN_PY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ner_train"] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    return load_recipe()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny_bert")))
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    """The sample notes (a few of them) in each format: i2b2 folders, BRAT folders, CoNLL and JSON lines files."""
+    root = tmp_path_factory.mktemp("corpora")
+    out = {}
+    for split, n in (("train", 8), ("validation", 2), ("test", 2)):
+        notes = read_i2b2(os.path.join(SAMPLE, split))[:n]
+        i2b2_dir = root / "i2b2" / split
+        brat_dir = root / "brat" / split
+        os.makedirs(i2b2_dir)
+        os.makedirs(brat_dir)
+        conll_lines, json_lines = [], []
+        for note in notes:
+            shutil.copy(note.txt_path, i2b2_dir)
+            shutil.copy(note.con_path, i2b2_dir)
+            # BRAT: the same text, concepts as character offsets
+            starts, pos = [], 0
+            for line in note.text.split("\n"):
+                offs, p = [], 0
+                for tok in line.split():
+                    p = line.index(tok, p)
+                    offs.append(pos + p)
+                    p += len(tok)
+                starts.append(offs)
+                pos += len(line) + 1
+            ann = []
+            for k, c in enumerate(note.concepts, start=1):
+                s = starts[c.line - 1][c.start]
+                e = starts[c.line - 1][c.end] + len(note.lines[c.line - 1][c.end])
+                ann.append(f"T{k}\t{c.type} {s} {e}\t{note.text[s:e]}")
+            (brat_dir / f"{note.doc_id}.txt").write_text(note.text)
+            (brat_dir / f"{note.doc_id}.ann").write_text("".join(a + "\n" for a in ann))
+            for toks, tags in zip(note.lines, note.line_tags()):
+                if toks:
+                    conll_lines += [f"{t}\t{g}" for t, g in zip(toks, tags)] + [""]
+                    json_lines.append(json.dumps({"tokens": toks, "ner_tags": tags}))
+        os.makedirs(root / "conll", exist_ok=True)
+        os.makedirs(root / "json", exist_ok=True)
+        (root / "conll" / f"{split}.tsv").write_text("\n".join(conll_lines) + "\n")
+        (root / "json" / f"{split}.jsonl").write_text("\n".join(json_lines) + "\n")
+        out[split] = {"i2b2": str(i2b2_dir), "brat": str(brat_dir), "conll": str(root / "conll" / f"{split}.tsv"),
+                      "json": str(root / "json" / f"{split}.jsonl")}
+    return out
+
+
+def run(recipe, model, corpora, fmt, out, *extra):
+    args = ["--model_name_or_path", model, "--output_dir", str(out),
+            "--train_file", corpora["train"][fmt], "--validation_file", corpora["validation"][fmt],
+            "--test_file", corpora["test"][fmt], "--do_train", "--do_eval", "--do_predict",
+            "--num_train_epochs", "2", "--learning_rate", "5e-3", "--per_device_train_batch_size", "16",
+            "--bootstrap_resamples", "20", "--bf16", "false", "--optim", "adamw_torch", *extra]
+    return recipe.main(args)
+
+
+EXPECTED_FILES = {"i2b2": ".con", "brat": ".ann", "conll": ".tsv", "json": ".jsonl"}
+
+
+@pytest.mark.parametrize("fmt", ["i2b2", "brat", "conll", "json"])
+def test_end_to_end_each_format(recipe, tiny_model, corpora, tmp_path, fmt):
+    results = run(recipe, tiny_model, corpora, fmt, tmp_path)
+    with open(tmp_path / "all_results.json") as f:
+        saved = json.load(f)
+    assert saved["test_f1"] == pytest.approx(results["test_f1"])
+    for key in ("test_precision", "test_recall", "test_macro_f1", "test_lenient_f1", "test_token_accuracy",
+                "test_f1_ci_low", "test_f1_ci_high", "eval_f1", "train_loss"):
+        assert key in saved, key
+    assert saved["test_f1_ci_low"] <= saved["test_f1"] + 1e-9 <= saved["test_f1_ci_high"] + 2e-9
+    assert saved["test_lenient_f1"] >= saved["test_f1"] - 1e-9  # overlap matching is never stricter
+    files = os.listdir(tmp_path / "predictions")
+    assert files and all(name.endswith(EXPECTED_FILES[fmt]) for name in files)
+    with open(tmp_path / "README.md") as f:
+        card = f.read()
+    assert "token-classification" in card and "f1" in card
+    report = json.load(open(tmp_path / "test_report.json"))
+    assert set(report) == {"strict", "lenient"} and "problem" in report["strict"]
+
+
+def test_i2b2_predictions_are_readable_by_the_reader_and_cover_the_notes(recipe, tiny_model, corpora, tmp_path):
+    run(recipe, tiny_model, corpora, "i2b2", tmp_path, "--num_train_epochs", "1")
+    pred_dir = tmp_path / "predictions"
+    # put the original notes beside the predicted .con files: the reader validates offsets and concept text
+    for name in os.listdir(corpora["test"]["i2b2"]):
+        if name.endswith(".txt"):
+            shutil.copy(os.path.join(corpora["test"]["i2b2"], name), pred_dir)
+    notes = read_i2b2(pred_dir)
+    assert len(notes) == 2 and all(n.labelled for n in notes)
+
+
+def test_output_folder_loads_into_the_pipeline(recipe, tiny_model, corpora, tmp_path):
+    from transformers import pipeline
+
+    run(recipe, tiny_model, corpora, "conll", tmp_path, "--num_train_epochs", "1")
+    ner = pipeline("token-classification", model=str(tmp_path), aggregation_strategy="simple")
+    out = ner("Patient denies chest pain and fever .")
+    assert isinstance(out, list)
+    assert all(e["entity_group"] in ("problem", "test", "treatment") for e in out)
+
+
+def test_bioes_and_first_alignment_run(recipe, tiny_model, corpora, tmp_path):
+    results = run(recipe, tiny_model, corpora, "conll", tmp_path, "--tag_scheme", "BIOES",
+                  "--label_alignment", "first", "--num_train_epochs", "1", "--class_weighting", "balanced")
+    config = json.load(open(tmp_path / "config.json"))
+    assert "S-problem" in config["label2id"] and "E-test" in config["label2id"]
+    assert 0.0 <= results["test_f1"] <= 1.0
+
+
+def test_predict_only_with_the_trained_model_on_unlabelled_notes(recipe, tiny_model, corpora, tmp_path):
+    run(recipe, tiny_model, corpora, "i2b2", tmp_path / "model", "--num_train_epochs", "1")
+    unlabelled = tmp_path / "unlabelled"
+    os.makedirs(unlabelled)
+    for name in os.listdir(corpora["test"]["i2b2"]):
+        if name.endswith(".txt"):
+            shutil.copy(os.path.join(corpora["test"]["i2b2"], name), unlabelled)
+    results = recipe.main(["--model_name_or_path", str(tmp_path / "model"), "--output_dir", str(tmp_path / "pred"),
+                           "--test_file", str(unlabelled), "--data_format", "i2b2", "--do_predict",
+                           "--bf16", "false"])
+    assert "test_f1" not in results
+    assert sorted(os.listdir(tmp_path / "pred" / "predictions")) == ["test_note_00.con", "test_note_01.con"]
+
+
+# ------------------------------------------------------------------------- bad input: one line, before training
+def bad_run(recipe, capsys, model, train, out, *extra):
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["--model_name_or_path", model, "--output_dir", str(out), "--train_file", str(train),
+                     "--do_train", "--bf16", "false", *extra])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not os.path.exists(out / "model.safetensors")  # nothing trained, nothing half-written
+    return err[-1]
+
+
+def test_invalid_iob2_stops_before_training_unless_repaired(recipe, tiny_model, tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Chest\tB-problem\npain\tI-problem\n\nfever\tI-problem\n.\tO\n")
+    line = bad_run(recipe, capsys, tiny_model, bad, tmp_path / "out")
+    assert line == (f"error: {bad}:4: invalid IOB2: tag 'I-problem' at token 0 does not continue an entity of its "
+                    "type (use --repair_tags to turn it into B-)")
+    results = recipe.main(["--model_name_or_path", tiny_model, "--output_dir", str(tmp_path / "ok"),
+                           "--train_file", str(bad), "--do_train", "--repair_tags", "--num_train_epochs", "1",
+                           "--bf16", "false"])
+    assert results["train_repaired_tags"] == 1
+
+
+@pytest.mark.parametrize("con, message", [
+    ('c="fever" 99:0 99:0||t="problem"\n', ":1: line 99 is outside the note"),
+    ('c="chest pain" 1:0 1:1||t="problem"\n', ":1: concept text does not match"),
+    ('c="fever" 1:0 1:0||t="problem"\nc="fever" 1:0 1:0||t="test"\n', ":2: concept overlaps"),
+    ('c="fever" 1:0 1:0 t="problem"\n', ":1: malformed concept line"),
+])
+def test_bad_i2b2_input_is_one_line_naming_file_and_line(recipe, tiny_model, tmp_path, capsys, con, message):
+    data = tmp_path / "notes"
+    os.makedirs(data)
+    (data / "n.txt").write_text("Fever and chills .\n")
+    (data / "n.con").write_text(con)
+    line = bad_run(recipe, capsys, tiny_model, data, tmp_path / "out")
+    assert line.startswith(f"error: {data / 'n.con'}") and message in line
+
+
+def test_unknown_entity_type_in_test_is_an_error(recipe, tiny_model, tmp_path, capsys):
+    train = tmp_path / "train.tsv"
+    train.write_text("Chest\tB-problem\npain\tI-problem\n")
+    test = tmp_path / "test.tsv"
+    test.write_text("aspirin\tB-drug\n")
+    line = bad_run(recipe, capsys, tiny_model, train, tmp_path / "out", "--test_file", str(test), "--do_predict")
+    assert line.startswith(f"error: {test}:1: entity type 'drug' does not occur in the training data")
