@@ -19,12 +19,17 @@ IGNORE_INDEX = -100
 STRATEGIES = ("none", "balanced", "inverse_sqrt")
 
 
-def class_weights(labels: Sequence[int] | np.ndarray, num_classes: int, strategy: str) -> np.ndarray | None:
+def class_weights(
+    labels: Sequence[int] | np.ndarray, num_classes: int, strategy: str, allow_absent: bool = False
+) -> np.ndarray | None:
     """Per-class loss weights from training labels (``-100`` entries are ignored, as for NER sub-tokens).
 
     ``balanced``: ``n / (k * count_c)`` (scikit-learn's definition). ``inverse_sqrt``: ``1 / sqrt(count_c)``,
     a milder correction. Both are scaled so the average weight over training examples is 1, which keeps the loss
     (and so the learning rate) on the same scale as unweighted training. Returns None for ``none``.
+
+    A class with no training example is an error, unless ``allow_absent`` (e.g. NER tags such as ``I-X`` that a
+    tagging scheme defines but the data never uses): such classes get weight 1.
     """
     if strategy not in STRATEGIES:
         raise DataError(f"unknown class weighting '{strategy}'; choose one of {', '.join(STRATEGIES)}")
@@ -33,14 +38,17 @@ def class_weights(labels: Sequence[int] | np.ndarray, num_classes: int, strategy
     labels = np.asarray(labels).ravel()
     labels = labels[labels != IGNORE_INDEX]
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    missing = np.flatnonzero(counts == 0)
-    if len(missing):
-        raise DataError(f"cannot weight classes: class id(s) {missing.tolist()} have no training examples")
+    absent = counts == 0
+    if absent.any() and not allow_absent:
+        raise DataError(f"cannot weight classes: class id(s) {np.flatnonzero(absent).tolist()} have no training examples")
+    present = np.flatnonzero(~absent)
+    weights = np.ones(num_classes)
     if strategy == "balanced":
-        weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
+        weights[present] = compute_class_weight("balanced", classes=present, y=labels)
     else:
-        weights = 1.0 / np.sqrt(counts)
-    return weights * counts.sum() / (weights * counts).sum()
+        weights[present] = 1.0 / np.sqrt(counts[present])
+    weights[present] *= counts.sum() / (weights * counts).sum()
+    return weights
 
 
 def positive_weights(multi_hot: np.ndarray, strategy: str) -> np.ndarray | None:

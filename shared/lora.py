@@ -12,35 +12,28 @@ from shared.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-# Attention query/value projections: the original LoRA paper's choice, and PEFT's defaults where it has one.
-DEFAULT_TARGETS = {
-    "bert": ["query", "value"],
-    "roberta": ["query", "value"],
-    "xlm-roberta": ["query", "value"],
-    "electra": ["query", "value"],
-    "camembert": ["query", "value"],
-    "deberta-v2": ["query_proj", "value_proj"],
-    "deberta": ["in_proj"],
-    "distilbert": ["q_lin", "v_lin"],
-    "modernbert": ["Wqkv"],
-    "vit": ["query", "value"],
-    "deit": ["query", "value"],
-    "dinov2": ["query", "value"],
-    "beit": ["query", "value"],
-    "swin": ["query", "value"],
-    "convnext": ["pwconv1", "pwconv2"],
-}
+# Attention query/value projections (the LoRA paper's choice). transformers renames them between versions and
+# architectures (BERT `query`/`value`, ViT/DINOv2 in 5.x `q_proj`/`v_proj`, DistilBERT `q_lin`/`v_lin`, ...), so
+# the first spelling that exists in the model is used.
+ATTENTION_PROJECTIONS = [
+    ["query", "value"],
+    ["q_proj", "v_proj"],
+    ["query_proj", "value_proj"],
+    ["q_lin", "v_lin"],
+    ["Wqkv"],
+    ["in_proj"],
+    ["qkv"],
+]
 
 
 def default_lora_targets(model: nn.Module) -> list[str]:
-    model_type = model.config.model_type
-    if model_type in DEFAULT_TARGETS:
-        return DEFAULT_TARGETS[model_type]
-    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
-
-    if model_type in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
-        return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
-    raise DataError(f"no default LoRA target modules for model type '{model_type}'; pass --lora_target_modules")
+    leaf_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    for candidates in ATTENTION_PROJECTIONS:
+        if all(c in leaf_names for c in candidates):
+            return candidates
+    raise DataError(
+        f"no default LoRA target modules for model type '{model.config.model_type}'; pass --lora_target_modules"
+    )
 
 
 def head_modules(model: nn.Module) -> list[str]:

@@ -342,7 +342,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             table["gold"] = ["|".join(g) if multi_label else g for g in parsed["test"]]
         table["predicted"] = ["|".join(p) if multi_label else p for p in predicted]
         for j, name in enumerate(label_names):
-            table[f"prob_{name}"] = probs[:, j].round(6)
+            table[f"prob_{name}"] = probs[:, j]
         if labelled["test"]:
             gold = label_ids["test"]
             if multi_label:

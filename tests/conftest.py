@@ -1,0 +1,118 @@
+"""Shared test fixtures: tiny models built from config and a tokenizer trained on the fly (CPU, seconds).
+
+Real data and weights in ``../shared`` are used by integration tests only, which skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_ASSETS = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+# Never reach for the network in tests; everything is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOY_CORPUS = [
+    "patient presents with chest pain and shortness of breath",
+    "no evidence of pneumonia on chest x-ray",
+    "started on metformin for type 2 diabetes",
+    "mri of the brain shows no acute infarct",
+    "the patient denies fever , cough or haemoptysis",
+    "blood pressure 140/90 , heart rate 88 , oxygen saturation 95%",
+    "history of hypertension , hyperlipidaemia and atrial fibrillation",
+    "abdominal pain with nausea and vomiting for two days",
+    "productive cough , wheeze and reduced peak flow",
+    "sudden onset left-sided weakness and slurred speech",
+]
+
+
+def real_asset(*parts: str) -> Path:
+    """A path under ../shared, or skip the test when the folder is absent (fresh clones have none)."""
+    path = SHARED_ASSETS.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data/model not available: {path}")
+    return path
+
+
+def train_wordpiece_tokenizer(corpus: list[str], output_dir: Path, vocab_size: int = 400):
+    """A BERT-style fast tokenizer trained on ``corpus`` with the ``tokenizers`` library (no download)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=512)
+    fast.save_pretrained(output_dir)
+    return fast
+
+
+def build_tiny_bert(output_dir: Path, corpus: list[str]) -> Path:
+    """Tokenizer + 2-layer BERT (hidden 32) saved as safetensors: a stand-in for a pretrained checkpoint."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = train_wordpiece_tokenizer(corpus, output_dir)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(output_dir)
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny pretrained-looking BERT folder whose vocabulary covers the bundled sample data."""
+    corpus = list(TOY_CORPUS)
+    sample = ROOT / "recipes" / "text_classification" / "sample_data" / "train.csv"
+    if sample.exists():
+        import csv
+
+        with sample.open(encoding="utf-8") as f:
+            corpus += [row["text"] for row in csv.DictReader(f)]
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), corpus)
+
+
+def load_recipe(task: str):
+    """Import ``recipes/<task>/train.py`` as a module (recipes are scripts, not a package)."""
+    import importlib.util
+
+    path = ROOT / "recipes" / task / "train.py"
+    spec = importlib.util.spec_from_file_location(f"recipe_{task}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_recipe_cli(task: str, args: list[str], timeout: int = 600):
+    """Run a recipe as a user would (a subprocess), returning the CompletedProcess."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / task / "train.py"), *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+    )
