@@ -13,11 +13,11 @@ from PIL import Image
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 RECIPE = os.path.join(ROOT, "recipes", "image_classification")
 SAMPLE = os.path.join(RECIPE, "sample_data")
-sys.path.insert(0, RECIPE)
-
-import train as image_train  # noqa: E402
+from conftest import load_recipe  # noqa: E402
 
 from shared.errors import DataError  # noqa: E402
+
+image_train = load_recipe("image_classification")
 
 
 @pytest.fixture(scope="session")
@@ -223,3 +223,24 @@ def test_lora_merged_folder_loads_in_pipeline(tiny_vit, tmp_path):
     image = Image.fromarray(np.load(f"{SAMPLE}/sample.npz")["test_images"][0])
     scores = {p["label"]: p["score"] for p in pipeline("image-classification", model=str(out))(image, top_k=2)}
     assert abs(scores["1"] - expected[0, 1]) < 1e-3
+
+
+def test_sample_config_runs(tiny_vit, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # config paths are relative to the project root, like the README's commands
+    results = image_train.main(["--config", os.path.join(RECIPE, "configs", "sample.yaml"), "--model_name_or_path",
+                                tiny_vit, "--output_dir", str(tmp_path / "o"), "--num_train_epochs", "1",
+                                "--bootstrap_resamples", "10"])
+    assert results["test_samples"] == 16 and "eval_auroc" in results
+
+
+def test_every_config_names_only_known_arguments():
+    import yaml
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser((image_train.ImageModelArguments, image_train.ImageDataArguments, TrainingArguments))
+    known = {action.dest for action in parser._actions}
+    configs = sorted(os.listdir(os.path.join(RECIPE, "configs")))
+    assert len(configs) >= 3
+    for name in configs:
+        with open(os.path.join(RECIPE, "configs", name)) as f:
+            assert set(yaml.safe_load(f)) <= known, name

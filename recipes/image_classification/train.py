@@ -24,7 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # run from anywhere
+try:
+    import shared  # noqa: F401  (installed with `pip install -e .`)
+except ImportError:  # running from a clone without installing: use the repository's shared/
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 import transformers  # noqa: E402
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments  # noqa: E402
@@ -212,7 +215,10 @@ def set_image_size(model: nn.Module, image_size: int) -> None:
     dim = position.shape[-1]
     with torch.no_grad():
         grid = position[:, extra:].reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2).float()
-        grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+        # Antialias when shrinking (e.g. DINOv2's 37x37 grid to 4x4 at 56 px): each remaining position averages
+        # its neighbourhood instead of sampling a few isolated pretrained positions.
+        grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False,
+                             antialias=new_grid < old_grid)
         grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, dim).to(position.dtype)
         embeddings.position_embeddings = nn.Parameter(torch.cat([position[:, :extra], grid], dim=1))
     for module in (embeddings, getattr(embeddings, "patch_embeddings", None)):
@@ -354,7 +360,10 @@ def main(args: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args(
         ImageModelArguments, ImageDataArguments, TrainingArguments, defaults=defaults, args=args
     )
-    setup_logging(training_args)
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise DataError("nothing to do: pass at least one of --do_train, --do_eval, --do_predict")
+    setup_logging(training_args)  # counts and sizes only: never image paths or pixels
+    logger.info("device %s, bf16 %s", training_args.device, training_args.bf16)
     transformers.set_seed(training_args.seed)
 
     # 1. Data: read and validate everything before any model is loaded or anything is written.
