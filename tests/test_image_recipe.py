@@ -208,6 +208,10 @@ def test_lora_save_reload_same_predictions(tiny_vit, tmp_path, image_size):
     rows = read_csv(out / "test_predictions.csv")
     expected = np.array([[float(r["prob_0"]), float(r["prob_1"])] for r in rows])
     np.testing.assert_allclose(_reload_probs(str(out), f"{SAMPLE}/sample.npz"), expected, atol=1e-5)
+    # The recipe itself evaluates the adapter folder the same way.
+    run(str(out), tmp_path / "again", "--do_predict", "--train_file", f"{SAMPLE}/sample.npz", "--bf16", "False")
+    again = read_csv(tmp_path / "again" / "test_predictions.csv")
+    np.testing.assert_allclose([[float(r["prob_0"]), float(r["prob_1"])] for r in again], expected, atol=1e-5)
 
 
 def test_lora_merged_folder_loads_in_pipeline(tiny_vit, tmp_path):

@@ -382,22 +382,26 @@ def main(args: list[str] | None = None) -> dict:
 
     # 2. Model with a fresh head for our labels, its processor, and the training resolution.
     processor = load_pretrained(AutoImageProcessor, model_args)
-    model = load_pretrained(
-        AutoModelForImageClassification,
-        model_args,
-        config=config if not training_args.do_train else None,
-        **(
-            dict(
-                num_labels=len(label_names),
-                id2label=dict(enumerate(label_names)),
-                label2id=label2id,
-                problem_type="multi_label_classification" if multi_label else "single_label_classification",
-                ignore_mismatched_sizes=True,  # a checkpoint's own head (e.g. ImageNet's 1000 classes) is replaced
-            )
-            if training_args.do_train
-            else {}
-        ),
-    )
+    adapter_only = os.path.exists(os.path.join(model_args.model_name_or_path, "adapter_config.json"))
+    if adapter_only and not training_args.do_train:  # evaluate a LoRA run of this recipe: base + adapter + head
+        model = load_trained_model(model_args.model_name_or_path)
+    else:
+        model = load_pretrained(
+            AutoModelForImageClassification,
+            model_args,
+            config=config if not training_args.do_train else None,
+            **(
+                dict(
+                    num_labels=len(label_names),
+                    id2label=dict(enumerate(label_names)),
+                    label2id=label2id,
+                    problem_type="multi_label_classification" if multi_label else "single_label_classification",
+                    ignore_mismatched_sizes=True,  # a checkpoint's own head (e.g. ImageNet's 1000 classes) is replaced
+                )
+                if training_args.do_train
+                else {}
+            ),
+        )
     image_size = model_args.image_size or processor_size(processor)
     set_image_size(model, image_size)
     resample = int(getattr(processor, "resample", 2) or 2)
