@@ -194,3 +194,15 @@ def test_bundled_sample_data_reads_in_every_format():
     assert sizes["folders/train"] == sizes["train.csv"] == sizes["train.jsonl"] == 48
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(SAMPLE) for f in fs)
     assert total < 300 * 1024
+
+
+def test_saved_datasets_folder_with_image_column(tmp_path):
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["normal", "effusion"])})
+    images = [Image.fromarray(np.full((6, 6), v, np.uint8)) for v in (10, 200, 90)]
+    datasets.Dataset.from_dict({"image": images, "label": [1, 0, 1]}, features=features).save_to_disk(str(tmp_path / "ds"))
+    loaded = read_images(str(tmp_path / "ds"), "train")
+    assert loaded.labels == ["effusion", "normal", "effusion"] and loaded.label_names == ["normal", "effusion"]
+    pixels = decode_images(loaded, 6).pixels
+    assert pixels.shape == (3, 3, 6, 6) and int(pixels[1, 0, 0, 0]) == 200
