@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
+from shared.tiny_models import build_tiny_bert  # noqa: E402  (importable from a clone without pip install -e)
+
 # Never reach for the network in tests; everything is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -42,46 +44,6 @@ def real_asset(*parts: str) -> Path:
     return path
 
 
-def train_wordpiece_tokenizer(corpus: list[str], output_dir: Path, vocab_size: int = 400):
-    """A BERT-style fast tokenizer trained on ``corpus`` with the ``tokenizers`` library (no download)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertTokenizerFast
-
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
-    )
-    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=512)
-    fast.save_pretrained(output_dir)
-    return fast
-
-
-def build_tiny_bert(output_dir: Path, corpus: list[str]) -> Path:
-    """Tokenizer + 2-layer BERT (hidden 32) saved as safetensors: a stand-in for a pretrained checkpoint."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    tokenizer = train_wordpiece_tokenizer(corpus, output_dir)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(output_dir)
-    return output_dir
-
-
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny pretrained-looking BERT folder whose vocabulary covers the bundled sample data."""
@@ -93,6 +55,7 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
         with sample.open(encoding="utf-8") as f:
             corpus += [row["text"] for row in csv.DictReader(f)]
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), corpus)
+
 
 
 def load_recipe(task: str):

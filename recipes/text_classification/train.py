@@ -129,7 +129,7 @@ def sort_labels(labels) -> list[str]:
 
 
 def count_truncated(tokenizer, texts, pairs, max_length: int) -> int:
-    lengths = tokenizer(list(texts), None if pairs is None else list(pairs), truncation=False)["input_ids"]
+    lengths = tokenizer(list(texts), None if pairs is None else list(pairs), truncation=False, verbose=False)["input_ids"]
     return sum(len(ids) > max_length for ids in lengths)
 
 
