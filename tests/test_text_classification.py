@@ -110,7 +110,7 @@ def test_multilabel_with_thresholds(recipe, tiny_bert_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
     assert config["decision_thresholds"] == pytest.approx(thresholds)
-    predictions = pd.read_csv(out / "test_predictions.csv", keep_default_na=False)
+    predictions = pd.read_csv(out / "test_predictions.csv", keep_default_na=False, float_precision="round_trip")
     probs = predictions[[f"prob_{n}" for n in names]].to_numpy()
     decided = ["|".join(n for n, p in zip(names, row) if p >= thresholds[n]) for row in probs]
     assert decided == predictions["predicted"].tolist()
@@ -239,7 +239,7 @@ def test_minilm_on_medical_abstracts_beats_majority_class(recipe, tmp_path):
     results = recipe.main([
         "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "out"),
         "--train_file", str(data / "train.csv"), "--test_file", str(data / "test.csv"),
-        "--max_train_samples", "800", "--max_predict_samples", "300", "--num_train_epochs", "1",
+        "--max_train_samples", "1000", "--max_predict_samples", "300", "--num_train_epochs", "2", "--learning_rate", "2e-4",
         "--bootstrap_resamples", "200", "--do_train", "--do_predict",
     ])
     gold = pd.read_csv(data / "test.csv")["label"].astype(str).head(300)
