@@ -49,6 +49,13 @@ class ModelArguments:
         default=False,
         metadata={"help": "Merge the trained adapters into the base weights and save a plain model (no PEFT needed)."},
     )
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the input (token/patch) embeddings fixed. For a small BERT they are ~half the weights: "
+            "updating them on a few thousand examples costs a third of each step and mostly overfits rare tokens."
+        },
+    )
     freeze_layers: int = field(
         default=0,
         metadata={"help": "Freeze the embeddings and the first N encoder layers (0 = train everything)."},

@@ -47,6 +47,14 @@ def freeze_encoder_layers(model: nn.Module, num_frozen: int) -> int:
     return frozen
 
 
+def freeze_input_embeddings(model: nn.Module) -> int:
+    """Freeze the token (or patch) embedding module; returns how many parameters were frozen."""
+    embeddings = model.get_input_embeddings()
+    frozen = sum(p.numel() for p in embeddings.parameters() if p.requires_grad)
+    embeddings.requires_grad_(False)
+    return frozen
+
+
 def layerwise_lr_groups(model: nn.Module, learning_rate: float, decay: float, weight_decay: float) -> list[dict]:
     """Parameter groups where depth ``d`` gets ``learning_rate * decay ** (num_layers + 1 - d)``.
 

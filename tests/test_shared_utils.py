@@ -338,3 +338,12 @@ def test_class_weights_allow_absent_classes_for_tag_schemes():
     w = class_weights(labels, 3, "balanced", allow_absent=True)
     assert w[2] == 1.0
     np.testing.assert_allclose(w[:2], compute_class_weight("balanced", classes=np.arange(2), y=labels))
+
+
+def test_freeze_input_embeddings(tiny_classifier):
+    from shared.optim import freeze_input_embeddings
+
+    frozen = freeze_input_embeddings(tiny_classifier)
+    assert frozen == tiny_classifier.bert.embeddings.word_embeddings.weight.numel()
+    assert not tiny_classifier.bert.embeddings.word_embeddings.weight.requires_grad
+    assert tiny_classifier.bert.embeddings.position_embeddings.weight.requires_grad

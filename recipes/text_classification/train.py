@@ -54,7 +54,7 @@ from shared.metrics import (
     tune_thresholds,
 )
 from shared.predict import predict_in_order
-from shared.optim import freeze_encoder_layers, optimizer_cls_and_kwargs
+from shared.optim import freeze_encoder_layers, freeze_input_embeddings, optimizer_cls_and_kwargs
 from shared.reporting import (
     atomic_write_json,
     atomic_write_text,
@@ -103,6 +103,9 @@ RECIPE_DEFAULTS = {
     "weight_decay": 0.01,
     "train_sampling_strategy": "group_by_length",  # batches of similar length waste little compute on padding
     "optim": "adamw_torch_fused",
+    # The token-embedding matrix is ~half of a small BERT's weights; updating it on a few thousand examples costs
+    # about a third of each training step and mostly overfits rare tokens. --freeze_embeddings false to train it.
+    "freeze_embeddings": True,
 }
 
 
@@ -234,8 +237,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
         model = load_model(AutoModelForSequenceClassification, model_args.model_name_or_path)
     frozen = freeze_encoder_layers(model, model_args.freeze_layers)
+    if model_args.freeze_embeddings:
+        frozen += freeze_input_embeddings(model)
     if frozen:
-        logger.info("froze %d parameters (embeddings + %d layers)", frozen, model_args.freeze_layers)
+        logger.info("froze %d parameters", frozen)
     if model_args.use_lora:
         model = apply_lora(model, model_args)
     trainable, total = count_parameters(model)
