@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-import sys
-from dataclasses import dataclass, field
 import re
+import socket
+import sys
+import urllib.parse
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -242,16 +245,40 @@ def load_pretrained(auto_cls, model_args: ModelArguments, **kwargs):
                 )
     elif not HUB_ID.fullmatch(name):
         raise DataError("model folder does not exist", path=name)
+    elif not hub_reachable():  # only a cached copy can serve: fail in seconds, not after a minute of retries
+        kwargs["local_files_only"] = True
     try:
         return auto_cls.from_pretrained(name, **kwargs)
     except OSError as e:
         if os.path.isdir(name):
             raise DataError(f"cannot load {auto_cls.__name__}: {str(e).splitlines()[0]}", path=name) from None
-        raise DataError(
-            f"'{name}' is not a local folder and cannot be loaded from the Hugging Face Hub (offline or unknown id); "
-            "download it where you have network (`hf download <id> --local-dir models/<name>`) and pass that "
-            "folder: --model_name_or_path models/<name>"
-        ) from None
+        raise DataError(hub_unreachable_message(name)) from None
+
+
+def hub_unreachable_message(name: str) -> str:
+    return (
+        f"'{name}' is not a local folder and cannot be loaded from the Hugging Face Hub (offline or unknown id); "
+        "download it where you have network (`hf download <id> --local-dir models/<name>`) and pass that "
+        "folder: --model_name_or_path models/<name>"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub (or ``HF_ENDPOINT``) answers a TCP connection; False at once when ``HF_HUB_OFFLINE`` is set.
+
+    When it does not, a Hub id can still load from the local cache (``local_files_only``).
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
 
 
 def main_guard(main: Callable[[], Any]) -> Callable[[], Any]:

@@ -247,3 +247,17 @@ def test_minilm_on_medical_abstracts_beats_majority_class(recipe, tmp_path):
     assert results["test_accuracy"] > majority + 0.15, (results["test_accuracy"], majority)
     assert results["test_accuracy_ci_low"] > majority  # clearly: the whole 95% interval is above it
     assert results["test_macro_f1"] > 0.35
+
+
+def test_unreachable_hub_id_fails_fast_with_one_line(tmp_path, monkeypatch):
+    """Without HF_HUB_OFFLINE, an unknown/unreachable Hub id still fails with one line (no minute of retries)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    train = write_csv(tmp_path / "train.csv", [("chest pain", "cardiac"), ("cough", "resp")])
+    proc = run_recipe_cli("text_classification", [
+        "--model_name_or_path", "no-such-org/no-such-model-xyz", "--train_file", str(train),
+        "--output_dir", str(tmp_path / "out"), "--do_train",
+    ], timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--model_name_or_path models/<name>" in last and "no-such-org/no-such-model-xyz" in last
+    assert not (tmp_path / "out").exists()
