@@ -194,31 +194,97 @@ def needs_prefix_space(tokenizer) -> bool:
 
 
 def continuation_map(labels: list[str]) -> list[int]:
-    """For label id ``i``, the id a non-first subword of that word gets with the ``all`` strategy:
+    """For label id ``i``, the id a non-first subword of that word gets with the ``all`` strategy under IOB2:
     ``B-X`` -> ``I-X`` (a word's second subword does not begin an entity), everything else unchanged."""
     index = {lab: i for i, lab in enumerate(labels)}
     return [index.get("I-" + lab[2:], i) if lab.startswith("B-") else i for i, lab in enumerate(labels)]
 
 
+def subword_maps(labels: list[str]) -> tuple[list[int], list[int], list[int]]:
+    """(first, inner, last): the label id the first, a middle and the last subword of a word split into several
+    subwords get with the ``all`` strategy, so that the subword sequence is itself valid IOB2 / BIOES.
+
+    IOB2: ``B-X`` -> ``B-X, I-X, ..., I-X``; ``I-X`` stays ``I-X``. BIOES: ``S-X`` -> ``B-X, I-X, ..., E-X``,
+    ``E-X`` -> ``I-X, ..., E-X``, ``B-X`` -> ``B-X, I-X, ...``. A word of one subword keeps its own label, and the
+    first subword always reads back (through :func:`from_scheme`) to the word's IOB2 tag.
+    """
+    index = {lab: i for i, lab in enumerate(labels)}
+
+    def to(prefix, lab, i):
+        return index.get(f"{prefix}-{lab[2:]}", i)
+
+    first, inner, last = [], [], []
+    for i, lab in enumerate(labels):
+        p = lab[:2]
+        first.append(to("I", lab, i) if p == "E-" else to("B", lab, i) if p == "S-" else i)
+        inner.append(to("I", lab, i) if p in ("B-", "E-", "S-") else i)
+        last.append(to("E", lab, i) if p in ("S-", "E-") else to("I", lab, i) if p == "B-" else i)
+    return first, inner, last
+
+
 def align_labels(word_ids: list[int | None], word_labels: list[int], strategy: str = "first",
-                 b_to_i: list[int] | None = None) -> list[int]:
+                 b_to_i=None) -> list[int]:
     """Subword labels from word labels. ``first``: the first subword of each word gets the word's label, the
-    others -100. ``all``: every subword is labelled, non-first ones through ``b_to_i`` (see
-    :func:`continuation_map`). Special tokens (word id ``None``) always get -100."""
+    others -100. ``all``: every subword is labelled; ``b_to_i`` says how: a list (:func:`continuation_map`, for
+    every non-first subword) or a ``(first, inner, last)`` triple (:func:`subword_maps`, needed for BIOES).
+    Special tokens (word id ``None``) always get -100."""
     if strategy not in ("first", "all"):
         raise ValueError(f"unknown label alignment strategy {strategy!r} (first or all)")
-    out, prev = [], None
-    for wid in word_ids:
+    if isinstance(b_to_i, tuple):
+        first_map, inner_map, last_map = b_to_i
+    else:
+        first_map, inner_map, last_map = None, b_to_i, b_to_i
+    out = []
+    n = len(word_ids)
+    for k, wid in enumerate(word_ids):
         if wid is None:
             out.append(IGNORE_INDEX)
-        elif wid != prev:
-            out.append(word_labels[wid])
+            continue
+        is_first = k == 0 or word_ids[k - 1] != wid
+        is_last = k + 1 == n or word_ids[k + 1] != wid
+        lab = word_labels[wid]
+        if is_first:
+            out.append(first_map[lab] if first_map is not None and not is_last else lab)
         elif strategy == "all":
-            lab = word_labels[wid]
-            out.append(b_to_i[lab] if b_to_i is not None else lab)
+            table = last_map if is_last else inner_map
+            out.append(table[lab] if table is not None else lab)
         else:
             out.append(IGNORE_INDEX)
-        prev = wid
+    return out
+
+
+def scored_positions(word_ids: list[int | None], strategy: str) -> list[bool]:
+    """Positions that carry a label under ``strategy`` (``all``: every subword of a word; ``first``: first
+    subwords only). A CRF runs over exactly these positions, in training and in decoding."""
+    return [wid is not None and (strategy == "all" or k == 0 or word_ids[k - 1] != wid)
+            for k, wid in enumerate(word_ids)]
+
+
+def simple_aggregation_spans(subword_labels: list[str]) -> set[tuple[str, int, int]]:
+    """The entities ``pipeline("token-classification", aggregation_strategy="simple")`` builds from per-subword
+    labels (special tokens removed), as ``(type, first_position, last_position)``; a copy of transformers'
+    ``TokenClassificationPipeline.group_entities`` grouping rule, so agreement can be measured without the pipeline."""
+    def get_tag(name):
+        if name.startswith(("B-", "I-")):
+            return name[0], name[2:]
+        return "I", name
+
+    groups, current = [], []
+    for pos, lab in enumerate(subword_labels):
+        if current:
+            bi, tag = get_tag(lab)
+            if tag == get_tag(subword_labels[current[-1]])[1] and bi != "B":
+                current.append(pos)
+                continue
+            groups.append(current)
+        current = [pos]
+    if current:
+        groups.append(current)
+    out = set()
+    for g in groups:
+        etype = subword_labels[g[0]].split("-", 1)[-1]
+        if etype != "O":
+            out.add((etype, g[0], g[-1]))
     return out
 
 
@@ -235,6 +301,7 @@ class Window:
     word_ids: list[int | None]
     owned: list[int]
     labels: list[int] | None = None
+    scored: list[bool] | None = None  # positions labelled under the alignment strategy (a CRF decodes these)
 
 
 def special_frame(tokenizer) -> tuple[list[int], list[int]]:
@@ -278,6 +345,7 @@ def make_windows(tokenizer, examples: list[list[str]], max_length: int, stride: 
         labels = None
         if word_labels is not None:
             labels = align_labels(wids, word_labels[ex], strategy, b_to_i)
+        scored = scored_positions(wids, strategy)
         starts = list(range(0, max(len(ids) - stride, 1), step)) if len(ids) > room else [0]
         if starts[-1] + room < len(ids):  # the last step may stop short of the end
             starts.append(len(ids) - room)
@@ -300,12 +368,14 @@ def make_windows(tokenizer, examples: list[list[str]], max_length: int, stride: 
                 owned=[len(prefix) + p - s for p in owned[w]],
                 labels=None if labels is None else
                 [IGNORE_INDEX] * len(prefix) + labels[s:e] + [IGNORE_INDEX] * len(suffix),
+                scored=[False] * len(prefix) + scored[s:e] + [False] * len(suffix),
             ))
     for i, words in enumerate(examples):
         if not words:
             # An empty sentence still becomes one (specials-only) window so indices stay simple; it owns nothing.
-            windows.append(Window(i, prefix + suffix, [None] * (len(prefix) + len(suffix)), [],
-                                  None if word_labels is None else [IGNORE_INDEX] * (len(prefix) + len(suffix))))
+            n_special = len(prefix) + len(suffix)
+            windows.append(Window(i, prefix + suffix, [None] * n_special, [],
+                                  None if word_labels is None else [IGNORE_INDEX] * n_special, [False] * n_special))
     windows.sort(key=lambda w: w.example)  # stable: windows of one example stay in order
     return windows, unmapped
 
@@ -328,9 +398,11 @@ def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size:
                     bf16: bool = False, decode=None) -> list[list[int]]:
     """Predicted label id at every position of every window, in window order.
 
-    Windows are batched by length (little padding) and the results put back in order. ``decode(logits, mask)``
-    turns a batch of logits into label ids (default argmax; a CRF passes Viterbi decoding). An own loop instead
-    of ``Trainer.predict`` because the latter reorders examples when length-grouped sampling is on.
+    Windows are batched by length (little padding) and the results put back in order. ``decode(logits, scored)``
+    turns a batch of logits into label ids, ``scored`` marking the positions that carry labels (default argmax;
+    a CRF passes its constrained Viterbi decoding). An own loop instead of ``Trainer.predict`` because the latter
+    reorders examples when length-grouped sampling is on. ``bf16=False`` (default) computes in float32, as
+    ``pipeline()`` does, so the recipe's predictions are the ones users get from the saved model.
     """
     import torch
 
@@ -345,16 +417,49 @@ def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size:
             width = max(len(windows[k].input_ids) for k in batch)
             ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
+            scored = torch.zeros((len(batch), width), dtype=torch.bool)
             for row, k in enumerate(batch):
                 n = len(windows[k].input_ids)
                 ids[row, :n] = torch.tensor(windows[k].input_ids)
                 mask[row, :n] = 1
+                if windows[k].scored is not None:
+                    scored[row, :n] = torch.tensor(windows[k].scored, dtype=torch.bool)
             ids, mask = ids.to(device), mask.to(device)
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            pred = decode(logits, mask) if decode is not None else logits.argmax(-1)
+            pred = decode(logits, scored.to(device)) if decode is not None else logits.argmax(-1)
             for row, k in enumerate(batch):
                 out[k] = pred[row, : len(windows[k].input_ids)].tolist()
     finally:
         model.train(was_training)
     return out
+
+
+def pipeline_agreement(windows: list[Window], window_preds: list[list[int]], labels: list[str],
+                       word_tags: list[list[str]]) -> tuple[int, int]:
+    """On how many examples ``pipeline(..., aggregation_strategy="simple")`` on the same model would give the
+    entities in ``word_tags`` (the recipe's IOB2 output), from the same per-subword predictions.
+
+    The pipeline groups every subword's own prediction, the recipe reads each word's first subword: they differ
+    exactly when a word's subwords disagree (an entity would start or end inside a word). Only examples that fit
+    in one window are checked (the pipeline reads longer ones in its own chunks). Returns ``(agree, checked)``.
+    """
+    per_example: dict[int, list[int]] = {}
+    for k, win in enumerate(windows):
+        per_example.setdefault(win.example, []).append(k)
+    agree = checked = 0
+    for ex, ks in per_example.items():
+        if len(ks) != 1:
+            continue
+        win, pred = windows[ks[0]], window_preds[ks[0]]
+        pos = [p for p, wid in enumerate(win.word_ids) if wid is not None]
+        theirs = simple_aggregation_spans([labels[pred[p]] for p in pos])
+        first_pos: dict[int, int] = {}
+        last_pos: dict[int, int] = {}
+        for j, p in enumerate(pos):
+            first_pos.setdefault(win.word_ids[p], j)
+            last_pos[win.word_ids[p]] = j
+        ours = {(etype, first_pos.get(s, -1), last_pos.get(e - 1, -1)) for etype, s, e in spans_from_tags(word_tags[ex])}
+        checked += 1
+        agree += ours == theirs
+    return agree, checked

@@ -120,14 +120,43 @@ def test_i2b2_predictions_are_readable_by_the_reader_and_cover_the_notes(recipe,
     assert len(notes) == 2 and all(n.labelled for n in notes)
 
 
-def test_output_folder_loads_into_the_pipeline(recipe, tiny_model, corpora, tmp_path):
+def pipeline_entities(ner, words: list[str]) -> set:
+    return {(e["entity_group"], e["start"], e["end"]) for e in ner(" ".join(words))}
+
+
+def recipe_entities(words: list[str], tags: list[str]) -> set:
+    """The recipe's entities as character spans over the whitespace-joined words (the pipeline's coordinates)."""
+    from shared.tagging import spans_from_tags
+
+    starts = [sum(len(w) + 1 for w in words[:k]) for k in range(len(words))]
+    return {(t, starts[s], starts[e - 1] + len(words[e - 1])) for t, s, e in spans_from_tags(tags)}
+
+
+def test_pipeline_gives_exactly_the_recipes_entities_on_the_sample_notes(recipe, tiny_model, tmp_path):
+    """pipeline("token-classification", aggregation_strategy="simple") on the output folder returns, for every
+    test sentence, the entities the recipe wrote to its .con files (every subword trained, float32 inference)."""
     from transformers import pipeline
 
-    run(recipe, tiny_model, corpora, "conll", tmp_path, "--num_train_epochs", "1")
+    data = {split: os.path.join(SAMPLE, split) for split in ("train", "test")}
+    results = recipe.main(["--model_name_or_path", tiny_model, "--output_dir", str(tmp_path),
+                           "--train_file", data["train"], "--test_file", data["test"], "--do_train", "--do_predict",
+                           "--num_train_epochs", "8", "--learning_rate", "5e-3", "--per_device_train_batch_size",
+                           "16", "--bootstrap_resamples", "0", "--seed", "1"])
+    assert results["test_f1"] > 0.6  # a model that finds entities, so that agreement is not trivial
+    pred_dir = tmp_path / "predictions"
+    for note in read_i2b2(data["test"]):
+        shutil.copy(note.txt_path, pred_dir)
     ner = pipeline("token-classification", model=str(tmp_path), aggregation_strategy="simple")
-    out = ner("Patient denies chest pain and fever .")
-    assert isinstance(out, list)
-    assert all(e["entity_group"] in ("problem", "test", "treatment") for e in out)
+    n_sentences = n_entities = 0
+    for note in read_i2b2(pred_dir):
+        for words, tags in zip(note.lines, note.line_tags()):
+            if words:
+                ours = recipe_entities(words, tags)
+                assert pipeline_entities(ner, words) == ours, f"{note.doc_id}"
+                n_sentences += 1
+                n_entities += len(ours)
+    assert n_sentences == 60 and n_entities > 50
+    assert results["test_pipeline_agreement"] == 1.0 and results["test_pipeline_checked"] == 60
 
 
 def test_bioes_and_first_alignment_run(recipe, tiny_model, corpora, tmp_path):

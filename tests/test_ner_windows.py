@@ -19,7 +19,7 @@ def model_and_tokenizer(tmp_path_factory):
 
 def test_note_three_times_longer_than_the_model_gets_every_word(model_and_tokenizer):
     model, tok = model_and_tokenizer
-    words = "metoprolol was started for atrial fibrillation and hypertension .".split() * 20
+    words = "metoprolol was started for atrial fibrillation and hypertension .".split() * 30
     assert len(tok(words, is_split_into_words=True)["input_ids"]) > 3 * 64
     windows, unmapped = make_windows(tok, [words], max_length=64, stride=16)
     preds = predict_windows(model, windows, tok.pad_token_id, batch_size=4)

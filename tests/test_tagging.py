@@ -6,15 +6,18 @@ from shared.errors import DataError
 from shared.tagging import (
     IGNORE_INDEX, align_labels, bioes_to_iob2, continuation_map, from_scheme, iob2_errors, iob2_to_bioes,
     label_list, load_tokenizer, make_windows, needs_prefix_space, repair_iob2, require_fast_tokenizer,
-    spans_from_tags, validate_tags, words_from_windows,
+    pipeline_agreement, scored_positions, simple_aggregation_spans, spans_from_tags, subword_maps, validate_tags,
+    words_from_windows,
 )
-from tests.ner_fixtures import build_tokenizer
+from tests.ner_fixtures import sample_corpus
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
+    from shared.tiny_models import train_wordpiece_tokenizer
+
     path = tmp_path_factory.mktemp("tok")
-    build_tokenizer(str(path))
+    train_wordpiece_tokenizer(sample_corpus(), str(path), vocab_size=300, model_max_length=128)
     return load_tokenizer(str(path))
 
 
@@ -165,3 +168,49 @@ def test_bad_window_settings(tokenizer):
         make_windows(tokenizer, [["a"]], max_length=16, stride=14)
     with pytest.raises(ValueError, match="no room"):
         make_windows(tokenizer, [["a"]], max_length=2, stride=0)
+
+
+def test_all_alignment_gives_valid_subword_sequences_in_both_schemes():
+    word_ids = [None, 0, 0, 0, 1, 2, 2, 3, None]  # words of 3, 1, 2 and 1 subwords
+    iob2 = label_list([["B-p", "I-p"]])  # O B-p I-p
+    got = align_labels(word_ids, [1, 2, 1, 0], "all", subword_maps(iob2))
+    assert [iob2[k] if k >= 0 else None for k in got] == [None, "B-p", "I-p", "I-p", "I-p", "B-p", "I-p", "O", None]
+    assert got == align_labels(word_ids, [1, 2, 1, 0], "all", continuation_map(iob2))  # same as before for IOB2
+    bioes = label_list([["B-p"]], "BIOES")  # O B-p I-p E-p S-p
+    ids = {lab: i for i, lab in enumerate(bioes)}
+    # B-p E-p S-p O: subwords must read B I I | E | B E | O
+    got = align_labels(word_ids, [ids["B-p"], ids["E-p"], ids["S-p"], 0], "all", subword_maps(bioes))
+    assert [bioes[k] if k >= 0 else None for k in got] == [None, "B-p", "I-p", "I-p", "E-p", "B-p", "E-p", "O", None]
+    # E-p over two subwords: I-p E-p; the first subword still reads back as the word's IOB2 tag
+    got = align_labels([0, 0, 1], [ids["E-p"], 0], "all", subword_maps(bioes))
+    assert [bioes[k] for k in got] == ["I-p", "E-p", "O"]
+    assert from_scheme(["B-p", bioes[got[0]]], "BIOES") == from_scheme(["B-p", "E-p"], "BIOES")
+
+
+def test_scored_positions():
+    word_ids = [None, 0, 0, 1, None]
+    assert scored_positions(word_ids, "all") == [False, True, True, True, False]
+    assert scored_positions(word_ids, "first") == [False, True, False, True, False]
+
+
+def test_simple_aggregation_spans_follow_the_pipeline_grouping():
+    # B starts a group, I continues a same-type group (or starts one), O closes; B-p B-p are two entities
+    assert simple_aggregation_spans(["O", "B-p", "I-p", "O", "I-t", "I-t", "B-p", "B-p", "I-t"]) == {
+        ("p", 1, 2), ("t", 4, 5), ("p", 6, 6), ("p", 7, 7), ("t", 8, 8)}
+    assert simple_aggregation_spans(["O", "O"]) == set()
+
+
+def test_pipeline_agreement_detects_words_whose_subwords_disagree(tokenizer):
+    labels = ["O", "B-p", "I-p"]
+    words = [["history", "of", "COPD", "."], ["history", "of", "COPD", "."]]
+    windows, _ = make_windows(tokenizer, words, max_length=32, stride=4)
+    copd = [p for p, wid in enumerate(windows[0].word_ids) if wid == 2]
+    assert len(copd) > 1  # the abbreviation splits into several subwords
+    consistent = [0] * len(windows[0].input_ids)
+    for k, p in enumerate(copd):
+        consistent[p] = 1 if k == 0 else 2  # B-p I-p I-p ...
+    broken = list(consistent)
+    broken[copd[-1]] = 0  # last subword says O: the pipeline's entity would end inside the word
+    tags = [["O", "O", "B-p", "O"]] * 2
+    assert pipeline_agreement(windows, [consistent, broken], labels, tags) == (1, 2)
+    assert words_from_windows(windows, [consistent, broken], [4, 4]) == [[0, 0, 1, 0]] * 2  # same first subwords

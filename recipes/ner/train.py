@@ -38,6 +38,7 @@ from transformers import (
     set_seed,
 )
 
+from crf import CrfTokenClassifier, has_crf
 from ner_data import FORMATS, NerSplit, load_hub_split, load_split
 from shared.args import DataArguments, ModelArguments, load_pretrained, main_guard, parse_args, recipe_defaults, setup_logging
 from shared.entity_metrics import entity_metrics, entity_metrics_ci, entity_report
@@ -48,13 +49,13 @@ from shared.metrics import add_ci
 from shared.optim import freeze_encoder_layers, optimizer_cls_and_kwargs
 from shared.reporting import atomic_write_json, prefixed, save_results, write_model_card
 from shared.tagging import (
-    IGNORE_INDEX, SCHEMES, continuation_map, from_scheme, label_list, make_windows, needs_prefix_space,
-    predict_windows, require_fast_tokenizer, split_tag, to_scheme, validate_tags, words_from_windows,
+    IGNORE_INDEX, SCHEMES, from_scheme, label_list, make_windows, needs_prefix_space, pipeline_agreement,
+    predict_windows, require_fast_tokenizer, split_tag, subword_maps, to_scheme, validate_tags, words_from_windows,
 )
 
 logger = logging.getLogger(__name__)
 
-HEADLINE = ["f1", "precision", "recall", "macro_f1", "lenient_f1", "token_accuracy"]
+HEADLINE = ["f1", "precision", "recall", "macro_f1", "lenient_f1", "token_accuracy", "pipeline_agreement"]
 CI_METRICS = ("f1", "precision", "recall", "macro_f1", "lenient_f1")
 
 
@@ -208,14 +209,26 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     frozen = freeze_encoder_layers(model, model_args.freeze_layers)
     if frozen:
         logger.info("froze %d parameters (embeddings + %d layers)", frozen, model_args.freeze_layers)
-    if model_args.use_crf:
-        raise DataError("--use_crf is not available yet in this version of the recipe")
+    use_crf = model_args.use_crf or (not training_args.do_train and has_crf(model_args.model_name_or_path))
+    if use_crf and (model_args.class_weighting != "none" or model_args.focal_gamma > 0):
+        raise DataError("--use_crf trains on the CRF likelihood; it cannot be combined with --class_weighting or "
+                        "--focal_gamma")
+    if model_args.use_crf and not training_args.do_train and not has_crf(model_args.model_name_or_path):
+        raise DataError("--use_crf without --do_train needs a model trained with --use_crf (no crf.safetensors)",
+                        model_args.model_name_or_path)
+    if not training_args.do_train:  # predict with the alignment the model was trained with (the CRF depends on it)
+        data_args.label_alignment = getattr(config, "label_alignment", data_args.label_alignment)
     if model_args.use_lora:
         model = apply_lora(model, model_args)
+    if use_crf:
+        model = CrfTokenClassifier(model, labels)
+        if not training_args.do_train:
+            model.load_crf(model_args.model_name_or_path)
+        logger.info("CRF output layer (%s, constrained Viterbi decoding)", scheme)
     trainable, total = count_parameters(model)
 
     # 6. Alignment + windows: labels on subwords ('first' or 'all'), long examples split with --stride.
-    b_to_i = continuation_map(labels)
+    b_to_i = subword_maps(labels)  # every subword labelled so that the subword sequence is valid IOB2/BIOES
     windows, unmapped = {}, {}
     for name, split in splits.items():
         windows[name], unmapped[name] = make_windows(
@@ -238,14 +251,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     loss_func = None
     if training_args.do_train:
         flat = [lab for w in windows["train"] for lab in w.labels if lab != IGNORE_INDEX]
-        # Some labels may never occur in training (e.g. I-X when every X is one word): weight the present ones,
-        # leave the absent ones at 1 (shared.imbalance.class_weights refuses absent classes).
-        present, remapped = np.unique(np.asarray(flat, dtype=np.int64), return_inverse=True)
-        weights = class_weights(remapped, len(present), model_args.class_weighting)
+        # Some labels may never occur in training (e.g. I-X when every X is one word): they keep weight 1.
+        weights = class_weights(np.asarray(flat, dtype=np.int64), len(labels), model_args.class_weighting,
+                                allow_absent=True)
         if weights is not None:
-            full = np.ones(len(labels))
-            full[present] = weights
-            weights = full
             logger.info("class weights (%s): %s", model_args.class_weighting, np.round(weights, 3).tolist())
         if weights is not None or model_args.focal_gamma > 0:
             loss_func = make_loss_func(weights, model_args.focal_gamma)
@@ -269,18 +278,27 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         results["train_windows"] = len(windows["train"])
         results["train_repaired_tags"] = repaired.get("train", 0)
 
-    def predict_tags(name: str) -> list[list[str]]:
-        """IOB2 tags for every word of every example of a split (windows merged, nothing dropped)."""
+    def predict_tags(name: str) -> tuple[list[list[str]], dict[str, float]]:
+        """IOB2 tags for every word of every example of a split (windows merged, nothing dropped), and how often
+        pipeline(aggregation_strategy="simple") on the saved folder gives the same entities."""
         split = splits[name]
+        # float32, as pipeline() computes: the entities written here are the ones users get from the saved model
+        decode = trainer.model.decode if use_crf else None
         preds = predict_windows(trainer.model, windows[name], tokenizer.pad_token_id,
-                                training_args.per_device_eval_batch_size, bf16=training_args.bf16)
+                                training_args.per_device_eval_batch_size, bf16=False, decode=decode)
         word_ids = words_from_windows(windows[name], preds, [len(w) for w in split.words], default=label2id["O"])
-        return [from_scheme([labels[i] for i in ids], scheme) for ids in word_ids]
+        tags = [from_scheme([labels[i] for i in ids], scheme) for ids in word_ids]
+        extra = {}
+        if not use_crf and scheme == "IOB2":  # the pipeline reads neither a CRF nor BIOES tags
+            agree, checked = pipeline_agreement(windows[name], preds, labels, tags)
+            if checked:
+                extra = {"pipeline_agreement": agree / checked, "pipeline_checked": checked}
+        return tags, extra
 
     # 9. Evaluate on validation.
     if training_args.do_eval:
-        pred = predict_tags("validation")
-        eval_metrics = entity_metrics(splits["validation"].tags, pred)
+        pred, extra = predict_tags("validation")
+        eval_metrics = {**entity_metrics(splits["validation"].tags, pred), **extra}
         eval_metrics["samples"] = len(pred)
         results.update(prefixed(eval_metrics, "eval"))
 
@@ -290,11 +308,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     written = []
     if training_args.do_predict:
         test = splits["test"]
-        pred = predict_tags("test")
+        pred, extra = predict_tags("test")
         if is_main:
             written = test.write_predictions(pred, os.path.join(output_dir, "predictions"))
         if test.tags is not None:
-            test_metrics = entity_metrics(test.tags, pred)
+            test_metrics = {**entity_metrics(test.tags, pred), **extra}
             if data_args.bootstrap_resamples:
                 intervals = entity_metrics_ci(test.tags, pred, groups=test.groups,
                                               resamples=data_args.bootstrap_resamples, seed=training_args.seed,
@@ -310,7 +328,13 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if is_main:
         os.makedirs(output_dir, exist_ok=True)
         if training_args.do_train:
-            save_model(trainer.model, output_dir, merge=model_args.merge_lora)
+            encoder = trainer.model.model if use_crf else trainer.model
+            base = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
+            base.config.label_alignment = data_args.label_alignment
+            base.config.use_crf = use_crf
+            save_model(encoder, output_dir, merge=model_args.merge_lora)
+            if use_crf:
+                trainer.model.save_crf(output_dir)
             tokenizer.save_pretrained(output_dir)
         for prefix in ("train", "eval", "test"):
             part = {k: v for k, v in results.items() if k.startswith(f"{prefix}_")}
@@ -346,6 +370,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "max_seq_length (window)": max_length,
                 "stride": data_args.stride,
                 "label_alignment": data_args.label_alignment,
+                "output layer": "CRF (constrained Viterbi)" if use_crf else "softmax",
                 "tag_scheme": scheme,
                 "bf16": training_args.bf16,
                 "class_weighting": model_args.class_weighting,
@@ -359,7 +384,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "Entities are flat and contiguous: nested, overlapping or discontinuous annotations are not "
                 "represented.",
                 "Load with `pipeline(\"token-classification\", model=<this folder>, aggregation_strategy=\"simple\")`"
-                " on whitespace-joined words; long texts need the pipeline's `stride` argument.",
+                " on whitespace-joined words; it gives the recipe's entities on the share of examples reported as "
+                "`pipeline_agreement` (elsewhere a word's subwords disagree); long texts need the pipeline's "
+                "`stride` argument" + (", and it reads the emissions without the CRF." if use_crf else "."),
             ],
         )
         logger.info("results, %d prediction file(s) and model written to %s", len(written), output_dir)
