@@ -230,16 +230,6 @@ def set_image_size(model: nn.Module, image_size: int) -> None:
     logger.info("position embeddings resized from %d px to %d px", old_size, image_size)
 
 
-def lora_targets(model: nn.Module) -> str:
-    """Attention query/value projections under their names in this transformers version (``q_proj``/``v_proj`` in
-    5.x ViT/DINOv2, ``query``/``value`` in older code and some architectures)."""
-    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    for pair in (("q_proj", "v_proj"), ("query", "value"), ("qkv",)):
-        if all(n in leaf_names for n in pair):
-            return ",".join(pair)
-    raise DataError(f"no attention projections found in {type(model).__name__}; pass --lora_target_modules")
-
-
 def load_trained_model(model_dir: str) -> nn.Module:
     """Load what this recipe saved: a plain model folder, or a LoRA adapter + head over its base model.
 
@@ -424,7 +414,6 @@ def main(args: list[str] | None = None) -> dict:
     if model_args.freeze_layers:
         freeze_encoder_layers(model, model_args.freeze_layers)
     if model_args.use_lora:
-        model_args.lora_target_modules = model_args.lora_target_modules or lora_targets(model)
         model = apply_lora(model, model_args)
     trainable, total = count_parameters(model)
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
