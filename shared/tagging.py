@@ -459,7 +459,8 @@ def pipeline_agreement(windows: list[Window], window_preds: list[list[int]], lab
         for j, p in enumerate(pos):
             first_pos.setdefault(win.word_ids[p], j)
             last_pos[win.word_ids[p]] = j
-        ours = {(etype, first_pos.get(s, -1), last_pos.get(e - 1, -1)) for etype, s, e in spans_from_tags(word_tags[ex])}
+        ours = {(etype, first_pos.get(s, -1), last_pos.get(e - 1, -1))
+                for etype, s, e in spans_from_tags(word_tags[ex])}
         checked += 1
         agree += ours == theirs
     return agree, checked
