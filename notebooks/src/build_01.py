@@ -62,6 +62,9 @@ both in seconds, with `shared.tiny_models.build_tiny_bert`. The folder looks exa
     code("""from transformers import AutoTokenizer
 from shared.tiny_models import build_tiny_bert
 
+# Recipe default: pretrained token embeddings stay frozen (--freeze_embeddings). A model built from config has
+# random embeddings, which must be trained, so the tutorial turns that off for it.
+PRETRAINED = MODEL is not None
 if MODEL is None:
     MODEL = str(build_tiny_bert(WORK / "tiny-bert", splits["train"]["text"], vocab_size=400))
     print("built a tiny BERT from config: 2 layers, hidden 32, vocabulary",
@@ -104,7 +107,7 @@ results = recipe.main([
     "--model_name_or_path", MODEL, "--output_dir", str(out),
     "--train_file", str(DATA / "train.csv"), "--validation_file", str(DATA / "validation.csv"),
     "--test_file", str(DATA / "test.csv"), "--do_train", "--do_eval", "--do_predict",
-    "--max_seq_length", "64", "--class_weighting", "inverse_sqrt",
+    "--max_seq_length", "64", "--class_weighting", "inverse_sqrt", "--freeze_embeddings", str(PRETRAINED).lower(),
     "--num_train_epochs", "6", "--learning_rate", "2e-3", "--seed", "1", "--bootstrap_resamples", "300",
 ])
 for key in ("test_accuracy", "test_macro_f1", "test_auroc"):
