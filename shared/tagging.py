@@ -335,7 +335,7 @@ def make_windows(tokenizer, examples: list[list[str]], max_length: int, stride: 
     step = room - stride
 
     non_empty = [i for i, words in enumerate(examples) if words]
-    enc = tokenizer([examples[i] for i in non_empty], is_split_into_words=True, add_special_tokens=False) \
+    enc = tokenizer([examples[i] for i in non_empty], is_split_into_words=True, add_special_tokens=False, verbose=False) \
         if non_empty else None
     windows: list[Window] = []
     unmapped: list[list[int]] = [[] for _ in examples]

@@ -112,7 +112,8 @@ def test_multilabel_with_thresholds(recipe, tiny_bert_dir, tmp_path):
     assert config["decision_thresholds"] == pytest.approx(thresholds)
     predictions = pd.read_csv(out / "test_predictions.csv", keep_default_na=False, float_precision="round_trip")
     probs = predictions[[f"prob_{n}" for n in names]].to_numpy()
-    decided = ["|".join(n for n, p in zip(names, row) if p >= thresholds[n]) for row in probs]
+    # the recipe lists a row's labels in label-map order (sorted), not in this test's order
+    decided = ["|".join(n for n, p in sorted(zip(names, row)) if p >= thresholds[n]) for row in probs]
     assert decided == predictions["predicted"].tolist()
 
 
