@@ -29,6 +29,9 @@ RECIPES = {
     "ner": ["test_f1", "test_lenient_f1", "test_token_accuracy"],
     "image_classification": ["test_accuracy", "test_auroc", "test_macro_f1"],
 }
+# Files every model folder has; the summary lists what the run produced besides the model.
+MODEL_FILES = {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "preprocessor_config.json", "adapter_config.json"}
 
 
 def minilm_folder() -> str:
@@ -89,7 +92,10 @@ def main() -> None:
     for task, seconds, metrics, output_dir in summary:
         shown = ", ".join(f"{k.removeprefix('test_')} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
         print(f"  {task:<22} {shown}  ({seconds:.0f} s)")
-        print(f"  {'':<22} outputs: {output_dir.relative_to(ROOT)}/ (all_results.json, test predictions, plots, README.md model card)")
+        written = sorted(p.name + ("/" if p.is_dir() else "") for p in output_dir.iterdir()
+                         if (p.suffix in (".json", ".csv", ".png") and p.name not in MODEL_FILES)
+                         or p.name in ("README.md", "predictions"))
+        print(f"  {'':<22} outputs: {output_dir.relative_to(ROOT)}/  {', '.join(written)}")
 
 
 if __name__ == "__main__":
