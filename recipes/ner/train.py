@@ -110,7 +110,7 @@ RECIPE_DEFAULTS = {
     **recipe_defaults(),
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
-    "learning_rate": 1e-4,
+    "learning_rate": 3e-4,  # measured on NCBI-disease (benchmarks/bench_ner.py): F1 0.768 vs 0.709 at 1e-4, 1 epoch
     "num_train_epochs": 3.0,
     "warmup_steps": 0.1,  # a float below 1 is a fraction of the training steps
     "weight_decay": 0.01,
