@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field
 
 from shared.errors import DataError
-from shared.formats.conll import atomic_write
-from shared.formats.i2b2 import _read_text
+from shared.reporting import atomic_write_text
+from shared.formats.text import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class BratDoc:
 
 
 def parse_ann(ann_path: str, text: str) -> tuple[list, bool]:
-    raw = _read_text(ann_path)
+    raw = read_text(ann_path)
     trailing = raw.endswith("\n")
     lines = raw.split("\n")
     if trailing:
@@ -152,7 +152,7 @@ def read_brat(path: str | os.PathLike) -> list[BratDoc]:
         raise DataError(f"note has no .ann file (expected {anns[missing]})", txts[missing])
     docs = []
     for txt, ann, has in zip(txts, anns, have):
-        text = _read_text(txt)
+        text = read_text(txt)
         items, trailing = parse_ann(ann, text) if has else ([], True)
         docs.append(BratDoc(os.path.basename(txt)[:-4], txt, ann if has else None, text, items, trailing,
                             labelled=has))
@@ -189,5 +189,5 @@ def write_brat(docs: list[BratDoc], out_dir: str | os.PathLike, tags: list[list[
             trailing = True
         body = "\n".join(lines) + ("\n" if trailing and lines else "")
         if write_txt:
-            atomic_write(os.path.join(out_dir, doc.doc_id + ".txt"), doc.text)
-        atomic_write(os.path.join(out_dir, doc.doc_id + ".ann"), body)
+            atomic_write_text(os.path.join(out_dir, doc.doc_id + ".txt"), doc.text)
+        atomic_write_text(os.path.join(out_dir, doc.doc_id + ".ann"), body)

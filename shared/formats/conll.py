@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 
 from shared.errors import DataError
+from shared.reporting import atomic_write_text
+from shared.formats.text import read_text
 
 
 @dataclass
@@ -54,17 +56,8 @@ def read_conll(path: str | os.PathLike, token_column: int = 0, tag_column: int =
     (tokens only, for prediction); their tags are ``"O"``.
     """
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            content = f.read()
-    except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 (byte {e.start})", path) from None
-    except OSError as e:
-        raise DataError(f"cannot read file ({e.strerror})", path) from None
-    if "\r" in content:
-        # A CR would end up inside the last column (the tag) and make every tag unknown; say so plainly.
-        line_no = content[: content.index("\r")].count("\n") + 1
-        raise DataError("Windows (CRLF) line endings; convert the file to LF line endings", path, line_no)
+    # A CR would end up inside the last column (the tag) and make every tag unknown: read_text refuses CRLF.
+    content = read_text(path)
     trailing_newline = content.endswith("\n")
     lines = content.split("\n")
     if trailing_newline:
@@ -134,14 +127,4 @@ def write_conll(data: ConllFile, path: str | os.PathLike, tags: list[list[str]] 
                     cols[data.tag_column] = tag
                 lines[i] = sep.join(cols)
     text = "\n".join(lines) + ("\n" if data.trailing_newline else "")
-    atomic_write(path, text)
-
-
-def atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 text through a temporary file and a rename, so a crash never leaves half a file."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 
 from shared.errors import DataError
-from shared.formats.conll import atomic_write
+from shared.formats.text import read_text
+from shared.reporting import atomic_write_text
 
 _CON_LINE = re.compile(r'^c="(.*)" (\d+):(\d+) (\d+):(\d+)\|\|t="([^"]+)"$')
 
@@ -52,20 +53,6 @@ class I2b2Note:
         return tags
 
 
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 (byte {e.start})", path) from None
-    except OSError as e:
-        raise DataError(f"cannot read file ({e.strerror})", path) from None
-    if "\r" in text:
-        line_no = text[: text.index("\r")].count("\n") + 1
-        raise DataError("Windows (CRLF) line endings; convert the file to LF line endings", path, line_no)
-    return text
-
-
 def _note_lines(text: str) -> list[list[str]]:
     lines = text.split("\n")
     if text.endswith("\n"):
@@ -77,7 +64,7 @@ def parse_con(con_path: str, lines: list[list[str]]) -> list[Concept]:
     """Parse and validate a ``.con`` file against the tokens of its note."""
     concepts: list[Concept] = []
     owner: dict[tuple[int, int], int] = {}  # (line, token) -> .con line that claimed it, to report overlaps
-    for k, raw in enumerate(_read_text(con_path).split("\n"), start=1):
+    for k, raw in enumerate(read_text(con_path).split("\n"), start=1):
         if not raw.strip():
             continue
         m = _CON_LINE.match(raw)
@@ -137,7 +124,7 @@ def read_i2b2(path: str | os.PathLike) -> list[I2b2Note]:
     """Read and validate every note under ``path`` (see the module docstring for layouts)."""
     notes = []
     for doc_id, txt_path, con_path in _pairs(os.fspath(path)):
-        text = _read_text(txt_path)
+        text = read_text(txt_path)
         lines = _note_lines(text)
         concepts = parse_con(con_path, lines) if con_path else []
         notes.append(I2b2Note(doc_id, txt_path, con_path, text, lines, concepts, labelled=con_path is not None))
@@ -160,7 +147,7 @@ def concepts_from_tags(lines: list[list[str]], tags: list[list[str]]) -> list[Co
 
 
 def write_con(path: str | os.PathLike, concepts: list[Concept]) -> None:
-    atomic_write(path, "".join(format_concept(c) + "\n" for c in concepts))
+    atomic_write_text(path, "".join(format_concept(c) + "\n" for c in concepts))
 
 
 def write_i2b2(notes: list[I2b2Note], out_dir: str | os.PathLike, tags: list[list[list[str]]] | None = None,
@@ -174,5 +161,5 @@ def write_i2b2(notes: list[I2b2Note], out_dir: str | os.PathLike, tags: list[lis
     for i, note in enumerate(notes):
         concepts = note.concepts if tags is None else concepts_from_tags(note.lines, tags[i])
         if write_txt:
-            atomic_write(os.path.join(out_dir, note.doc_id + ".txt"), note.text)
+            atomic_write_text(os.path.join(out_dir, note.doc_id + ".txt"), note.text)
         write_con(os.path.join(out_dir, note.doc_id + ".con"), concepts)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from shared.errors import DataError
-from shared.formats.conll import atomic_write
+from shared.reporting import atomic_write_text
 
 
 @dataclass
@@ -102,4 +102,4 @@ def write_ner_json(data: JsonNerFile, path: str | os.PathLike, tags: list[list[s
         rec = dict(rec)
         rec[data.tags_column] = rec_tags
         out.append(json.dumps(rec, ensure_ascii=False))
-    atomic_write(path, "".join(line + "\n" for line in out))
+    atomic_write_text(path, "".join(line + "\n" for line in out))
