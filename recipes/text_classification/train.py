@@ -152,23 +152,23 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     set_seed(training_args.seed)
 
     # 3. Data: read and validate every split before loading the model.
-    wanted = {}
-    if training_args.do_train:
-        wanted["train"] = data_args.train_file
-    if training_args.do_eval:
-        wanted["validation"] = data_args.validation_file
-    if training_args.do_predict:
-        wanted["test"] = data_args.test_file
+    # split -> (the --do_* flag that asks for it, its file argument, its --max_*_samples limit)
+    split_args = {
+        "train": ("train", data_args.train_file, data_args.max_train_samples),
+        "validation": ("eval", data_args.validation_file, data_args.max_eval_samples),
+        "test": ("predict", data_args.test_file, data_args.max_predict_samples),
+    }
+    wanted = {split: path for split, (flag, path, _) in split_args.items() if getattr(training_args, f"do_{flag}")}
     splits = load_splits(data_args, wanted)
     for split in wanted:
         if split not in splits:
-            raise DataError(f"--do_{ {'train': 'train', 'validation': 'eval', 'test': 'predict'}[split]} needs --{split}_file")
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
+            raise DataError(f"--do_{split_args[split][0]} needs --{split}_file")
     text_columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
     labelled = {}
     for split, (dataset, source) in list(splits.items()):
-        if limits[split] is not None:
-            dataset = dataset.select(range(min(limits[split], len(dataset))))
+        limit = split_args[split][2]
+        if limit is not None:
+            dataset = dataset.select(range(min(limit, len(dataset))))
             splits[split] = (dataset, source)
         require_columns(dataset, text_columns, source)
         for column in text_columns:
