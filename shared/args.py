@@ -59,9 +59,14 @@ class ModelArguments:
             "updating them on a few thousand examples costs a third of each step and mostly overfits rare tokens."
         },
     )
-    freeze_layers: int = field(
+    freeze_layers: float = field(
         default=0,
-        metadata={"help": "Freeze the embeddings and the first N encoder layers (0 = train everything)."},
+        metadata={
+            "help": "Freeze the embeddings and the bottom encoder layers: a whole number N freezes N layers, a "
+            "fraction in (0, 1) that share of the model's layers, rounded down (0.34: 2 of MiniLM's 6, 4 of "
+            "BERT-base's 12); 0 trains everything. Frozen layers need no backward pass: each one saves ~1/6 of a "
+            "6-layer model's step."
+        },
     )
     layerwise_lr_decay: float = field(
         default=1.0,
@@ -86,8 +91,8 @@ class ModelArguments:
             raise DataError(f"--layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay}")
         if self.focal_gamma < 0:
             raise DataError(f"--focal_gamma must be >= 0, got {self.focal_gamma}")
-        if self.freeze_layers < 0:
-            raise DataError(f"--freeze_layers must be >= 0, got {self.freeze_layers}")
+        if self.freeze_layers < 0 or (self.freeze_layers > 1 and not float(self.freeze_layers).is_integer()):
+            raise DataError(f"--freeze_layers must be a whole number of layers or a fraction in (0, 1), got {self.freeze_layers}")
         if self.merge_lora and not self.use_lora:
             raise DataError("--merge_lora needs --use_lora")
 
@@ -112,6 +117,25 @@ class DataArguments:
     bootstrap_resamples: int = field(
         default=1000, metadata={"help": "Bootstrap resamples for the 95% confidence intervals of test metrics (0 = off)."}
     )
+    validation_split_percentage: float | None = field(
+        default=None,
+        metadata={"help": "Hold out this percent of the training data as the validation split when there is no "
+                          "validation file: 10 by default when --do_eval needs one; given explicitly it always makes "
+                          "one (and turns --do_eval on). Stratified by label (single-label); see --group_column."},
+    )
+    group_column: str | None = field(
+        default=None,
+        metadata={"help": "Table column naming the patient / note each row belongs to: validation splits and "
+                          "cross-validation folds keep every group in one split. NER groups by document "
+                          "automatically (i2b2/BRAT files, CoNLL -DOCSTART-); for NER JSON it names a record field."},
+    )
+    num_folds: int | None = field(
+        default=None,
+        metadata={"help": "Cross-validation: cut the training data into K folds (stratified, group-aware) and score "
+                          "fold --fold as the test split, training on the rest. No --test_file. "
+                          "recipes/cross_validate.py runs every fold."},
+    )
+    fold: int | None = field(default=None, metadata={"help": "Which fold (0 .. K-1) of --num_folds is the test split."})
 
     def __post_init__(self):
         for name in ("train_file", "validation_file", "test_file"):
@@ -122,6 +146,22 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise DataError(f"--{name} must be positive, got {value}")
+        if self.validation_split_percentage is not None:
+            if not 0 < self.validation_split_percentage < 100:
+                raise DataError(f"--validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}")
+            if self.validation_file is not None:
+                raise DataError("give --validation_file or --validation_split_percentage, not both")
+        if self.group_column is not None and not self.group_column.strip():
+            raise DataError("--group_column is empty")
+        if self.num_folds is not None or self.fold is not None:
+            if self.num_folds is None or self.fold is None:
+                raise DataError("--num_folds and --fold go together (recipes/cross_validate.py runs every fold)")
+            if self.num_folds < 2:
+                raise DataError(f"--num_folds must be at least 2, got {self.num_folds}")
+            if not 0 <= self.fold < self.num_folds:
+                raise DataError(f"--fold must be in 0..{self.num_folds - 1} for --num_folds {self.num_folds}, got {self.fold}")
+            if self.test_file is not None:
+                raise DataError("--num_folds scores a fold of the training data as the test split: drop --test_file")
 
 
 def bf16_supported() -> bool:
@@ -253,6 +293,14 @@ def load_pretrained(auto_cls, model_args: ModelArguments, **kwargs):
         if os.path.isdir(name):
             raise DataError(f"cannot load {auto_cls.__name__}: {str(e).splitlines()[0]}", path=name) from None
         raise DataError(hub_unreachable_message(name)) from None
+    except ValueError as e:  # transformers refuses custom code (config.json auto_map) without trust_remote_code
+        if "trust_remote_code" in str(e) and not kwargs["trust_remote_code"]:
+            raise DataError(
+                "the model's config.json asks to run Python code shipped with it (auto_map); pass "
+                "--trust_remote_code only if you trust that code",
+                path=name,
+            ) from None
+        raise
 
 
 def hub_unreachable_message(name: str) -> str:
@@ -282,13 +330,21 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def main_guard(main: Callable[[], Any]) -> Callable[[], Any]:
-    """Run ``main``; a :class:`DataError` becomes one line on stderr and exit status 2 (no traceback)."""
+    """Run ``main``; a :class:`DataError` becomes one line on stderr and exit status 2 (no traceback).
+
+    In a multi-process run (torchrun / accelerate launch) the process group is destroyed before returning.
+    """
 
     def wrapped(*args, **kwargs):
+        from shared.distributed import end_process_group
+
         try:
-            return main(*args, **kwargs)
+            result = main(*args, **kwargs)
         except DataError as e:
             print(f"error: {e}", file=sys.stderr)
+            end_process_group()
             raise SystemExit(2) from None
+        end_process_group()  # under torchrun / accelerate launch: leave the process group cleanly, as torch asks
+        return result
 
     return wrapped

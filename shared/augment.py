@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -107,22 +108,45 @@ class PixelDataset(Dataset):
 
     ``mean``/``std`` are the image processor's normalisation. ``augmenter`` is set for the training split only.
     ``labels`` may be ``None`` (prediction without labels).
+
+    Augmentation draws from a generator seeded by ``(seed, epoch, index)``, not from the global RNG, so an image's
+    augmentation does not depend on when it is loaded: a run resumed from a checkpoint sees exactly the images the
+    uninterrupted run saw (the DataLoader fetches a batch ahead, so the global RNG at fetch time differs on resume),
+    and so does a run with DataLoader workers. ``set_epoch`` is called every epoch by the recipes' Trainer callback
+    (``shared.resume.EpochSeededSampling``; accelerate's DataLoader calls it too, except in a resumed epoch).
     """
 
     def __init__(self, pixels: torch.Tensor, labels=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                 augmenter: Augmenter | None = None):
+                 augmenter: Augmenter | None = None, seed: int = 0):
         self.pixels = pixels
         self.labels = None if labels is None else torch.as_tensor(labels)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.augmenter = augmenter
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def select(self, indices) -> "PixelDataset":
+        """The rows ``indices`` (repeats allowed, as ``datasets.Dataset.select``; used by ``oversample``)."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        subset = PixelDataset(self.pixels[index], None if self.labels is None else self.labels[index],
+                              augmenter=self.augmenter, seed=self.seed)
+        subset.mean, subset.std = self.mean, self.std
+        return subset
 
     def __len__(self) -> int:
         return len(self.pixels)
 
     def __getitem__(self, index: int) -> dict:
         image = self.pixels[index]
-        image = self.augmenter(image) if self.augmenter is not None else image.float() / 255.0
+        if self.augmenter is not None:
+            key = np.random.SeedSequence((self.seed, self.epoch, int(index))).generate_state(1, np.uint64)[0]
+            image = self.augmenter(image, generator=torch.Generator().manual_seed(int(key)))
+        else:
+            image = image.float() / 255.0
         item = {"pixel_values": (image - self.mean) / self.std}
         if self.labels is not None:
             item["labels"] = self.labels[index]

@@ -82,14 +82,20 @@ def is_lora(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_model(model: nn.Module, output_dir: str, merge: bool) -> nn.Module:
+def save_model(model: nn.Module, output_dir: str, merge: bool, state_dict: dict | None = None) -> nn.Module:
     """Save the final model: a plain model, a merged LoRA model, or adapter + head (+ the labelled config).
 
-    Returns the model that was saved (merged models are plain ``PreTrainedModel``s).
+    ``state_dict``: the full weights when ``model`` holds only a shard of them (FSDP; see
+    ``shared.distributed.full_state_dict``). Returns the model that was saved (merged models are plain
+    ``PreTrainedModel``s).
     """
     if is_lora(model) and merge:
-        model = model.merge_and_unload()
-    model.save_pretrained(output_dir)
+        if state_dict is not None:  # sharded weights cannot be merged in place: keep the adapter, say so
+            logger.warning("--merge_lora is not applied under FSDP: the adapter is saved; merge it after training "
+                           "with shared.lora.load_model(...).merge_and_unload()")
+        else:
+            model = model.merge_and_unload()
+    model.save_pretrained(output_dir, **({} if state_dict is None else {"state_dict": state_dict}))
     if is_lora(model):
         # The adapter folder also carries the base config with our label maps, so reload needs no recipe arguments.
         model.get_base_model().config.save_pretrained(output_dir)

@@ -32,8 +32,20 @@ def parameter_depth(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def freeze_encoder_layers(model: nn.Module, num_frozen: int) -> int:
-    """Freeze the embeddings and the first ``num_frozen`` encoder blocks; returns how many parameters were frozen."""
+def layers_to_freeze(model: nn.Module, spec: float) -> int:
+    """``--freeze_layers`` as a count: whole numbers are layers, a fraction in (0, 1) a share of them (rounded down)."""
+    if spec <= 0:
+        return 0
+    if spec < 1:
+        return int(spec * num_encoder_layers(model) + 1e-9)  # 1/3 of 6 is 2, not 1.999...
+    return int(spec)
+
+
+def freeze_encoder_layers(model: nn.Module, spec: float) -> int:
+    """Freeze the embeddings and the bottom encoder blocks (``spec``: a count, or a fraction of the layers).
+
+    Returns how many parameters were frozen (0 when ``spec`` resolves to no layer)."""
+    num_frozen = layers_to_freeze(model, spec)
     if num_frozen <= 0:
         return 0
     num_layers = num_encoder_layers(model)

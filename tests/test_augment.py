@@ -74,7 +74,11 @@ def test_pixel_dataset_normalizes_and_augments_only_when_asked():
     assert item["labels"] == 1
     assert torch.equal(plain[0]["pixel_values"], plain[0]["pixel_values"])  # eval: deterministic
     augmented = PixelDataset(images, labels, augmenter=Augmenter())
-    torch.manual_seed(0)
     first = augmented[0]["pixel_values"]
+    # a function of (seed, epoch, index), not of the global RNG: a resumed run sees the same augmented images
+    torch.manual_seed(123)
+    assert torch.equal(first, augmented[0]["pixel_values"])
+    augmented.set_epoch(1)  # Trainer calls it (through the DataLoader) every epoch: a new augmentation each epoch
     assert not torch.equal(first, augmented[0]["pixel_values"])
+    assert not torch.equal(first, PixelDataset(images, labels, augmenter=Augmenter(), seed=1)[0]["pixel_values"])
     assert "labels" not in PixelDataset(images)[0]

@@ -36,14 +36,16 @@ def test_ncbi_disease_subset_learns_and_pipeline_agrees(tmp_path):
 
     # The saved folder in pipeline("token-classification", aggregation_strategy="simple"): the recipe predicts
     # what the pipeline computes (float32, every subword trained) and measures on which sentences the pipeline's
-    # subword grouping gives its entities (`test_pipeline_agreement`). That measurement must be exact...
+    # subword grouping gives its entities (`test_pipeline_agreement`). That measurement must match the real pipeline
+    # up to float noise: the recipe predicts in padded batches, the pipeline one sentence at a time, and a subword
+    # whose two best labels are within ~1e-6 can flip (seen once in 100 sentences after a change of training order)...
     from transformers import pipeline
 
     ner = pipeline("token-classification", model=str(tmp_path), aggregation_strategy="simple")
     same = sum(pipeline_entities(ner, [w for w, _ in s]) == recipe_entities([w for w, _ in s], [t for _, t in s])
                for s in sentences)
     assert results["test_pipeline_checked"] == 100
-    assert same == round(results["test_pipeline_agreement"] * 100)
+    assert abs(same - round(results["test_pipeline_agreement"] * 100)) <= 1
     # ...and most sentences agree: they differ only where a word's subwords still disagree (an entity starting or
     # ending inside a word), which becomes rarer as training converges. Measured on this 1-epoch run: 67 of 100
     # (0.725 of 200 sentences; 0.85 after 1 epoch on 1,200 sentences); the full run is in the recipe README.

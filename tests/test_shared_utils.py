@@ -229,6 +229,20 @@ def test_freeze_encoder_layers(tiny_classifier):
         freeze_encoder_layers(tiny_classifier, 4)
 
 
+def test_freeze_layers_fraction_is_a_share_of_the_layers_rounded_down(tiny_classifier):
+    from shared.args import ModelArguments
+    from shared.optim import layers_to_freeze
+
+    assert [layers_to_freeze(tiny_classifier, f) for f in (0, 1 / 3, 0.5, 0.99, 1, 2)] == [0, 1, 1, 2, 1, 2]
+    assert freeze_encoder_layers(tiny_classifier, 0.3) == 0  # 0.9 of a layer: nothing frozen
+    frozen = freeze_encoder_layers(tiny_classifier, 2 / 3)
+    assert frozen == sum(p.numel() for p in tiny_classifier.parameters() if not p.requires_grad) > 0
+    assert not tiny_classifier.bert.encoder.layer[1].output.dense.weight.requires_grad
+    assert tiny_classifier.bert.encoder.layer[2].output.dense.weight.requires_grad
+    with pytest.raises(DataError, match="whole number"):
+        ModelArguments(model_name_or_path="m", freeze_layers=1.5)
+
+
 # ---------------------------------------------------------------- arguments, config, model loading
 
 

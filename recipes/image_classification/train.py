@@ -34,6 +34,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 
 from shared.args import DataArguments, ModelArguments, load_pretrained, main_guard, parse_args, recipe_defaults, setup_logging  # noqa: E402
 from shared.augment import AugmentConfig, Augmenter, PixelDataset  # noqa: E402
+from shared.distributed import full_state_dict  # noqa: E402
 from shared.errors import DataError  # noqa: E402
 from shared.formats import images as image_formats  # noqa: E402
 from shared.imbalance import class_weights, make_loss_func, oversample, positive_weights  # noqa: E402
@@ -50,6 +51,7 @@ from shared.metrics import (  # noqa: E402
     tune_thresholds,
 )
 from shared.optim import freeze_encoder_layers, optimizer_cls_and_kwargs  # noqa: E402
+from shared.resume import EpochSeededSampling, resolve_checkpoint, train_with_resume  # noqa: E402
 from shared.reporting import (  # noqa: E402
     atomic_write_json,
     atomic_write_text,
@@ -59,6 +61,7 @@ from shared.reporting import (  # noqa: E402
     save_results,
     write_model_card,
 )
+from shared.splits import carve_splits, file_groups, splits_to_carve  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +122,10 @@ class ImageDataArguments(DataArguments):
             file_name = name.replace("_dir", "_file")
             if path is not None and getattr(self, file_name) is not None:
                 raise DataError(f"give --{name} or --{file_name}, not both")
+        if self.num_folds is not None and self.test_dir is not None:
+            raise DataError("--num_folds scores a fold of the training data as the test split: drop --test_dir")
+        if self.validation_split_percentage is not None and self.validation_dir is not None:
+            raise DataError("give --validation_dir or --validation_split_percentage, not both")
         if not 0 < self.crop_scale_min <= 1:
             raise DataError(f"--crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
         if self.decision_threshold is not None and not 0 < self.decision_threshold < 1:
@@ -153,25 +160,40 @@ def read_splits(data_args: ImageDataArguments, training_args: TrainingArguments)
             splits[split] = image_formats.read_images(path, split, **table_kwargs)
         elif data_args.dataset_name:
             hub_needed.append(split)
-        else:
-            flag = {"train": "--train_dir/--train_file", "validation": "--validation_dir/--validation_file",
-                    "test": "--test_dir/--test_file"}[split]
-            raise DataError(f"--do_{'eval' if split == 'validation' else 'predict' if split == 'test' else 'train'} "
-                            f"needs {flag} (or a .npz --train_file, or --dataset_name)")
     if hub_needed:
         from shared.formats.tables import load_splits
 
         loaded = load_splits(data_args, {s: None for s in hub_needed})
         for split in hub_needed:
-            if split not in loaded:
-                raise DataError(f"dataset '{data_args.dataset_name}' has no {split} split")
-            dataset, source = loaded[split]
-            splits[split] = image_formats.read_hub_split(dataset, source, data_args.image_column, data_args.label_column)
+            if split in loaded:
+                dataset, source = loaded[split]
+                splits[split] = image_formats.read_hub_split(dataset, source, data_args.image_column,
+                                                             data_args.label_column)
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_predict_samples}
     for split, images in splits.items():
         if limits[split] is not None and limits[split] < len(images):
             splits[split] = images.select(range(limits[split]))
+    # Validation / a cross-validation test fold cut from the training data (stratified; --group_column of a table).
+    carve = splits_to_carve(data_args, training_args, splits)
+    for split in SPLITS:
+        if wanted[split] and split not in splits and split not in carve:
+            if split in hub_needed:
+                raise DataError(f"dataset '{data_args.dataset_name}' has no {split} split")
+            flag = {"train": "--train_dir/--train_file", "validation": "--validation_dir/--validation_file",
+                    "test": "--test_dir/--test_file"}[split]
+            raise DataError(f"--do_{'eval' if split == 'validation' else 'predict' if split == 'test' else 'train'} "
+                            f"needs {flag} (or a .npz --train_file, or --dataset_name)")
+    if carve:
+        train, groups = splits["train"], None
+        if data_args.group_column:
+            if data_args.train_file is None or data_args.train_file.endswith(".npz"):
+                raise DataError("--group_column names a column of a table training file (CSV/JSONL/parquet); image "
+                                "folders, .npz files and hub datasets have no such column")
+            groups = file_groups(data_args.train_file, data_args.group_column)[: len(train)]
+        labels = None if train.multi_label else train.labels
+        for split, idx in carve_splits(len(train), data_args, carve, training_args.seed, labels, groups).items():
+            splits[split] = train.select(idx)
     if "train" in splits and not splits["train"].labeled:
         raise DataError("training data needs labels", path=splits["train"].origin)
     if "validation" in splits and not splits["validation"].labeled:
@@ -352,6 +374,8 @@ def main(args: list[str] | None = None) -> dict:
     )
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise DataError("nothing to do: pass at least one of --do_train, --do_eval, --do_predict")
+    if training_args.do_train:
+        resolve_checkpoint(training_args)  # a bad --resume_from_checkpoint fails before any work
     setup_logging(training_args)  # counts and sizes only: never image paths or pixels
     logger.info("device %s, bf16 %s", training_args.device, training_args.bf16)
     transformers.set_seed(training_args.seed)
@@ -361,14 +385,17 @@ def main(args: list[str] | None = None) -> dict:
     multi_label = any(s.multi_label for s in splits.values())
     config = load_pretrained(AutoConfig, model_args)
     if training_args.do_train:
-        label_names = image_formats.label_names_for([splits[s] for s in SPLITS if s in splits])
+        # Classes come from the training data only: a label seen only in validation/test is an error (below).
+        label_names = image_formats.label_names_for([splits["train"]])
         if not multi_label and len(label_names) < 2:
             raise DataError(f"need at least 2 classes, found {label_names}", path=splits["train"].origin)
     else:  # evaluate a fine-tuned model with its own labels
         label_names = [config.id2label[i] for i in range(len(config.id2label))]
         multi_label = multi_label or config.problem_type == "multi_label_classification"
     label2id = {name: i for i, name in enumerate(label_names)}
-    encoded = {s: image_formats.encode_labels(images, label2id) if images.labeled else None for s, images in splits.items()}
+    known_as = "the labels in the training data" if training_args.do_train else "the model's labels"
+    encoded = {s: image_formats.encode_labels(images, label2id, known_as) if images.labeled else None
+               for s, images in splits.items()}
 
     # 2. Model with a fresh head for our labels, its processor, and the training resolution.
     processor = load_pretrained(AutoImageProcessor, model_args)
@@ -404,7 +431,9 @@ def main(args: list[str] | None = None) -> dict:
     labels = {s: (None if encoded[s] is None else encoded[s][d.kept]) for s, d in decoded.items()}
     augmenter = Augmenter(data_args.augment_config()) if data_args.augment else None
     datasets = {
-        s: PixelDataset(d.pixels, labels[s], mean, std, augmenter if s == "train" else None) for s, d in decoded.items()
+        s: PixelDataset(d.pixels, labels[s], mean, std, augmenter if s == "train" else None,
+                        seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed)
+        for s, d in decoded.items()
     }
     for split, d in decoded.items():
         logger.info("%s: %d images at %d px%s", split, len(d.kept), image_size,
@@ -434,20 +463,26 @@ def main(args: list[str] | None = None) -> dict:
         eval_dataset=datasets.get("validation"),
         compute_loss_func=loss_func,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, training_args, model_args.layerwise_lr_decay),
+        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/resume.py)
     )
 
     # 5. Train, then evaluate/predict with full metrics.
     results: dict = {}
-    os.makedirs(training_args.output_dir, exist_ok=True)
+    # Under torchrun / accelerate launch every process runs this script: only the main one writes files.
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        os.makedirs(training_args.output_dir, exist_ok=True)
     if training_args.do_train:
-        train_result = trainer.train()
+        train_result = train_with_resume(trainer, training_args)
         train_metrics = dict(train_result.metrics)
         train_metrics.update(train_samples=len(datasets["train"]), train_trainable_parameters=trainable,
                              train_total_parameters=total, train_skipped_images=len(decoded["train"].bad))
-        save_results(training_args.output_dir, "train", train_metrics)
         results.update(train_metrics)
-        save_model(trainer.model, training_args.output_dir, model_args.merge_lora)
-        processor.save_pretrained(training_args.output_dir)
+        state_dict = full_state_dict(trainer)  # every process takes part (FSDP gathers the shards); None otherwise
+        if is_main:
+            save_results(training_args.output_dir, "train", train_metrics)
+            save_model(trainer.model, training_args.output_dir, model_args.merge_lora, state_dict=state_dict)
+            processor.save_pretrained(training_args.output_dir)
 
     thresholds = data_args.decision_threshold
     probs_by_split = {}
@@ -466,9 +501,11 @@ def main(args: list[str] | None = None) -> dict:
             metrics, probs = {}, sigmoid(logits) if multi_label else softmax(logits)
         metrics.update(samples=len(decoded[split].kept), skipped_images=len(decoded[split].bad))
         metrics = prefixed(metrics, prefix)
-        save_results(training_args.output_dir, prefix, metrics)
         results.update(metrics)
         probs_by_split[split] = probs
+        if not is_main:
+            continue
+        save_results(training_args.output_dir, prefix, metrics)
         if split == "test":
             write_predictions(os.path.join(training_args.output_dir, "test_predictions.csv"), splits[split],
                               decoded[split].kept, probs, label_names, multi_label,
@@ -482,12 +519,12 @@ def main(args: list[str] | None = None) -> dict:
                 plot_confusion_matrix(report["confusion_matrix"], label_names,
                                       os.path.join(training_args.output_dir, f"{prefix}_confusion_matrix.png"),
                                       title=f"Confusion matrix ({split})")
-    if multi_label and thresholds is not None:
+    if multi_label and thresholds is not None and is_main:
         atomic_write_json(os.path.join(training_args.output_dir, "thresholds.json"),
                           dict(zip(label_names, np.atleast_1d(thresholds).tolist())))
 
     # 6. Model card: data counts, metrics with CIs, how it was trained. No images, no paths.
-    if training_args.do_train:
+    if training_args.do_train and is_main:
         summary = {}
         for split, images in splits.items():
             counts: dict[str, int] = {}
@@ -509,7 +546,7 @@ def main(args: list[str] | None = None) -> dict:
             training={
                 "epochs": training_args.num_train_epochs,
                 "learning_rate": training_args.learning_rate,
-                "batch_size": training_args.per_device_train_batch_size,
+                "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
                 "image_size": image_size,
                 "augmentation": data_args.augment_config() if data_args.augment else "none",
                 "lora": f"r={model_args.lora_r}, alpha={model_args.lora_alpha}" if model_args.use_lora else "no",

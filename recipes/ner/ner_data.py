@@ -34,6 +34,28 @@ class NerSplit:
     def __len__(self) -> int:
         return len(self.words)
 
+    def select(self, indices) -> "NerSplit":
+        """The examples at ``indices`` (a validation split or cross-validation fold cut out of this one).
+
+        A subset is no longer a whole input file, so its predictions are written as JSON lines: the file and line
+        each example came from, its words and the predicted tags.
+        """
+        words, where = [self.words[i] for i in indices], [self.where[i] for i in indices]
+
+        def write(pred, out_dir):
+            import json
+
+            from shared.reporting import atomic_write_text
+
+            out = os.path.join(out_dir, "predictions.jsonl")
+            atomic_write_text(out, "".join(json.dumps({"file": f, "line": line, "tokens": w, "ner_tags": p},
+                                                      ensure_ascii=False) + "\n"
+                                           for (f, line), w, p in zip(where, words, pred)))
+            return [out]
+
+        tags = None if self.tags is None else [self.tags[i] for i in indices]
+        return NerSplit(self.source, self.format, words, tags, where, [self.groups[i] for i in indices], write)
+
 
 def detect_format(path: str) -> str:
     """Guess the format from a path; ``--data_format`` overrides it."""
@@ -58,10 +80,15 @@ def detect_format(path: str) -> str:
 
 
 def load_split(path: str, fmt: str, limit: int | None = None, tokens_column: str = "tokens",
-               tags_column: str = "ner_tags", tag_column: int = -1, require_tags: bool = True) -> NerSplit:
+               tags_column: str = "ner_tags", tag_column: int = -1, require_tags: bool = True,
+               group_column: str | None = None) -> NerSplit:
     """Read one split. ``limit`` keeps the first examples (whole documents for i2b2/BRAT, so that prediction files
-    stay complete). ``require_tags=False`` accepts unlabelled input (``tags`` is then None)."""
+    stay complete). ``require_tags=False`` accepts unlabelled input (``tags`` is then None). ``groups`` are the
+    documents (i2b2/BRAT files, CoNLL ``-DOCSTART-``), or for JSON the ``group_column`` field of each record."""
     fmt = detect_format(path) if fmt == "auto" else fmt
+    if group_column and fmt != "json":
+        raise DataError(f"--group_column names a field of JSON records; {fmt} examples are grouped by document "
+                        "automatically", path)
     if fmt == "i2b2":
         return _i2b2(path, limit, require_tags)
     if fmt == "brat":
@@ -69,7 +96,7 @@ def load_split(path: str, fmt: str, limit: int | None = None, tokens_column: str
     if fmt == "conll":
         return _conll(path, limit, tag_column, require_tags)
     if fmt == "json":
-        return _json(path, limit, tokens_column, tags_column, require_tags)
+        return _json(path, limit, tokens_column, tags_column, require_tags, group_column)
     raise DataError(f"unknown --data_format '{fmt}' (choose from {', '.join(FORMATS)})")
 
 
@@ -163,7 +190,7 @@ def _conll(path, limit, tag_column, require_tags) -> NerSplit:
                     [(path, s.first_line) for s in sents], [f"doc{s.doc_index}" for s in sents], write)
 
 
-def _json(path, limit, tokens_column, tags_column, require_tags) -> NerSplit:
+def _json(path, limit, tokens_column, tags_column, require_tags, group_column=None) -> NerSplit:
     data, words, tags = read_ner_json(path, tokens_column, tags_column, require_tags=require_tags)
     if limit is not None:
         data.records, data.lines = data.records[:limit], data.lines[:limit]
@@ -171,6 +198,13 @@ def _json(path, limit, tokens_column, tags_column, require_tags) -> NerSplit:
     has_tags = bool(data.records) and all(tags_column in r for r in data.records)
     where = [(path, line) for line in data.lines]
     groups = [str(i) for i in range(len(words))]
+    if group_column:
+        for i, (record, line) in enumerate(zip(data.records, data.lines)):
+            value = record.get(group_column)
+            if value is None or str(value).strip() == "":
+                name = "record" if line is not None else f"record {i}"
+                raise DataError(f"{name} has no '{group_column}' field (--group_column)", path, line)
+        groups = [str(r[group_column]).strip() for r in data.records]
 
     def write(pred, out_dir):
         name = os.path.splitext(os.path.basename(path))[0] + ".jsonl"

@@ -43,11 +43,14 @@ from ner_data import FORMATS, NerSplit, load_hub_split, load_split
 from shared.args import DataArguments, ModelArguments, load_pretrained, main_guard, parse_args, recipe_defaults, setup_logging
 from shared.entity_metrics import entity_metrics, entity_metrics_ci, entity_report
 from shared.errors import DataError
+from shared.distributed import full_state_dict
 from shared.imbalance import class_weights, make_loss_func
 from shared.lora import apply_lora, count_parameters, save_model
 from shared.metrics import add_ci
-from shared.optim import freeze_encoder_layers, optimizer_cls_and_kwargs
+from shared.optim import freeze_encoder_layers, layers_to_freeze, optimizer_cls_and_kwargs
+from shared.resume import EpochSeededSampling, resolve_checkpoint, train_with_resume
 from shared.reporting import atomic_write_json, prefixed, save_results, write_model_card
+from shared.splits import carve_splits, splits_to_carve
 from shared.tagging import (
     IGNORE_INDEX, SCHEMES, from_scheme, label_list, make_windows, needs_prefix_space, pipeline_agreement,
     predict_windows, require_fast_tokenizer, split_tag, subword_maps, to_scheme, validate_tags, words_from_windows,
@@ -137,13 +140,28 @@ def read_splits(data_args: NerDataArguments, training_args) -> dict[str, NerSpli
         if path:
             splits[split] = load_split(path, data_args.data_format, limit, data_args.tokens_column,
                                        data_args.tags_column, data_args.conll_tag_column,
-                                       require_tags=split != "test")
+                                       require_tags=split != "test",
+                                       group_column=data_args.group_column if split == "train" else None)
         elif hub is not None and split in hub:
+            if split == "train" and data_args.group_column:
+                raise DataError("--group_column works with JSON training files (hub examples are not grouped)")
             splits[split] = load_hub_split(hub, split, data_args.tokens_column, data_args.tags_column, limit)
         else:
-            raise DataError(f"--{flag[split]} needs --{split}_file (or a --dataset_name with a '{split}' split)")
+            continue
         if not len(splits[split]):
             raise DataError(f"{split} split has no examples", splits[split].source)
+    # Validation / a cross-validation test fold cut from the training data, whole documents per split.
+    carve = splits_to_carve(data_args, training_args, splits)
+    for split in wanted:
+        if split not in splits and split not in carve:
+            raise DataError(f"--{flag[split]} needs --{split}_file (or a --dataset_name with a '{split}' split)")
+    if carve:
+        train = splits["train"]
+        documents = len(set(train.groups))
+        # one document (CoNLL without -DOCSTART-) or one per example: nothing to keep together
+        groups = train.groups if data_args.group_column or 1 < documents < len(train) else None
+        for split, idx in carve_splits(len(train), data_args, carve, training_args.seed, None, groups).items():
+            splits[split] = train.select(idx)
     return splits
 
 
@@ -154,6 +172,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     )
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise DataError("nothing to do: pass at least one of --do_train, --do_eval, --do_predict")
+    if training_args.do_train:
+        resolve_checkpoint(training_args)  # a bad --resume_from_checkpoint fails before any work
 
     # 1. Logging: counts and metadata only; note text never reaches the logs.
     setup_logging(training_args)
@@ -208,7 +228,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         model = load_model(AutoModelForTokenClassification, model_args.model_name_or_path)
     frozen = freeze_encoder_layers(model, model_args.freeze_layers)
     if frozen:
-        logger.info("froze %d parameters (embeddings + %d layers)", frozen, model_args.freeze_layers)
+        logger.info("froze %d parameters (embeddings + %d layers)", frozen, layers_to_freeze(model, model_args.freeze_layers))
     use_crf = model_args.use_crf or (not training_args.do_train and has_crf(model_args.model_name_or_path))
     if use_crf and (model_args.class_weighting != "none" or model_args.focal_gamma > 0):
         raise DataError("--use_crf trains on the CRF likelihood; it cannot be combined with --class_weighting or "
@@ -267,12 +287,13 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8),
         compute_loss_func=loss_func,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, training_args, model_args.layerwise_lr_decay),
+        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/resume.py)
     )
 
     # 8. Train.
     results: dict[str, float] = {}
     if training_args.do_train:
-        train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        train_output = train_with_resume(trainer, training_args)
         results.update(train_output.metrics)
         results["train_samples"] = len(splits["train"])
         results["train_windows"] = len(windows["train"])
@@ -325,6 +346,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 atomic_write_json(os.path.join(output_dir, "test_report.json"), entity_report(test.tags, pred))
 
     # 11. Save the model, results and the model card.
+    # Every process takes part in gathering FSDP-sharded weights (None otherwise); only the main one writes.
+    state_dict = full_state_dict(trainer) if training_args.do_train else None
+    if state_dict is not None and use_crf:  # the encoder's own weights, without the CRF wrapper's "model." prefix
+        state_dict = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
     if is_main:
         os.makedirs(output_dir, exist_ok=True)
         if training_args.do_train:
@@ -332,7 +357,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             base = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
             base.config.label_alignment = data_args.label_alignment
             base.config.use_crf = use_crf
-            save_model(encoder, output_dir, merge=model_args.merge_lora)
+            save_model(encoder, output_dir, merge=model_args.merge_lora, state_dict=state_dict)
             if use_crf:
                 trainer.model.save_crf(output_dir)
             tokenizer.save_pretrained(output_dir)

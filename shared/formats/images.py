@@ -341,11 +341,11 @@ def label_names_for(sets: Sequence[ImageSet]) -> list[str]:
     return names + extra
 
 
-def encode_labels(images: ImageSet, label2id: dict[str, int]) -> np.ndarray:
+def encode_labels(images: ImageSet, label2id: dict[str, int], known_as: str = "the model's labels") -> np.ndarray:
     """Class ids ``(N,)`` int64, or multi-hot ``(N, K)`` float32 for multi-label sets."""
     def unknown(label, i):
         file, line = images.refs[i]
-        return DataError(f"label '{label}' is not one of the model's labels ({', '.join(label2id)})", path=file, line=line)
+        return DataError(f"label '{label}' is not one of {known_as} ({', '.join(label2id)})", path=file, line=line)
 
     if images.multi_label:
         out = np.zeros((len(images), len(label2id)), dtype=np.float32)

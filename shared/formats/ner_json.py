@@ -64,7 +64,8 @@ def read_ner_json(path: str | os.PathLike, tokens_column: str = "tokens", tags_c
         with open(path, encoding="utf-8") as f:
             content = f.read()
     except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 (byte {e.start})", path) from None
+        line = e.object[: e.start].count(b"\n") + 1
+        raise DataError(f"not valid UTF-8 (byte {e.start}); re-save the file as UTF-8", path, line) from None
     except OSError as e:
         raise DataError(f"cannot read file ({e.strerror})", path) from None
     records, lines = [], []

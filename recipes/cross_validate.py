@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""k-fold cross-validation of any recipe: train K times, each time scoring a different fold of the training data.
+
+    python recipes/cross_validate.py --recipe text_classification --folds 5 --group_column patient_id -- \
+        --config recipes/text_classification/configs/demo.yaml --output_dir runs/cv
+
+Everything after ``--`` goes to the recipe unchanged, plus ``--num_folds K --fold i --do_train --do_predict`` and
+``--output_dir <output_dir>/fold_<i>``. The recipe cuts fold i out of its training file (stratified by label,
+whole groups with ``--group_column``; ``shared/splits.py``) and scores it as its test split, with the usual test_*
+metrics and bootstrap CIs; with ``--do_eval`` and no validation file it also carves a validation split from the
+remaining folds (``--validation_split_percentage``).
+
+Each fold runs in its own Python process: a fresh process per fold starts from the same state (seeds, logging,
+accelerate's global state, no memory held by the previous fold's model and data), and a crash stops the run at
+that fold with the recipe's own message. Starting Python costs seconds; a fold's training costs far more.
+
+Outputs in ``<output_dir>``: ``fold_<i>/`` (each fold's results, predictions, plots and model card; the model
+weights are deleted unless ``--keep_fold_models``), ``cv_results.json`` (every fold's results; per test metric the
+fold values, mean and sample standard deviation) and ``cv_results.md`` (the same as one table, also printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import shared  # noqa: F401  (installed with `pip install -e .`)
+except ImportError:  # running from a clone without installing: use the repository's shared/
+    sys.path.insert(0, str(ROOT))
+
+from shared.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, remove_weights, summarize
+from shared.errors import DataError
+from shared.reporting import atomic_write_json, atomic_write_text
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description="k-fold cross-validation of a recipe. Usage: cross_validate.py --recipe R --folds K -- <recipe args>"
+    )
+    parser.add_argument("--recipe", required=True, choices=RECIPES, help="Which recipe to cross-validate.")
+    parser.add_argument("--folds", type=int, default=5, help="Number of folds K (at least 2; default 5).")
+    parser.add_argument("--group_column", default=None,
+                        help="Keep every group (patient, note) in one fold; passed to the recipe.")
+    parser.add_argument("--keep_fold_models", action="store_true",
+                        help="Keep each fold's model weights (deleted by default; metrics and predictions stay).")
+    if "--" in argv:
+        i = argv.index("--")
+        own, recipe_args = argv[:i], argv[i + 1:]
+    else:
+        own, recipe_args = argv, []
+    args = parser.parse_args(own)
+    if args.folds < 2:
+        raise DataError(f"--folds must be at least 2, got {args.folds}")
+    if not recipe_args:
+        raise DataError("give the recipe's arguments after `--` (e.g. -- --config my_run.yaml --output_dir runs/cv)")
+    return args, recipe_args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, recipe_args = parse(list(sys.argv[1:] if argv is None else argv))
+    output_dir = output_dir_of(recipe_args)
+    script = ROOT / "recipes" / args.recipe / "train.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+    fold_results = []
+    for fold in range(args.folds):
+        command = [sys.executable, str(script), *fold_args(recipe_args, output_dir, args.folds, fold, args.group_column)]
+        print(f"== fold {fold} of {args.folds}", file=sys.stderr, flush=True)
+        done = subprocess.run(command, env=env)
+        if done.returncode:
+            raise SystemExit(done.returncode)  # the recipe has printed its own error
+        fold_dir = os.path.join(output_dir, f"fold_{fold}")
+        fold_results.append(read_fold_results(fold_dir))
+        if not args.keep_fold_models:
+            remove_weights(fold_dir)
+
+    summary = summarize(fold_results)
+    summary.update(recipe=args.recipe, group_column=args.group_column)
+    table = markdown_table(summary)
+    atomic_write_json(os.path.join(output_dir, "cv_results.json"), summary)
+    atomic_write_text(
+        os.path.join(output_dir, "cv_results.md"),
+        f"# {args.folds}-fold cross-validation: {args.recipe}\n\n{table}\n"
+        "Test metrics of each held-out fold; mean ± sample standard deviation over the folds. Each fold's own "
+        "bootstrap 95% intervals are in `fold_<i>/all_results.json`.\n",
+    )
+    print(table)
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
