@@ -134,6 +134,7 @@ def main(argv=None):
     parser.add_argument("--recipe_args", nargs=argparse.REMAINDER, default=[],
                         help="extra recipe flags, e.g. --recipe_args --use_crf (must come last)")
     parser.add_argument("--results_dir", default=os.path.join(ROOT, "benchmarks", "results"))
+    parser.add_argument("--json", default=None, help="Also write the rows to this JSON file (used by run_all.py).")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.model):
         sys.exit(f"error: {args.model}: model folder not found")
@@ -177,6 +178,9 @@ def main(argv=None):
         json.dump({"setup": setup, "rows": rows}, f, indent=2)
     with open(os.path.join(args.results_dir, f"ner_{stamp}.md"), "w", encoding="utf-8") as f:
         f.write(table)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"setup": setup, "rows": rows}, f, indent=2)
     return rows
 
 

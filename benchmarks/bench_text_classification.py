@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", default=None, help="Also write the rows to this JSON file (used by run_all.py).")
     parser.add_argument("--recipe_args", nargs=argparse.REMAINDER, default=[], help="extra flags for the recipe")
     args = parser.parse_args()
     for path in (args.model, args.data):
@@ -143,6 +144,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "text_classification.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
     (out / "text_classification.md").write_text(table + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
