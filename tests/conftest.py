@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from shared.tiny_models import build_tiny_bert  # noqa: E402  (importable from a clone without pip install -e)
+from shared.tiny_models import build_tiny_bert, build_tiny_vit  # noqa: E402  (importable from a clone without pip install -e)
 
 # Never reach for the network in tests; everything is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,6 +55,12 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
         with sample.open(encoding="utf-8") as f:
             corpus += [row["text"] for row in csv.DictReader(f)]
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), corpus)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> str:
+    """A 2-layer ViT (hidden 32, 32 px, patch 8) built from config, saved with its image processor."""
+    return build_tiny_vit(tmp_path_factory.mktemp("tiny_vit"))
 
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import transformers
 from PIL import Image
 
@@ -34,21 +33,6 @@ TASKS = ("text_classification", "ner", "image_classification")
 @pytest.fixture(scope="module")
 def recipes():
     return {task: load_recipe(task) for task in TASKS}
-
-
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory) -> Path:
-    """A 2-layer ViT (hidden 32, 32 px, patch 8) with its image processor, saved as safetensors."""
-    from transformers import ViTConfig, ViTForImageClassification
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
-
-    path = tmp_path_factory.mktemp("tiny_vit")
-    torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8, num_labels=2)
-    ViTForImageClassification(config).save_pretrained(path)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ builders

@@ -11,11 +11,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import ROOT, load_recipe
 from shared.crossval import fold_args, markdown_table, output_dir_of, remove_weights, summarize
 from shared.errors import DataError
+from shared.tiny_models import build_tiny_vit
 from test_splits import with_patients
 
 
@@ -127,18 +127,6 @@ def test_ner_fold_keeps_documents_together(tmp_path):
         assert sum(p["file"] == note for p in predicted) == lines
 
 
-def tiny_vit(path: str) -> str:
-    from transformers import ViTConfig, ViTForImageClassification
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
-
-    torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8, num_labels=2)
-    ViTForImageClassification(config).save_pretrained(path)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
-
-
 def test_image_fold_by_patient_from_a_table(tmp_path, capsys):
     sample = ROOT / "recipes" / "image_classification" / "sample_data"
     with open(sample / "train.csv", newline="", encoding="utf-8") as f:
@@ -150,7 +138,7 @@ def test_image_fold_by_patient_from_a_table(tmp_path, capsys):
         for i, row in enumerate(rows):
             writer.writerow({"image": str(sample / row["image"]), "label": row["label"], "patient_id": f"p{i // 2}"})
     recipe = load_recipe("image_classification")
-    model = tiny_vit(str(tmp_path / "vit"))
+    model = build_tiny_vit(tmp_path / "vit")
     common = ["--model_name_or_path", model, "--num_train_epochs", "1", "--bootstrap_resamples", "10",
               "--num_folds", "2", "--fold", "0", "--do_train", "--do_eval", "--validation_split_percentage", "25",
               "--group_column", "patient_id"]

@@ -20,21 +20,6 @@ from shared.errors import DataError  # noqa: E402
 image_train = load_recipe("image_classification")
 
 
-@pytest.fixture(scope="session")
-def tiny_vit(tmp_path_factory):
-    """A 2-layer ViT (hidden 32, 32 px, patch 8) built from config, saved with its image processor."""
-    from transformers import ViTConfig, ViTForImageClassification
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
-
-    path = str(tmp_path_factory.mktemp("tiny_vit"))
-    torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8, num_labels=2)
-    ViTForImageClassification(config).save_pretrained(path)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
-
-
 def run(model, out, *extra):
     args = ["--model_name_or_path", model, "--output_dir", str(out), "--num_train_epochs", "2",
             "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--bootstrap_resamples", "20",

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import run_recipe_cli
@@ -127,14 +126,9 @@ def test_ner_keeps_the_canary_out_of_everything_but_its_predictions(tiny_bert_di
 
 
 def test_image_classification_keeps_the_canary_out_of_outputs(tmp_path, monkeypatch):
-    from transformers import ViTConfig, ViTForImageClassification
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+    from shared.tiny_models import build_tiny_vit
 
-    model = tmp_path / "tiny_vit"
-    torch.manual_seed(0)
-    ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=64, image_size=16, patch_size=8)).save_pretrained(model)
-    ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(model)
+    model = build_tiny_vit(tmp_path / "tiny_vit", image_size=16, num_layers=1)
 
     data = tmp_path / "data"
     (data / "scans").mkdir(parents=True)

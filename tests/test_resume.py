@@ -135,21 +135,6 @@ def test_ner_resume_mid_second_epoch_matches_uninterrupted_run(tiny_ner_model, t
 # ------------------------------------------------------------------------------------------ images
 
 
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory):
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
-
-    path = str(tmp_path_factory.mktemp("tiny_vit_resume"))
-    torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8, num_labels=2)
-    ViTForImageClassification(config).save_pretrained(path)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
-
-
 def image_args(model, out, *extra):
     # 48 images, batch 8: 6 steps per epoch, 18 in all; augmentation on (the default)
     return ["--model_name_or_path", model, "--output_dir", str(out), "--train_dir", str(IMAGES / "train"),
