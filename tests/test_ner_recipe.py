@@ -162,10 +162,31 @@ def test_pipeline_gives_exactly_the_recipes_entities_on_the_sample_notes(recipe,
 
 def test_bioes_and_first_alignment_run(recipe, tiny_model, corpora, tmp_path):
     results = run(recipe, tiny_model, corpora, "conll", tmp_path, "--tag_scheme", "BIOES",
-                  "--label_alignment", "first", "--num_train_epochs", "1", "--class_weighting", "balanced")
+                  "--label_alignment", "first", "--num_train_epochs", "1", "--class_weighting", "balanced",
+                  "--freeze_layers", "0.5")
     config = json.load(open(tmp_path / "config.json"))
     assert "S-problem" in config["label2id"] and "E-test" in config["label2id"]
     assert 0.0 <= results["test_f1"] <= 1.0
+    # --freeze_layers 0.5 of the tiny model's 2 layers: embeddings and layer 0 unchanged, layer 1 trained
+    from safetensors.torch import load_file
+
+    before, after = (load_file(os.path.join(d, "model.safetensors")) for d in (tiny_model, tmp_path))
+    name = next(k for k in before if k.endswith("word_embeddings.weight"))
+    assert (before[name] == after[name]).all()
+    layer = lambda i: next(k for k in before if f"layer.{i}.output.dense.weight" in k)  # noqa: E731
+    assert (before[layer(0)] == after[layer(0)]).all() and not (before[layer(1)] == after[layer(1)]).all()
+
+
+def test_freeze_embeddings_keeps_the_token_embeddings(recipe, tiny_model, corpora, tmp_path):
+    run(recipe, tiny_model, corpora, "conll", tmp_path, "--num_train_epochs", "1", "--freeze_embeddings", "true",
+        "--do_eval", "false", "--do_predict", "false")
+    from safetensors.torch import load_file
+
+    before, after = (load_file(os.path.join(d, "model.safetensors")) for d in (tiny_model, tmp_path))
+    name = next(k for k in before if k.endswith("word_embeddings.weight"))
+    assert (before[name] == after[name]).all()
+    layer0 = next(k for k in before if "layer.0.output.dense.weight" in k)
+    assert not (before[layer0] == after[layer0]).all()
 
 
 def test_predict_only_with_the_trained_model_on_unlabelled_notes(recipe, tiny_model, corpora, tmp_path):

@@ -50,7 +50,7 @@ from shared.metrics import (  # noqa: E402
     softmax,
     tune_thresholds,
 )
-from shared.optim import freeze_encoder_layers, optimizer_cls_and_kwargs  # noqa: E402
+from shared.optim import freeze_encoder_layers, freeze_input_embeddings, optimizer_cls_and_kwargs  # noqa: E402
 from shared.resume import EpochSeededSampling, resolve_checkpoint, train_with_resume  # noqa: E402
 from shared.reporting import (  # noqa: E402
     atomic_write_json,
@@ -440,8 +440,9 @@ def main(args: list[str] | None = None) -> dict:
                     f" ({len(d.bad)} unreadable skipped)" if d.bad else "")
 
     # 4. Adaptation: layer freezing, LoRA, class imbalance, layer-wise LR decay.
-    if model_args.freeze_layers:
-        freeze_encoder_layers(model, model_args.freeze_layers)
+    freeze_encoder_layers(model, model_args.freeze_layers)
+    if model_args.freeze_embeddings:
+        freeze_input_embeddings(model)
     if model_args.use_lora:
         model = apply_lora(model, model_args)
     trainable, total = count_parameters(model)

@@ -47,7 +47,7 @@ from shared.distributed import full_state_dict
 from shared.imbalance import class_weights, make_loss_func
 from shared.lora import apply_lora, count_parameters, save_model
 from shared.metrics import add_ci
-from shared.optim import freeze_encoder_layers, layers_to_freeze, optimizer_cls_and_kwargs
+from shared.optim import freeze_encoder_layers, freeze_input_embeddings, layers_to_freeze, optimizer_cls_and_kwargs
 from shared.resume import EpochSeededSampling, resolve_checkpoint, train_with_resume
 from shared.reporting import atomic_write_json, prefixed, save_results, write_model_card
 from shared.splits import carve_splits, splits_to_carve
@@ -226,9 +226,12 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         from shared.lora import load_model
 
         model = load_model(AutoModelForTokenClassification, model_args.model_name_or_path)
-    frozen = freeze_encoder_layers(model, model_args.freeze_layers)
+    frozen_layers = layers_to_freeze(model, model_args.freeze_layers)
+    frozen = freeze_encoder_layers(model, frozen_layers)
+    if model_args.freeze_embeddings:
+        frozen += freeze_input_embeddings(model)
     if frozen:
-        logger.info("froze %d parameters (embeddings + %d layers)", frozen, layers_to_freeze(model, model_args.freeze_layers))
+        logger.info("froze %d parameters (embeddings + %d encoder layers)", frozen, frozen_layers)
     use_crf = model_args.use_crf or (not training_args.do_train and has_crf(model_args.model_name_or_path))
     if use_crf and (model_args.class_weighting != "none" or model_args.focal_gamma > 0):
         raise DataError("--use_crf trains on the CRF likelihood; it cannot be combined with --class_weighting or "
