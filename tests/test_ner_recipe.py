@@ -168,25 +168,25 @@ def test_bioes_and_first_alignment_run(recipe, tiny_model, corpora, tmp_path):
     assert "S-problem" in config["label2id"] and "E-test" in config["label2id"]
     assert 0.0 <= results["test_f1"] <= 1.0
     # --freeze_layers 0.5 of the tiny model's 2 layers: embeddings and layer 0 unchanged, layer 1 trained
+    assert unchanged(tiny_model, tmp_path, "embeddings.word_embeddings.weight")
+    assert unchanged(tiny_model, tmp_path, "encoder.layer.0.output.dense.weight")
+    assert not unchanged(tiny_model, tmp_path, "encoder.layer.1.output.dense.weight")
+
+
+def unchanged(start: str, trained, name: str) -> bool:
+    """Whether weight ``name`` of the encoder is the same in the starting folder and the fine-tuned one."""
     from safetensors.torch import load_file
 
-    before, after = (load_file(os.path.join(d, "model.safetensors")) for d in (tiny_model, tmp_path))
-    name = next(k for k in before if k.endswith("word_embeddings.weight"))
-    assert (before[name] == after[name]).all()
-    layer = lambda i: next(k for k in before if f"layer.{i}.output.dense.weight" in k)  # noqa: E731
-    assert (before[layer(0)] == after[layer(0)]).all() and not (before[layer(1)] == after[layer(1)]).all()
+    before, after = (load_file(os.path.join(d, "model.safetensors")) for d in (start, trained))
+    # the starting folder holds a bare BertModel ("embeddings..."), the fine-tuned one "bert.embeddings..."
+    return bool((before[name] == after[f"bert.{name}"]).all())
 
 
 def test_freeze_embeddings_keeps_the_token_embeddings(recipe, tiny_model, corpora, tmp_path):
     run(recipe, tiny_model, corpora, "conll", tmp_path, "--num_train_epochs", "1", "--freeze_embeddings", "true",
         "--do_eval", "false", "--do_predict", "false")
-    from safetensors.torch import load_file
-
-    before, after = (load_file(os.path.join(d, "model.safetensors")) for d in (tiny_model, tmp_path))
-    name = next(k for k in before if k.endswith("word_embeddings.weight"))
-    assert (before[name] == after[name]).all()
-    layer0 = next(k for k in before if "layer.0.output.dense.weight" in k)
-    assert not (before[layer0] == after[layer0]).all()
+    assert unchanged(tiny_model, tmp_path, "embeddings.word_embeddings.weight")
+    assert not unchanged(tiny_model, tmp_path, "encoder.layer.0.output.dense.weight")
 
 
 def test_predict_only_with_the_trained_model_on_unlabelled_notes(recipe, tiny_model, corpora, tmp_path):
