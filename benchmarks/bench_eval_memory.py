@@ -147,12 +147,8 @@ def child(spec: dict) -> dict:
 
 def tiny_models(work: Path) -> dict[str, str]:
     """Tiny BERTs (text, NER) and a tiny ViT, as pretrained-looking folders."""
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
-
     from shared.formats.i2b2 import read_i2b2
-    from shared.tiny_models import build_tiny_bert
+    from shared.tiny_models import build_tiny_bert, build_tiny_vit
 
     with open(SAMPLE["text"] / "train.csv", encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
@@ -161,13 +157,8 @@ def tiny_models(work: Path) -> dict[str, str]:
     models = {
         "text": str(build_tiny_bert(work / "bert_text", texts, hidden_size=64)),
         "ner": str(build_tiny_bert(work / "bert_ner", words, vocab_size=300, hidden_size=64)),
-        "image": str(work / "vit"),
+        "image": build_tiny_vit(work / "vit", hidden_size=64),
     }
-    torch.manual_seed(0)
-    ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        intermediate_size=128, image_size=32, patch_size=8, num_labels=2)
-                              ).save_pretrained(models["image"])
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(models["image"])
     return models
 
 
