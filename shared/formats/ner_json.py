@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from shared.errors import DataError
+from shared.formats.text import read_utf8
 from shared.reporting import atomic_write_text
 
 
@@ -60,14 +61,7 @@ def read_ner_json(path: str | os.PathLike, tokens_column: str = "tokens", tags_c
                   ) -> tuple[JsonNerFile, list[list[str]], list[list[str]]]:
     """Return the file (for writing back), the token lists and the string tag lists."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            content = f.read()
-    except UnicodeDecodeError as e:
-        line = e.object[: e.start].count(b"\n") + 1
-        raise DataError(f"not valid UTF-8 (byte {e.start}); re-save the file as UTF-8", path, line) from None
-    except OSError as e:
-        raise DataError(f"cannot read file ({e.strerror})", path) from None
+    content = read_utf8(path)
     records, lines = [], []
     if path.endswith(".jsonl"):
         for k, line in enumerate(content.split("\n"), start=1):
