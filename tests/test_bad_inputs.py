@@ -81,11 +81,22 @@ def needs_remote_code(model: Path, d: Path) -> Path:
     return folder
 
 
+def model_for(case: str, model, d: Path):
+    """The model folder a case runs with: the tiny model, or a broken variant of it for the model cases."""
+    if case == "missing_model":
+        return d / "no_such_model"
+    if case == "pickle_weights":
+        return pickled_only(model, d)
+    if case == "remote_code":
+        return needs_remote_code(model, d)
+    return model
+
+
 def text_args(d: Path, models, case: str) -> list[str]:
     train = write_csv(d / "train.csv", TEXT_ROWS)
     validation = write_csv(d / "validation.csv", TEXT_ROWS)
     test = write_csv(d / "test.csv", TEXT_ROWS)
-    model = models["bert"]
+    model = model_for(case, models["bert"], d)
     extra = []
     if case == "misspelt_column":
         extra = ["--text_column", "txt"]
@@ -95,12 +106,6 @@ def text_args(d: Path, models, case: str) -> list[str]:
         write_csv(test, [("cough", "resp"), ("oliguria", "renal")])
     elif case == "non_utf8":
         validation.write_bytes(b"text,label\nchest pain,cardiac\nfi\xe8vre,resp\n")
-    elif case == "missing_model":
-        model = d / "no_such_model"
-    elif case == "pickle_weights":
-        model = pickled_only(model, d)
-    elif case == "remote_code":
-        model = needs_remote_code(model, d)
     return ["--model_name_or_path", str(model), "--train_file", str(train), "--validation_file", str(validation),
             "--test_file", str(test), "--do_train", "--do_eval", "--do_predict", *extra]
 
@@ -109,7 +114,7 @@ def ner_args(d: Path, models, case: str) -> list[str]:
     train, validation = d / "train.tsv", d / "validation.tsv"
     train.write_text(CONLL)
     validation.write_text(CONLL)
-    model = models["bert"]
+    model = model_for(case, models["bert"], d)
     extra = []
     if case == "misspelt_column":
         train = d / "train.jsonl"
@@ -131,12 +136,6 @@ def ner_args(d: Path, models, case: str) -> list[str]:
     elif case == "non_utf8_json":
         train = d / "train.jsonl"
         train.write_bytes(b'{"tokens": ["Chest"], "ner_tags": ["B-problem"]}\n{"tokens": ["fi\xe8vre"], "ner_tags": ["O"]}\n')
-    elif case == "missing_model":
-        model = d / "no_such_model"
-    elif case == "pickle_weights":
-        model = pickled_only(model, d)
-    elif case == "remote_code":
-        model = needs_remote_code(model, d)
     return ["--model_name_or_path", str(model), "--train_file", str(train), "--validation_file", str(validation),
             "--do_train", "--do_eval", *extra]
 
@@ -150,7 +149,7 @@ def image_args(d: Path, models, case: str) -> list[str]:
         rows.append((f"img/{i}.png", label))
     train = write_csv(d / "train.csv", rows, header=("image", "label"))
     validation = write_csv(d / "validation.csv", rows, header=("image", "label"))
-    model = models["vit"]
+    model = model_for(case, models["vit"], d)
     split_args = ["--train_file", str(train), "--validation_file", str(validation)]
     if case == "misspelt_column":
         write_csv(train, rows, header=("path", "label"))
@@ -164,12 +163,6 @@ def image_args(d: Path, models, case: str) -> list[str]:
         write_csv(train, rows[:1] + [("img/bad.png", "opacity")] + rows[1:], header=("image", "label"))
     elif case == "non_utf8":
         train.write_bytes(b"image,label\nimg/0.png,normal\nimg/1.png,opaci\xe9\n")
-    elif case == "missing_model":
-        model = d / "no_such_model"
-    elif case == "pickle_weights":
-        model = pickled_only(model, d)
-    elif case == "remote_code":
-        model = needs_remote_code(model, d)
     return ["--model_name_or_path", str(model), *split_args, "--do_train", "--do_eval"]
 
 
