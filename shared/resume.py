@@ -110,11 +110,10 @@ def load_checkpoint_weights(model, checkpoint: str) -> None:
     del loaded
 
 
-def train_with_resume(trainer, training_args):
-    """``trainer.train()``, resuming as ``--resume_from_checkpoint`` asks (:func:`resolve_checkpoint`) with every weight
-    restored (:func:`load_checkpoint_weights`). With ``--load_best_model_at_end`` the best checkpoint's weights are
-    reloaded the same way afterwards (Trainer's own reload has the same key-renaming gap)."""
-    checkpoint = resolve_checkpoint(training_args)
+def train_with_resume(trainer, checkpoint: str | None):
+    """``trainer.train()``, resuming from ``checkpoint`` (what :func:`resolve_checkpoint` returned, or None) with every
+    weight restored (:func:`load_checkpoint_weights`). With ``--load_best_model_at_end`` the best checkpoint's weights
+    are reloaded the same way afterwards (Trainer's own reload has the same key-renaming gap)."""
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
     plain = not (getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
@@ -122,9 +121,14 @@ def train_with_resume(trainer, training_args):
         load_checkpoint_weights(trainer.model, checkpoint)
     output = trainer.train(resume_from_checkpoint=checkpoint)
     best = trainer.state.best_model_checkpoint
-    if training_args.load_best_model_at_end and best and os.path.isdir(best) and plain:
+    if trainer.args.load_best_model_at_end and best and os.path.isdir(best) and plain:
         load_checkpoint_weights(trainer.model, best)
     return output
+
+
+def data_seed(training_args) -> int:
+    """The seed of the training data's order and augmentation: ``--data_seed``, else ``--seed`` (as Trainer does)."""
+    return training_args.data_seed if training_args.data_seed is not None else training_args.seed
 
 
 def _find_sampler(obj, depth: int = 4):
@@ -168,7 +172,6 @@ class EpochSeededSampling(TrainerCallback):
         # (e.g. 1.5 in the middle of the second epoch), so int() is the index of the epoch about to run.
         epoch = int(state.epoch or 0)
         if self.sampler is not None:
-            seed = args.data_seed if args.data_seed is not None else args.seed
-            self.generator.manual_seed(seed + epoch)
+            self.generator.manual_seed(data_seed(args) + epoch)
         if self.dataset is not None:
             self.dataset.set_epoch(epoch)

@@ -51,7 +51,7 @@ from shared.metrics import (  # noqa: E402
     tune_thresholds,
 )
 from shared.optim import freeze_encoder_layers, freeze_input_embeddings, optimizer_cls_and_kwargs  # noqa: E402
-from shared.resume import EpochSeededSampling, resolve_checkpoint, train_with_resume  # noqa: E402
+from shared.resume import EpochSeededSampling, data_seed, resolve_checkpoint, train_with_resume  # noqa: E402
 from shared.reporting import (  # noqa: E402
     atomic_write_json,
     atomic_write_text,
@@ -374,9 +374,9 @@ def main(args: list[str] | None = None) -> dict:
     )
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise DataError("nothing to do: pass at least one of --do_train, --do_eval, --do_predict")
-    if training_args.do_train:
-        resolve_checkpoint(training_args)  # a bad --resume_from_checkpoint fails before any work
     setup_logging(training_args)  # counts and sizes only: never image paths or pixels
+    # --resume_from_checkpoint as a folder (true: the newest complete one); a bad one fails before any work
+    checkpoint = resolve_checkpoint(training_args) if training_args.do_train else None
     logger.info("device %s, bf16 %s", training_args.device, training_args.bf16)
     transformers.set_seed(training_args.seed)
 
@@ -432,7 +432,7 @@ def main(args: list[str] | None = None) -> dict:
     augmenter = Augmenter(data_args.augment_config()) if data_args.augment else None
     datasets = {
         s: PixelDataset(d.pixels, labels[s], mean, std, augmenter if s == "train" else None,
-                        seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed)
+                        seed=data_seed(training_args))
         for s, d in decoded.items()
     }
     for split, d in decoded.items():
@@ -474,7 +474,7 @@ def main(args: list[str] | None = None) -> dict:
     if is_main:
         os.makedirs(training_args.output_dir, exist_ok=True)
     if training_args.do_train:
-        train_result = train_with_resume(trainer, training_args)
+        train_result = train_with_resume(trainer, checkpoint)
         train_metrics = dict(train_result.metrics)
         train_metrics.update(train_samples=len(datasets["train"]), train_trainable_parameters=trainable,
                              train_total_parameters=total, train_skipped_images=len(decoded["train"].bad))

@@ -149,11 +149,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     )
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise DataError("nothing to do: pass at least one of --do_train, --do_eval, --do_predict")
-    if training_args.do_train:
-        resolve_checkpoint(training_args)  # a bad --resume_from_checkpoint fails before any work
 
     # 1. Logging: metadata only; example text never reaches the logs.
     setup_logging(training_args)
+    # --resume_from_checkpoint as a folder (true: the newest complete one); a bad one fails before any work
+    checkpoint = resolve_checkpoint(training_args) if training_args.do_train else None
     logger.info("device %s, bf16 %s, %d process(es)", training_args.device, training_args.bf16, training_args.world_size)
 
     # 2. Seed before anything random (head initialisation, LoRA init, shuffling).
@@ -324,7 +324,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # 8. Train.
     results: dict[str, float] = {}
     if training_args.do_train:
-        train_output = train_with_resume(trainer, training_args)
+        train_output = train_with_resume(trainer, checkpoint)
         results.update({k: v for k, v in train_output.metrics.items()})
         results["train_samples"] = len(tokenized["train"])
         results["train_truncated_examples"] = truncated["train"]
