@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 from collections.abc import Sequence
 
 from shared.errors import DataError
@@ -103,8 +104,8 @@ def summarize(fold_results: Sequence[dict[str, float]]) -> dict:
     for name in names:
         values = [math.nan if r[name] is None else float(r[name]) for r in fold_results]
         finite = [v for v in values if not math.isnan(v)]
-        mean = sum(finite) / len(finite) if finite else math.nan
-        sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else math.nan
+        mean = statistics.fmean(finite) if finite else math.nan
+        sd = statistics.stdev(finite) if len(finite) > 1 else math.nan  # sample sd (n - 1)
         summary[name] = {"folds": values, "mean": mean, "sd": sd, "n": len(finite)}
     return {"num_folds": len(fold_results), "metrics": summary, "per_fold": list(fold_results)}
 
