@@ -40,7 +40,8 @@ from transformers import (
 
 from crf import CrfTokenClassifier, has_crf
 from ner_data import FORMATS, NerSplit, load_hub_split, load_split
-from shared.args import DataArguments, ModelArguments, load_pretrained, main_guard, parse_args, recipe_defaults, setup_logging
+from shared.args import (DataArguments, ModelArguments, attention_implementation, load_pretrained, main_guard, parse_args,
+                         recipe_defaults, set_dropout, setup_logging)
 from shared.entity_metrics import entity_metrics, entity_metrics_ci, entity_report
 from shared.errors import DataError
 from shared.distributed import full_state_dict
@@ -103,6 +104,11 @@ class NerDataArguments(DataArguments):
 
 @dataclass
 class NerModelArguments(ModelArguments):
+    dropout: float | None = field(
+        default=0.0,
+        metadata={"help": "Set every dropout probability of the model (hidden, attention, classifier); 0.1 is BERT's "
+                          "own. 0 measured faster and no worse on NCBI-disease with MiniLM, 3 epochs on the 2-core "
+                          "CPU: 166 vs 114 training samples/s, strict test F1 0.825 vs 0.819 (recipe README)."})
     use_crf: bool = field(
         default=False, metadata={"help": "Add a CRF output layer trained jointly; Viterbi decoding that never "
                                          "emits an invalid tag transition (e.g. I-X after O)."})
@@ -221,7 +227,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     config = load_pretrained(AutoConfig, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)),
                              label2id=label2id)
     if training_args.do_train:
-        model = load_pretrained(AutoModelForTokenClassification, model_args, config=config)
+        if changed := set_dropout(config, model_args.dropout):
+            logger.info("dropout %g (%s)", model_args.dropout, ", ".join(changed))
+        model = load_pretrained(AutoModelForTokenClassification, model_args, config=config,
+                                attn_implementation=attention_implementation(model_args, training_args.device))
     else:
         from shared.lora import load_model
 

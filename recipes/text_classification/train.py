@@ -37,7 +37,8 @@ from transformers import (
     set_seed,
 )
 
-from shared.args import DataArguments, ModelArguments, load_pretrained, main_guard, parse_args, recipe_defaults, setup_logging
+from shared.args import (DataArguments, ModelArguments, attention_implementation, load_pretrained, main_guard, parse_args,
+                         recipe_defaults, set_dropout, setup_logging)
 from shared.errors import DataError
 from shared.formats.tables import load_splits, require_columns, require_text, row_location
 from shared.distributed import full_state_dict
@@ -253,7 +254,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         problem_type="multi_label_classification" if multi_label else "single_label_classification",
     )
     if training_args.do_train:
-        model = load_pretrained(AutoModelForSequenceClassification, model_args, config=config)
+        if changed := set_dropout(config, model_args.dropout):
+            logger.info("dropout %g (%s)", model_args.dropout, ", ".join(changed))
+        model = load_pretrained(AutoModelForSequenceClassification, model_args, config=config,
+                                attn_implementation=attention_implementation(model_args, training_args.device))
     else:  # evaluating a fine-tuned model: its head already matches the labels
         from shared.lora import load_model
 
