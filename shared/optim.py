@@ -105,4 +105,6 @@ def optimizer_cls_and_kwargs(model: nn.Module, training_args, decay: float):
         "betas": (training_args.adam_beta1, training_args.adam_beta2),
         "eps": training_args.adam_epsilon,
     }
+    if "fused" in str(getattr(training_args.optim, "value", training_args.optim)):  # keep --optim adamw_torch_fused
+        kwargs["fused"] = True
     return torch.optim.AdamW, kwargs

@@ -218,6 +218,18 @@ def test_layerwise_lr_decay_groups(tiny_classifier):
     assert sum(len(g["params"]) for g in groups) == len(named)
 
 
+@pytest.mark.parametrize("optim, fused", [("adamw_torch_fused", True), ("adamw_torch", None)])
+def test_layerwise_lr_decay_keeps_the_fused_optimizer(tiny_classifier, tmp_path, optim, fused):
+    from transformers import TrainingArguments
+
+    from shared.optim import optimizer_cls_and_kwargs
+
+    args = TrainingArguments(output_dir=str(tmp_path), optim=optim, use_cpu=True, report_to="none")
+    cls, kwargs = optimizer_cls_and_kwargs(tiny_classifier, args, 0.8)
+    assert cls is torch.optim.AdamW and kwargs.get("fused") is fused
+    cls(**kwargs).step()  # the fused CPU kernel accepts these parameter groups
+
+
 def test_freeze_encoder_layers(tiny_classifier):
     frozen = freeze_encoder_layers(tiny_classifier, 2)
     state = {n: p.requires_grad for n, p in tiny_classifier.named_parameters()}
