@@ -303,6 +303,29 @@ def set_dropout(config, probability: float | None) -> list[str]:
     return names
 
 
+def classification_config(model_args: ModelArguments, label_names: list[str], multi_label: bool):
+    """The model's config with a fresh classification head over ``label_names`` (single- or multi-label)."""
+    from transformers import AutoConfig
+
+    return load_pretrained(
+        AutoConfig,
+        model_args,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+    )
+
+
+def load_for_training(auto_cls, model_args: ModelArguments, config, device, **kwargs):
+    """The pretrained model to fine-tune: ``config`` with ``--dropout`` applied, the ``--attn_implementation`` kernel
+    (eager when training on a CPU), safe loading as in :func:`load_pretrained`."""
+    if changed := set_dropout(config, model_args.dropout):
+        logger.info("dropout %g (%s)", model_args.dropout, ", ".join(changed))
+    return load_pretrained(auto_cls, model_args, config=config,
+                           attn_implementation=attention_implementation(model_args, device), **kwargs)
+
+
 def load_pretrained(auto_cls, model_args: ModelArguments, **kwargs):
     """``auto_cls.from_pretrained`` with safe defaults and a clear one-line error when the model cannot be had.
 

@@ -32,8 +32,8 @@ except ImportError:  # running from a clone without installing: use the reposito
 import transformers  # noqa: E402
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments  # noqa: E402
 
-from shared.args import (DataArguments, ModelArguments, attention_implementation, load_pretrained, main_guard,  # noqa: E402
-                         parse_args, recipe_defaults, set_dropout, setup_logging)
+from shared.args import (DataArguments, ModelArguments, classification_config, load_for_training,  # noqa: E402
+                         load_pretrained, main_guard, parse_args, recipe_defaults, setup_logging)
 from shared.augment import AugmentConfig, Augmenter, PixelDataset  # noqa: E402
 from shared.distributed import full_state_dict  # noqa: E402
 from shared.errors import DataError  # noqa: E402
@@ -404,23 +404,9 @@ def main(args: list[str] | None = None) -> dict:
     if adapter_only and not training_args.do_train:  # evaluate a LoRA run of this recipe: base + adapter + head
         model = load_trained_model(model_args.model_name_or_path)
     elif training_args.do_train:
-        config = load_pretrained(
-            AutoConfig,
-            model_args,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id=label2id,
-            problem_type="multi_label_classification" if multi_label else "single_label_classification",
-        )
-        if changed := set_dropout(config, model_args.dropout):
-            logger.info("dropout %g (%s)", model_args.dropout, ", ".join(changed))
-        model = load_pretrained(
-            AutoModelForImageClassification,
-            model_args,
-            config=config,
-            ignore_mismatched_sizes=True,  # a checkpoint's own head (e.g. ImageNet's 1000 classes) is replaced
-            attn_implementation=attention_implementation(model_args, training_args.device),
-        )
+        model = load_for_training(AutoModelForImageClassification, model_args,
+                                  classification_config(model_args, label_names, multi_label), training_args.device,
+                                  ignore_mismatched_sizes=True)  # a checkpoint's own head (e.g. ImageNet's) is replaced
     else:  # evaluate a fine-tuned model with its own head and labels
         model = load_pretrained(AutoModelForImageClassification, model_args, config=config)
     image_size = model_args.image_size or processor_size(processor)

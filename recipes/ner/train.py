@@ -40,8 +40,8 @@ from transformers import (
 
 from crf import CrfTokenClassifier, has_crf
 from ner_data import FORMATS, NerSplit, load_hub_split, load_split
-from shared.args import (DataArguments, ModelArguments, attention_implementation, load_pretrained, main_guard, parse_args,
-                         recipe_defaults, set_dropout, setup_logging)
+from shared.args import (DataArguments, ModelArguments, load_for_training, load_pretrained, main_guard, parse_args,
+                         recipe_defaults, setup_logging)
 from shared.entity_metrics import entity_metrics, entity_metrics_ci, entity_report
 from shared.errors import DataError
 from shared.distributed import full_state_dict
@@ -227,10 +227,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     config = load_pretrained(AutoConfig, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)),
                              label2id=label2id)
     if training_args.do_train:
-        if changed := set_dropout(config, model_args.dropout):
-            logger.info("dropout %g (%s)", model_args.dropout, ", ".join(changed))
-        model = load_pretrained(AutoModelForTokenClassification, model_args, config=config,
-                                attn_implementation=attention_implementation(model_args, training_args.device))
+        model = load_for_training(AutoModelForTokenClassification, model_args, config, training_args.device)
     else:
         from shared.lora import load_model
 

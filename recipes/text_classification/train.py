@@ -37,8 +37,8 @@ from transformers import (
     set_seed,
 )
 
-from shared.args import (DataArguments, ModelArguments, attention_implementation, load_pretrained, main_guard, parse_args,
-                         recipe_defaults, set_dropout, setup_logging)
+from shared.args import (DataArguments, ModelArguments, classification_config, load_for_training, load_pretrained,
+                         main_guard, parse_args, recipe_defaults, setup_logging)
 from shared.errors import DataError
 from shared.formats.tables import load_splits, require_columns, require_text, row_location
 from shared.distributed import full_state_dict
@@ -245,19 +245,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 5. Model and tokenizer (local folder or hub id; safetensors only unless --allow_pickle_weights).
     tokenizer = load_pretrained(AutoTokenizer, model_args)
-    config = load_pretrained(
-        AutoConfig,
-        model_args,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id=label2id,
-        problem_type="multi_label_classification" if multi_label else "single_label_classification",
-    )
+    config = classification_config(model_args, label_names, multi_label)
     if training_args.do_train:
-        if changed := set_dropout(config, model_args.dropout):
-            logger.info("dropout %g (%s)", model_args.dropout, ", ".join(changed))
-        model = load_pretrained(AutoModelForSequenceClassification, model_args, config=config,
-                                attn_implementation=attention_implementation(model_args, training_args.device))
+        model = load_for_training(AutoModelForSequenceClassification, model_args, config, training_args.device)
     else:  # evaluating a fine-tuned model: its head already matches the labels
         from shared.lora import load_model
 
