@@ -145,7 +145,9 @@ class DataArguments:
         default=None,
         metadata={"help": "Table column naming the patient / note each row belongs to: validation splits and "
                           "cross-validation folds keep every group in one split. NER groups by document "
-                          "automatically (i2b2/BRAT files, CoNLL -DOCSTART-); for NER JSON it names a record field."},
+                          "automatically (i2b2/BRAT files, CoNLL -DOCSTART-); for NER JSON it names a record field. "
+                          "Text classification also warns when a supplied validation/test file with the column "
+                          "shares groups with training, and resamples whole groups for its test CIs."},
     )
     num_folds: int | None = field(
         default=None,

@@ -205,6 +205,21 @@ def carve_splits(n: int, data_args, carve: Sequence[str], seed: int, labels: Seq
     return parts
 
 
+def warn_shared_groups(groups: dict[str, Sequence[str]], column: str) -> int:
+    """Warn when a held-out split shares groups (patients, notes) with ``groups["train"]``: its scores then say
+    more about patients the model has seen than about new ones. Counts only: group ids can identify patients and
+    are never logged. Returns how many splits share groups."""
+    train = set(groups.get("train", ()))
+    leaking = 0
+    for split, values in groups.items():
+        shared = train.intersection(values) if split != "train" else set()
+        if shared:
+            leaking += 1
+            logger.warning("%s shares %d of its %d groups ('%s') with the training data: its scores are optimistic "
+                           "for new %s", split, len(shared), len(set(values)), column, column)
+    return leaking
+
+
 def group_values(values: Sequence, column: str, source: str, line_of=None) -> list[str]:
     """The ``--group_column`` cell of every row as a string; an empty cell is an error naming the row."""
     out = []

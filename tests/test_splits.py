@@ -160,3 +160,44 @@ def test_text_recipe_validation_split_by_patient(tiny_bert_dir, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: {train}: group column 'ward' not found")
     assert not (tmp_path / "bad").exists()
+
+
+def test_warn_shared_groups_counts_without_naming_patients(caplog):
+    from shared.splits import warn_shared_groups
+
+    with caplog.at_level("WARNING", logger="shared.splits"):
+        assert warn_shared_groups({"train": ["p1", "p2", "p3"], "validation": ["p4", "p4"],
+                                   "test": ["p2", "p3", "p5", "p3"]}, "patient_id") == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "test shares 2 of its 3 groups ('patient_id') with the training data: its scores are optimistic for new "
+        "patient_id"]
+    assert warn_shared_groups({"test": ["p1"]}, "patient_id") == 0  # nothing to compare with
+
+
+def test_text_recipe_flags_a_test_file_sharing_patients_and_resamples_its_patients(tiny_bert_dir, tmp_path,
+                                                                                    caplog, monkeypatch):
+    recipe = load_recipe("text_classification")
+    train = with_patients(tmp_path / "train.csv", 30)  # patients p000-p009
+    test = with_patients(tmp_path / "test.csv", 12, per_patient=2)  # p000-p005: all six also in training
+    seen = {}
+    real = recipe.bootstrap_ci
+
+    def spy(*args, groups=None, **kwargs):
+        seen["groups"] = groups
+        return real(*args, groups=groups, **kwargs)
+
+    monkeypatch.setattr(recipe, "bootstrap_ci", spy)
+    common = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", train, "--test_file", test, "--do_train",
+              "--do_predict", "--num_train_epochs", "1", "--bootstrap_resamples", "50", "--seed", "3"]
+    with caplog.at_level("WARNING", logger="shared.splits"):
+        results = recipe.main([*common, "--output_dir", str(tmp_path / "out"), "--group_column", "patient_id"])
+    assert "test shares 6 of its 6 groups ('patient_id')" in caplog.text
+    assert "p00" not in caplog.text  # counts only: patient ids are never logged
+    assert seen["groups"] == [f"p{i // 2:03d}" for i in range(12)]  # CIs resample whole patients
+    assert "test_accuracy_ci_low" in results
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="shared.splits"):  # a test file without the column: nothing to check
+        recipe.main([*common, "--test_file", str(SAMPLE / "test.csv"), "--max_predict_samples", "8",
+                     "--output_dir", str(tmp_path / "out2"), "--group_column", "patient_id"])
+    assert "shares" not in caplog.text and seen["groups"] is None

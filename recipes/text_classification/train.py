@@ -67,7 +67,7 @@ from shared.reporting import (
     save_results,
     write_model_card,
 )
-from shared.splits import carve_splits, splits_to_carve, table_groups
+from shared.splits import carve_splits, splits_to_carve, table_groups, warn_shared_groups
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             parsed[split], labelled[split], split_rows[split] = [train_labels[i] for i in idx], True, idx
             if groups is not None:
                 split_groups[split] = [groups[i] for i in idx]  # test CIs resample whole groups
+    if data_args.group_column:  # supplied validation/test files with the column: same patients as training?
+        for split, (table, source) in splits.items():
+            if split not in split_groups and (split == "train" or data_args.group_column in table.column_names):
+                split_groups[split] = table_groups(table, data_args.group_column, source)
+        warn_shared_groups(split_groups, data_args.group_column)
 
     def encode_labels(labels):
         if multi_label:
