@@ -49,16 +49,9 @@ def tiny_vit_folder() -> str:
     """A small ViT (4 layers, hidden 128, 32 px) built from config with random weights, plus its processor."""
     folder = OUTPUT / "_models" / "vit-from-config"
     if not (folder / "model.safetensors").exists():
-        import torch
-        from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+        from shared.tiny_models import build_tiny_vit
 
-        torch.manual_seed(0)
-        config = ViTConfig(
-            image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-            intermediate_size=256, num_channels=3,
-        )
-        ViTForImageClassification(config).save_pretrained(folder)
-        ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+        build_tiny_vit(folder, image_size=32, num_layers=4, hidden_size=128, patch_size=4, num_heads=4)
     return str(folder)
 
 
@@ -79,10 +72,11 @@ def main() -> None:
         command = [
             sys.executable, str(ROOT / "recipes" / task / "train.py"), "--config", str(config),
             "--model_name_or_path", models[task](), "--output_dir", str(output_dir),
+            "--overwrite_output_dir",  # the demo's own folder: a second demo run replaces the first one's results
         ]
         print(f"[{task}] {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(command))}", flush=True)
         start = time.time()
-        proc = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.run(command, cwd=ROOT)
         if proc.returncode != 0:
             sys.exit(f"[{task}] failed with exit status {proc.returncode}")
         results = json.loads((output_dir / "all_results.json").read_text())
@@ -94,7 +88,7 @@ def main() -> None:
         print(f"  {task:<22} {shown}  ({seconds:.0f} s)")
         written = sorted(p.name + ("/" if p.is_dir() else "") for p in output_dir.iterdir()
                          if (p.suffix in (".json", ".csv", ".png") and p.name not in MODEL_FILES)
-                         or p.name in ("README.md", "predictions"))
+                         or p.name in ("README.md", "test_predictions"))
         print(f"  {'':<22} outputs: {output_dir.relative_to(ROOT)}/  {', '.join(written)}")
 
 

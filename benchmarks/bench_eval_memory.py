@@ -2,8 +2,8 @@
 """Benchmark: evaluation memory does not grow with the evaluation data (issue #5).
 
 Each recipe predicts on a test set of N rows and of ``--scale`` x N rows, each in a fresh process, through its own
-prediction path (text: ``shared.predict.predict_in_order`` -> ``Trainer.predict``; NER: ``shared.tagging.
-predict_windows``, argmax / Viterbi per batch on the device; images: ``Trainer.predict``), run by the recipe itself
+prediction path (text and images: ``shared.predict.predict_in_order``; NER: ``shared.ner.windows.predict_windows``
+over it, argmax / Viterbi per batch on the device), run by the recipe itself
 (``--do_predict`` with a fine-tuned folder). Around the prediction call the child process releases free heap
 (``malloc_trim``), reads its resident memory, resets the kernel's peak counter (``/proc/self/clear_refs``) and reads
 the peak afterwards: "eval peak" is the most memory prediction added on top of what the process already held (model,
@@ -29,7 +29,6 @@ import argparse
 import csv
 import ctypes
 import gc
-import importlib.util
 import json
 import os
 import platform
@@ -84,7 +83,7 @@ def _measured(fn, calls: list):
     return wrapper
 
 
-def naive_predict_windows(model, windows, pad_token_id, batch_size=64, bf16=False, decode=None):
+def naive_predict_windows(model, windows, pad_token_id, batch_size=64, decode=None):
     """predict_windows, but keeping every batch's full logits until the end (what issue #5 rules out)."""
     import torch
 
@@ -112,25 +111,21 @@ def naive_predict_windows(model, windows, pad_token_id, batch_size=64, bf16=Fals
 
 def child(spec: dict) -> dict:
     """Run one recipe with --do_predict, measuring its prediction call(s)."""
-    task = spec["task"]
-    sys.path.insert(0, str(ROOT))
-    path = ROOT / "recipes" / RECIPE[task] / "train.py"
-    module_spec = importlib.util.spec_from_file_location(f"bench_{task}", path)
-    recipe = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_spec.name] = recipe
-    module_spec.loader.exec_module(recipe)
-    calls: list = []
-    if task == "text":
-        recipe.predict_in_order = _measured(recipe.predict_in_order, calls)
-    elif task == "ner":
-        recipe.predict_windows = _measured(naive_predict_windows if spec.get("naive") else recipe.predict_windows,
-                                           calls)
-    else:
-        import transformers
+    import shared.ner.windows
+    import shared.predict
+    from shared.runner import run_recipe
 
-        transformers.Trainer.predict = _measured(transformers.Trainer.predict, calls)
+    task = spec["task"]
+    calls: list = []
+    # The library's prediction functions are wrapped before the recipe is loaded (this is a fresh process), so the
+    # recipe imports the measured ones.
+    if task == "ner":
+        shared.ner.windows.predict_windows = _measured(
+            naive_predict_windows if spec.get("naive") else shared.ner.windows.predict_windows, calls)
+    else:
+        shared.predict.predict_in_order = _measured(shared.predict.predict_in_order, calls)
     start = time.perf_counter()
-    results = recipe.main(spec["args"])
+    results = run_recipe(RECIPE[task], spec["args"])
     call = max(calls, key=lambda c: c["peak_kb"] - c["before_kb"])
     return {
         "rows": results["test_samples"],
@@ -147,7 +142,7 @@ def child(spec: dict) -> dict:
 
 def tiny_models(work: Path) -> dict[str, str]:
     """Tiny BERTs (text, NER) and a tiny ViT, as pretrained-looking folders."""
-    from shared.formats.i2b2 import read_i2b2
+    from shared.ner.i2b2 import read_i2b2
     from shared.tiny_models import build_tiny_bert, build_tiny_vit
 
     with open(SAMPLE["text"] / "train.csv", encoding="utf-8") as f:
@@ -188,7 +183,7 @@ def test_data(task: str, rows: int, work: Path) -> list[str]:
             writer.writerows(table[i % len(table)] for i in range(rows))
         return ["--test_file", str(path)]
     if task == "ner":
-        from shared.formats.i2b2 import read_i2b2
+        from shared.ner.i2b2 import read_i2b2
 
         # one example per note (70-120 words: one or two 128-subword windows), so that full logits would weigh
         # what they weigh on real notes, not on the sample's short sentences
@@ -239,7 +234,6 @@ def main() -> None:
         return
     if not os.path.exists("/proc/self/clear_refs"):
         sys.exit("this benchmark reads /proc (Linux only)")
-    sys.path.insert(0, str(ROOT))
     base = {"text": 2000, "ner": 1000, "image": 500}
     if args.base:
         base = dict.fromkeys(base, args.base)
@@ -255,7 +249,7 @@ def main() -> None:
                 for factor in (1, args.scale):
                     rows = base[task] * factor
                     spec = {"task": task, "rows": rows, "naive": naive, "args": [
-                        "--model_name_or_path", fine_tuned, "--output_dir", str(work / f"out_{task}_{rows}"),
+                        "--model_name_or_path", fine_tuned, "--output_dir", str(work / f"out_{task}_{rows}{'_naive' if naive else ''}"),
                         *test_data(task, rows, work), "--do_predict", "--bootstrap_resamples", "0"]}
                     measured[factor] = run_child(spec)
                     print(f"{task} {variant} x{factor}: {measured[factor]}", flush=True)

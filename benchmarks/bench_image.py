@@ -15,22 +15,21 @@ the speed ratio, test accuracy and AUROC. Needs ../shared/data and ../shared/mod
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 
+from shared.images import decode as image_decode
+from shared.images import readers as image_formats
+from shared.metrics import classification_metrics, softmax
+from shared.runner import run_recipe
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path[:0] = [ROOT, os.path.join(ROOT, "recipes", "image_classification")]
-
-import train as recipe  # noqa: E402
-
-from shared.formats import images as image_formats  # noqa: E402
-from shared.metrics import classification_metrics, softmax  # noqa: E402
 
 DATA = os.path.join(ROOT, "..", "shared", "data", "images")
 DATASETS = {
@@ -47,41 +46,52 @@ def subset(images: image_formats.ImageSet, n: int | None, seed: int) -> image_fo
     return images.select(sorted(np.random.default_rng(seed).choice(len(images), n, replace=False).tolist()))
 
 
-def run_recipe(name, spec, args, out):
-    """The recipe, in-process; its own subset options are bypassed so both systems see the same images."""
-    timings = {}
-    original = image_formats.read_images
-    decode = image_formats.decode_images
-
-    def read(path, split, **kw):
+def read_subsets(spec, args) -> dict:
+    """The seeded train and test subsets both systems use."""
+    out = {}
+    for split in ("train", "test"):
+        path = spec["train"][1] if spec["train"][0] == "--train_file" else spec["train"][{"train": 1, "test": 3}[split]]
         limit = args.max_train_samples if split == "train" else args.max_test_samples
-        return subset(original(path, split, **kw), limit, args.seed)
+        out[split] = subset(image_formats.read_images(path, split), limit, args.seed)
+    return out
 
-    def timed_decode(images, *a, **kw):
-        start = time.perf_counter()
-        result = decode(images, *a, **kw)
-        timings[images.refs[0][0]] = time.perf_counter() - start
-        return result
 
-    image_formats.read_images, image_formats.decode_images = read, timed_decode
-    try:
-        extra = ["--use_lora", "--learning_rate", str(args.lora_learning_rate)] if args.lora else []
-        results = recipe.main([
-            "--model_name_or_path", args.model, "--output_dir", out, *spec["train"], "--do_train", "--do_predict",
-            "--image_size", str(args.image_size or spec["image_size"]), "--num_train_epochs", str(args.epochs),
-            "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size", str(args.batch_size),
-            "--class_weighting", "balanced", "--bootstrap_resamples", "0", "--seed", str(args.seed), *extra,
-        ])
-    finally:
-        image_formats.read_images, image_formats.decode_images = original, decode
-    train_decode = next(iter(timings.values()))  # the train split is decoded first
+def subset_files(subsets: dict, folder: str) -> list[str]:
+    """The subsets as files the recipe reads like any user's data: a MedMNIST .npz, or CSV tables of image paths."""
+    train, test = subsets["train"], subsets["test"]
+    if not isinstance(train.sources[0], str):  # arrays from an .npz
+        path = os.path.join(folder, "subset.npz")
+        np.savez(path, **{f"{prefix}_{kind}": values for prefix, images in (("train", train), ("test", test))
+                          for kind, values in (("images", np.stack(images.sources)),
+                                               ("labels", np.array([int(label) for label in images.labels])))})
+        return ["--train_file", path]
+    files = []
+    for split, images in (("train", train), ("test", test)):
+        path = os.path.join(folder, f"{split}.csv")
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "label"])
+            writer.writerows(zip(images.sources, images.labels))
+        files += [f"--{split}_file", path]
+    return files
+
+
+def run_ours(name, spec, args, out):
+    """The recipe, in-process, on the same images as the baseline (written as files it reads)."""
+    os.makedirs(out, exist_ok=True)
+    data = subset_files(read_subsets(spec, args), out)
+    extra = ["--use_lora", "--learning_rate", str(args.lora_learning_rate)] if args.lora else []
+    results = run_recipe("image_classification", [
+        "--model_name_or_path", args.model, "--output_dir", os.path.join(out, "run"), *data, "--do_train",
+        "--do_predict", "--image_size", str(args.image_size or spec["image_size"]), "--num_train_epochs",
+        str(args.epochs), "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size",
+        str(args.batch_size), "--class_weighting", "balanced", "--bootstrap_resamples", "0", "--seed", str(args.seed),
+        *extra,
+    ])
     images_seen = results["train_samples"] * args.epochs
-    return {
-        "images_per_s": images_seen / (results["train_runtime"] + train_decode),
-        "accuracy": results["test_accuracy"],
-        "auroc": results["test_auroc"],
-        "train_s": results["train_runtime"] + train_decode,
-    }
+    train_s = results["train_runtime"] + results["train_decode_runtime"]  # the one-off decoding counts too
+    return {"images_per_s": images_seen / train_s, "accuracy": results["test_accuracy"],
+            "auroc": results["test_auroc"], "train_s": train_s}
 
 
 def run_baseline(name, spec, args, out):
@@ -89,22 +99,13 @@ def run_baseline(name, spec, args, out):
     import datasets
     from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
 
-    def read(split):
-        flag_index = {"train": 0, "test": 2}[split]
-        if spec["train"][0] == "--train_file":
-            path = spec["train"][1]
-        else:
-            path = spec["train"][flag_index + 1]
-        images = image_formats.read_images(path, split)
-        limit = args.max_train_samples if split == "train" else args.max_test_samples
-        return subset(images, limit, args.seed)
-
-    train_set, test_set = read("train"), read("test")
+    subsets = read_subsets(spec, args)
+    train_set, test_set = subsets["train"], subsets["test"]
     names = image_formats.label_names_for([train_set, test_set])
     label2id = {n: i for i, n in enumerate(names)}
 
     def to_dataset(images):
-        pil = [image_formats.open_image(s) for s in images.sources]  # like load_dataset("imagefolder")
+        pil = [image_decode.open_image(s) for s in images.sources]  # like load_dataset("imagefolder")
         return datasets.Dataset.from_dict({"image": pil, "label": image_formats.encode_labels(images, label2id).tolist()},
                                           features=datasets.Features({"image": datasets.Image(),
                                                                       "label": datasets.Value("int64")}))
@@ -177,7 +178,7 @@ def main(argv=None):
         found = {}
         for system in args.systems.split(","):
             with tempfile.TemporaryDirectory() as out:
-                found[system] = (run_recipe if system == "recipe" else run_baseline)(name, spec, args, out)
+                found[system] = (run_ours if system == "recipe" else run_baseline)(name, spec, args, out)
         base = found.get("baseline", {}).get("images_per_s")
         for system, r in found.items():
             label = f"recipe{' LoRA' if args.lora else ''} {args.image_size or spec['image_size']}px bf16" \

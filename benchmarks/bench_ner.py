@@ -33,13 +33,12 @@ import time
 import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path[:0] = [ROOT, os.path.join(ROOT, "recipes", "ner")]
 
-import train as recipe  # noqa: E402
 
-from shared.entity_metrics import entity_metrics  # noqa: E402
-from shared.formats.conll import read_conll  # noqa: E402
-from shared.tagging import from_scheme  # noqa: E402
+from shared.ner.conll import read_conll  # noqa: E402
+from shared.ner.metrics import entity_metrics  # noqa: E402
+from shared.ner.tags import from_scheme  # noqa: E402
+from shared.runner import run_recipe  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 DATA = os.path.join(SHARED, "data", "ner")
@@ -55,8 +54,14 @@ def read(path: str, limit: int | None):
 def run_baseline(model_path: str, train_path: str, test_path: str, args, out: str) -> dict:
     """transformers' run_ner.py defaults with a plain Trainer."""
     import datasets
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              Trainer, TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(args.seed)
     words, tags = read(train_path, args.max_train_samples)
@@ -107,12 +112,12 @@ def run_baseline(model_path: str, train_path: str, test_path: str, args, out: st
             "test_f1": metrics["f1"], "test_lenient_f1": metrics["lenient_f1"]}
 
 
-def run_recipe(model_path: str, train_path: str, test_path: str, args, out: str) -> dict:
+def run_ours(model_path: str, train_path: str, test_path: str, args, out: str) -> dict:
     """The recipe with its own defaults, in-process."""
     extra = ["--max_predict_samples", str(args.max_test_samples)] if args.max_test_samples else []
     if args.max_train_samples:
         extra += ["--max_train_samples", str(args.max_train_samples)]
-    results = recipe.main([
+    results = run_recipe("ner", [
         "--model_name_or_path", model_path, "--output_dir", out, "--train_file", train_path, "--test_file", test_path,
         "--do_train", "--do_predict", "--num_train_epochs", str(args.epochs), "--seed", str(args.seed),
         "--bootstrap_resamples", "0", *extra, *args.recipe_args,
@@ -147,7 +152,7 @@ def main(argv=None):
             continue
         with tempfile.TemporaryDirectory(prefix="bench-ner-") as tmp:
             base = run_baseline(args.model, train_path, test_path, args, os.path.join(tmp, "baseline"))
-            ours = run_recipe(args.model, train_path, test_path, args, os.path.join(tmp, "recipe"))
+            ours = run_ours(args.model, train_path, test_path, args, os.path.join(tmp, "recipe"))
         rows.append({"dataset": name, "baseline": base, "recipe": ours,
                      "speedup": ours["samples_per_s"] / base["samples_per_s"],
                      "f1_difference": ours["test_f1"] - base["test_f1"]})

@@ -14,7 +14,6 @@ both, their ratio, and test macro-F1 / accuracy of both. Results go to benchmark
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -23,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared.runner import run_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
 
@@ -32,6 +32,7 @@ def run_baseline(model_dir: str, data_dir: Path, epochs: float, max_train: int |
     import numpy as np
     import pandas as pd
     import torch
+    from datasets import Dataset
     from sklearn.metrics import accuracy_score, f1_score
     from transformers import (
         AutoModelForSequenceClassification,
@@ -40,7 +41,6 @@ def run_baseline(model_dir: str, data_dir: Path, epochs: float, max_train: int |
         TrainingArguments,
         default_data_collator,
     )
-    from datasets import Dataset
 
     train = pd.read_csv(data_dir / "train.csv").astype({"label": str})
     test = pd.read_csv(data_dir / "test.csv").astype({"label": str})
@@ -77,11 +77,7 @@ def run_baseline(model_dir: str, data_dir: Path, epochs: float, max_train: int |
     }
 
 
-def run_recipe(model_dir: str, data_dir: Path, epochs: float, max_train: int | None, output_dir: str, seed: int, extra):
-    spec = importlib.util.spec_from_file_location("text_recipe", ROOT / "recipes" / "text_classification" / "train.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules["text_recipe"] = recipe
-    spec.loader.exec_module(recipe)
+def run_ours(model_dir: str, data_dir: Path, epochs: float, max_train: int | None, output_dir: str, seed: int, extra):
     args = [
         "--model_name_or_path", model_dir, "--output_dir", output_dir, "--train_file", str(data_dir / "train.csv"),
         "--test_file", str(data_dir / "test.csv"), "--do_train", "--do_predict", "--num_train_epochs", str(epochs),
@@ -89,7 +85,7 @@ def run_recipe(model_dir: str, data_dir: Path, epochs: float, max_train: int | N
     ]
     if max_train:
         args += ["--max_train_samples", str(max_train)]
-    results = recipe.main(args)
+    results = run_recipe("text_classification", args)
     return {k: results[k] for k in (
         "train_samples_per_second", "train_runtime", "test_macro_f1", "test_accuracy",
         "test_macro_f1_ci_low", "test_macro_f1_ci_high",
@@ -121,7 +117,7 @@ def main() -> None:
         rows["baseline (run_classification.py defaults)"] = run_baseline(
             args.model, data_dir, args.epochs, args.max_train_samples, f"{tmp}/baseline", args.seed
         )
-        rows["recipe (defaults)"] = run_recipe(
+        rows["recipe (defaults)"] = run_ours(
             args.model, data_dir, args.epochs, args.max_train_samples, f"{tmp}/recipe", args.seed, args.recipe_args
         )
     base = rows["baseline (run_classification.py defaults)"]["train_samples_per_second"]

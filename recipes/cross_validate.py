@@ -25,24 +25,33 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 try:
-    import shared  # noqa: F401  (installed with `pip install -e .`)
-except ImportError:  # running from a clone without installing: use the repository's shared/
-    sys.path.insert(0, str(ROOT))
+    import shared  # noqa: F401  (this project's package)
+except ImportError:
+    print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
+    raise SystemExit(2) from None
 
-from shared.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, remove_weights, summarize
+from shared.args import main_guard
+from shared.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, remove_weights
+from shared.crossval import summarize
 from shared.errors import DataError
 from shared.reporting import atomic_write_json, atomic_write_text
+from shared.runner import recipe_file
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit status 2 (main_guard), instead of usage + message
+        raise DataError(message)
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="k-fold cross-validation of a recipe. Usage: cross_validate.py --recipe R --folds K -- <recipe args>"
     )
-    parser.add_argument("--recipe", required=True, choices=RECIPES, help="Which recipe to cross-validate.")
+    parser.add_argument("--recipe", required=True,
+                        help=f"Which recipe to cross-validate: {', '.join(RECIPES)}, or the folder of a recipe "
+                             "(a copied one, say).")
     parser.add_argument("--folds", type=int, default=5, help="Number of folds K (at least 2; default 5).")
     parser.add_argument("--group_column", default=None,
                         help="Keep every group (patient, note) in one fold; passed to the recipe.")
@@ -61,17 +70,21 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, recipe_args
 
 
+@main_guard
 def main(argv: list[str] | None = None) -> dict:
     args, recipe_args = parse(list(sys.argv[1:] if argv is None else argv))
     output_dir = output_dir_of(recipe_args)
-    script = ROOT / "recipes" / args.recipe / "train.py"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    try:
+        script = recipe_file(args.recipe)
+    except FileNotFoundError:
+        raise DataError(f"--recipe {args.recipe}: no such recipe (a name in {', '.join(RECIPES)} or a recipe "
+                        "folder with a train.py)") from None
 
     fold_results = []
     for fold in range(args.folds):
         command = [sys.executable, str(script), *fold_args(recipe_args, output_dir, args.folds, fold, args.group_column)]
         print(f"== fold {fold} of {args.folds}", file=sys.stderr, flush=True)
-        done = subprocess.run(command, env=env)
+        done = subprocess.run(command)
         if done.returncode:
             raise SystemExit(done.returncode)  # the recipe has printed its own error
         fold_dir = os.path.join(output_dir, f"fold_{fold}")
@@ -94,8 +107,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    main()

@@ -1,6 +1,9 @@
-"""Utilities shared by two or more recipes: data readers, labels, class imbalance, metrics, LoRA, reporting.
+"""The parts the recipes are made of, organised by domain (the recipes in ``recipes/<task>/train.py`` hold the
+procedure). Top-level modules serve every recipe (arguments, errors, loading models, tables and labels, splits,
+imbalance, optimisation, LoRA, metrics, prediction, resuming, output folders, reporting); ``shared.ner`` and
+``shared.images`` hold what only token tasks or only image tasks use. See the Layout section of the README.
 
-Nothing here knows which recipe calls it; a recipe never imports another recipe.
+Nothing here knows which recipe calls it or changes the caller's argument objects; a recipe imports only ``shared``.
 """
 
 from shared.errors import DataError

@@ -1,33 +1,40 @@
-"""Arguments every recipe shares, the ``--config`` loader, safe model loading and the one-line error guard."""
+"""Arguments every recipe shares, ``--config`` files, logging and the one-line error guard of every command line.
+
+Precedence: command-line flags > ``--config`` file (YAML or JSON) > the recipe's ``RECIPE_DEFAULTS`` > the dataclass
+defaults. Whatever a user can get wrong on the command line or in a config (a misspelt flag, a value of the wrong
+type, an unknown key) is one :class:`DataError` line naming the flag, or the config file, line and key;
+:func:`main_guard` prints it as ``error: ...`` and exits with status 2, no traceback.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import difflib
 import functools
 import json
 import logging
 import os
 import re
-import socket
 import sys
-import urllib.parse
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import transformers
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
 from shared.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-# "bert-base-uncased" or "org/name": anything else that is not an existing folder is a missing local path.
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-
 
 @dataclass
 class ModelArguments:
     """Which pretrained model to start from and how to adapt it (shared by every recipe)."""
+
+    _argument_group_name = "model"
 
     model_name_or_path: str = field(
         metadata={"help": "A local model folder (works offline) or a Hugging Face Hub id (needs network)."}
@@ -46,43 +53,30 @@ class ModelArguments:
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
     lora_target_modules: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated module names to adapt; default: the attention projections of the architecture."},
+        metadata={"help": "Comma-separated module names to adapt (a list in a config file); default: the attention "
+                          "query/value projections of the architecture."},
     )
     merge_lora: bool = field(
         default=False,
         metadata={"help": "Merge the trained adapters into the base weights and save a plain model (no PEFT needed)."},
     )
     freeze_embeddings: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep the input (token/patch) embeddings fixed. For a small BERT they are ~half the weights: "
-            "updating them on a few thousand examples costs a third of each step and mostly overfits rare tokens."
-        },
+        default=False, metadata={"help": "Keep the input (token or patch) embeddings fixed."}
     )
     freeze_layers: float = field(
         default=0,
-        metadata={
-            "help": "Freeze the embeddings and the bottom encoder layers: a whole number N freezes N layers, a "
-            "fraction in (0, 1) that share of the model's layers, rounded down (0.34: 2 of MiniLM's 6, 4 of "
-            "BERT-base's 12); 0 trains everything. Frozen layers need no backward pass: each one saves ~1/6 of a "
-            "6-layer model's step."
-        },
+        metadata={"help": "Freeze the embeddings and the bottom encoder layers: a whole number N freezes N layers, a "
+                          "fraction in (0, 1) that share of the model's layers, rounded down; 0 trains everything."},
     )
     attn_implementation: str | None = field(
         default=None,
-        metadata={
-            "help": "Attention kernel for training ('eager', 'sdpa', 'flash_attention_2', ...). Unset: the model's "
-            "default (SDPA) on a GPU, 'eager' on a CPU, where SDPA trained a small BERT 1.2-2x slower with bf16 "
-            "autocast (its math path with dropout, its fused kernel's backward without)."
-        },
+        metadata={"help": "Attention kernel for training ('eager', 'sdpa', 'flash_attention_2', ...). Unset: the "
+                          "model's default on a GPU, 'eager' on a CPU (faster there; see the README)."},
     )
     dropout: float | None = field(
         default=None,
-        metadata={
-            "help": "Set every dropout probability in the model's config (hidden, attention, classifier) to this "
-            "value; unset keeps the model's own (0.1 for BERT). On a CPU, drawing the random dropout masks takes "
-            "about a quarter of a small BERT's training step, so 0 trains faster (see the NER recipe README)."
-        },
+        metadata={"help": "Set every dropout probability in the model's config (hidden, attention, classifier) to "
+                          "this value; unset keeps the model's own."},
     )
     layerwise_lr_decay: float = field(
         default=1.0,
@@ -94,10 +88,6 @@ class ModelArguments:
     )
     focal_gamma: float = field(
         default=0.0, metadata={"help": "Focal loss gamma (0 = plain cross-entropy); down-weights easy examples."}
-    )
-    oversample: bool = field(
-        default=False,
-        metadata={"help": "Repeat minority-class training examples until every class is as frequent as the largest."},
     )
 
     def __post_init__(self):
@@ -114,10 +104,29 @@ class ModelArguments:
         if self.merge_lora and not self.use_lora:
             raise DataError("--merge_lora needs --use_lora")
 
+    def lora_targets(self) -> list[str] | None:
+        """``--lora_target_modules`` as a list (None: the architecture's defaults)."""
+        if not self.lora_target_modules:
+            return None
+        return [t.strip() for t in self.lora_target_modules.split(",") if t.strip()]
+
+
+@dataclass
+class ClassifierModelArguments(ModelArguments):
+    """Model arguments of the recipes that classify whole examples (text, images): they can also oversample."""
+
+    oversample: bool = field(
+        default=False,
+        metadata={"help": "Repeat minority-class training examples until every class is as frequent as the largest "
+                          "(single-label data)."},
+    )
+
 
 @dataclass
 class DataArguments:
     """Where the data comes from (shared by every recipe; recipes subclass it for their own columns)."""
+
+    _argument_group_name = "data"
 
     dataset_name: str | None = field(
         default=None, metadata={"help": "A Hub dataset id (needs network) instead of local files."}
@@ -158,6 +167,8 @@ class DataArguments:
     fold: int | None = field(default=None, metadata={"help": "Which fold (0 .. K-1) of --num_folds is the test split."})
 
     def __post_init__(self):
+        if self.dataset_config_name is not None and self.dataset_name is None:
+            raise DataError("--dataset_config_name needs --dataset_name")
         for name in ("train_file", "validation_file", "test_file"):
             path = getattr(self, name)
             if path is not None and not os.path.exists(path):
@@ -184,6 +195,20 @@ class DataArguments:
                 raise DataError("--num_folds scores a fold of the training data as the test split: drop --test_file")
 
 
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    """transformers' ``TrainingArguments`` plus ``--overwrite_output_dir`` (which transformers 5 dropped)."""
+
+    _argument_group_name = "training (transformers' TrainingArguments, and --overwrite_output_dir)"
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into an --output_dir that holds results of an earlier run: that run's results, "
+                          "reports, predictions, plots and model card are removed first (its checkpoints too when "
+                          "this run trains). Without it such a folder is refused."},
+    )
+
+
 def bf16_supported() -> bool:
     """bf16 pays off on GPUs that support it and on CPUs with native bf16 (AVX512-BF16 / AMX); elsewhere it is slow."""
     if torch.cuda.is_available():
@@ -192,63 +217,6 @@ def bf16_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def _read_config(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise DataError("config file does not exist", path=path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            if path.endswith((".yaml", ".yml")):
-                import yaml
-
-                config = yaml.safe_load(f) or {}
-            elif path.endswith(".json"):
-                config = json.load(f)
-            else:
-                raise DataError("config must be .yaml, .yml or .json", path=path)
-    except (ValueError, ImportError) as e:  # yaml.YAMLError and json.JSONDecodeError are ValueErrors
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"cannot parse config: {str(e).splitlines()[0]}", path=path) from None
-    if not isinstance(config, dict):
-        raise DataError("config must be a mapping of argument names to values", path=path)
-    return config
-
-
-def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: list[str] | None = None):
-    """Parse dataclass arguments from the command line, optionally seeded by ``--config file.yaml|json``.
-
-    Precedence: command-line flags > config file > ``defaults`` (the recipe's own) > dataclass defaults.
-    """
-    argv = list(sys.argv[1:] if args is None else args)
-    config: dict[str, Any] = {}
-    config_path = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise DataError("--config needs a file path")
-        config_path = argv[i + 1]
-        del argv[i : i + 2]
-        config = _read_config(config_path)
-    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):  # transformers' own convention
-        config_path = argv[0]
-        config, argv = _read_config(config_path), []
-
-    parser = HfArgumentParser(dataclass_types)
-    known = {action.dest for action in parser._actions}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise DataError(f"unknown argument(s) in config: {', '.join(unknown)}", path=config_path)
-    unknown = sorted(set(defaults or {}) - known)
-    if unknown:
-        raise ValueError(f"recipe defaults name unknown arguments: {', '.join(unknown)}")
-    merged = {**(defaults or {}), **config}
-    parser.set_defaults(**merged)
-    for action in parser._actions:  # a value from the config satisfies a required flag
-        if action.dest in merged:
-            action.required = False
-    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def recipe_defaults() -> dict[str, Any]:
@@ -265,7 +233,184 @@ def recipe_defaults() -> dict[str, Any]:
     }
 
 
-def setup_logging(training_args: TrainingArguments) -> None:
+# ------------------------------------------------------------------------------------------------ parsing
+class ArgumentParser(HfArgumentParser):
+    """``HfArgumentParser`` whose errors are one :class:`DataError` line (argparse prints usage and exits) and whose
+    help strings may contain a plain ``%`` (argparse %-formats them: "95% confidence" crashed ``--help``)."""
+
+    USAGE = ("%(prog)s [--config FILE] --model_name_or_path MODEL --output_dir DIR [--do_train] [--do_eval] "
+             "[--do_predict] [options]")
+
+    def __init__(self, dataclass_types, **kwargs):
+        kwargs.setdefault("usage", self.USAGE)
+        super().__init__(dataclass_types, **kwargs)
+        self.add_argument("--config", metavar="FILE",
+                          help="YAML or JSON file of arguments (name: value); flags on the command line override it.")
+        for action in self._actions:
+            if action.help:
+                action.help = re.sub(r"%(?!\()", "%%", action.help)
+
+    def error(self, message: str):
+        # "argument --learning_rate/--learning-rate: ..." names the flag once, as the user typed it
+        raise DataError(re.sub(r"(--\w+)/--[\w-]+", r"\1", message))
+
+    def option_names(self) -> list[str]:
+        return [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+
+    def by_dest(self) -> dict[str, Any]:
+        return {action.dest: action for action in self._actions}
+
+
+def _closest(name: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _config_lines(path: str, text: str) -> dict[str, int]:
+    """The line of every top-level key of a YAML config (for error messages); empty when it cannot tell."""
+    if not path.endswith((".yaml", ".yml")):
+        return {}
+    import yaml
+
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+
+
+def read_config(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """A ``--config`` file as ``({key: value}, {key: line})``; problems are one :class:`DataError` line."""
+    if not os.path.isfile(path):
+        raise DataError("config file does not exist", path=path)
+    if not path.endswith((".yaml", ".yml", ".json")):
+        raise DataError("config must be .yaml, .yml or .json", path=path)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 (byte {e.start}); re-save the file as UTF-8", path=path) from None
+    if path.endswith(".json"):
+        try:
+            config = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as e:
+            raise DataError(f"cannot parse config: {e.msg}", path=path, line=e.lineno) from None
+    else:
+        import yaml
+
+        try:
+            config = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise DataError(f"cannot parse config: {problem}", path=path,
+                            line=None if mark is None else mark.line + 1) from None
+    if not isinstance(config, dict):
+        raise DataError("config must be a mapping of argument names to values", path=path)
+    lines = _config_lines(path, text)
+    return {str(k).lstrip("-"): v for k, v in config.items()}, {k.lstrip("-"): v for k, v in lines.items()}
+
+
+def _config_value(action, value, where: Callable[[str], DataError]):
+    """A config value checked and converted the way argparse converts the same value given as a flag."""
+    convert = action.type
+    if value is None or isinstance(value, dict) or convert is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        if action.nargs in ("+", "*"):
+            return [_config_value(type(action)(option_strings=[], dest=action.dest, type=convert), v, where)
+                    for v in value]
+        if convert is not str or not all(isinstance(v, (str, int, float)) for v in value):
+            raise where(f"expected a single value, got a list {value!r}")
+        value = ",".join(str(v) for v in value)  # comma-separated options (--lora_target_modules query,value)
+    if isinstance(value, bool) and convert in (int, float, str):
+        raise where(f"expected {getattr(convert, '__name__', 'a value')}, got {str(value).lower()}")
+    if convert is int and isinstance(value, float) and not value.is_integer():
+        raise where(f"expected a whole number, got {value}")
+    try:
+        converted = convert(value if convert is not str else str(value))
+    except (TypeError, ValueError, KeyError, argparse.ArgumentTypeError):
+        kind = getattr(convert, "__name__", "")
+        kind = {"string_to_bool": "true or false", "int": "a whole number", "float": "a number"}.get(kind, "a valid value")
+        raise where(f"expected {kind}, got {value!r}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise where(f"{value!r} is not one of {', '.join(map(str, action.choices))}")
+    return converted
+
+
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(config path, the other arguments) from ``--config PATH``, ``--config=PATH`` or a lone ``run.yaml``."""
+    found = [i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")]
+    if len(found) > 1:
+        raise DataError("give --config once")
+    if found:
+        i = found[0]
+        if "=" in argv[i]:
+            path, rest = argv[i].split("=", 1)[1], argv[:i] + argv[i + 1:]
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            path, rest = argv[i + 1], argv[:i] + argv[i + 2:]
+        else:
+            raise DataError("--config needs a file path")
+        if not path:
+            raise DataError("--config needs a file path")
+        return path, rest
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):  # transformers' own convention
+        return argv[0], []
+    return None, argv
+
+
+def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: list[str] | None = None,
+               description: str | None = None):
+    """Parse dataclass arguments from the command line, optionally seeded by ``--config file.yaml|json``.
+
+    Precedence: command-line flags > config file > ``defaults`` (the recipe's own) > dataclass defaults. A user
+    mistake is one :class:`DataError` line: an unknown flag names the closest valid one; a config key or value names
+    the config file, the key's line and the key.
+    """
+    argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+    config_path, argv = _split_config_flag(argv)
+    parser = ArgumentParser(dataclass_types, description=description and description.strip().splitlines()[0])
+    actions = parser.by_dest()
+    unknown = sorted(set(defaults or {}) - set(actions))
+    if unknown:
+        raise ValueError(f"recipe defaults name unknown arguments: {', '.join(unknown)}")
+    merged = dict(defaults or {})
+    if config_path is not None:
+        config, lines = read_config(config_path)
+        for key, value in config.items():
+            def where(problem, key=key):
+                return DataError(f"{key}: {problem}", path=config_path, line=lines.get(key))
+
+            if key not in actions or key in ("help", "config"):
+                suggestion = _closest(key, sorted(k for k in actions if k not in ("help", "config")))
+                raise DataError(f"unknown argument '{key}'{suggestion}", path=config_path, line=lines.get(key))
+            merged[key] = _config_value(actions[key], value, where)
+    parser.set_defaults(**merged)
+    for action in parser._actions:  # a value from the config satisfies a required flag
+        if action.dest in merged:
+            action.required = False
+    namespace, remaining = parser.parse_known_args(argv)  # --help exits here; type / choice errors are DataErrors
+    for arg in remaining:
+        name = arg.split("=", 1)[0]
+        if name.startswith("-"):
+            raise DataError(f"unknown option {name}" + _closest(name, parser.option_names()))
+        raise DataError(f"unexpected argument {arg!r} (options start with --)")
+    values = vars(namespace)
+    outputs = []
+    for dtype in parser.dataclass_types:
+        names = {f.name for f in dataclasses.fields(dtype) if f.init}
+        try:
+            outputs.append(dtype(**{k: v for k, v in values.items() if k in names}))
+        except DataError:
+            raise
+        except ValueError as e:  # TrainingArguments.__post_init__ refuses a combination of options
+            raise DataError(" ".join(str(e).split())) from None
+    return tuple(outputs)
+
+
+def setup_logging(training_args) -> None:
     """Log to stderr from the main process only; never log examples (clinical text stays out of logs)."""
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -281,125 +426,44 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
     datasets.utils.logging.set_verbosity(logging.WARNING)
     datasets.disable_progress_bars()
+    # transformers' own deprecation, raised inside PEFT's LoRA wrapping: nothing a user of the recipe can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def attention_implementation(model_args: ModelArguments, device) -> str | None:
-    """``--attn_implementation``, or 'eager' when training on a CPU (see its help); None keeps the model's default."""
-    if model_args.attn_implementation:
-        return model_args.attn_implementation
-    return "eager" if getattr(device, "type", device) == "cpu" else None
+@dataclass
+class Run:
+    """What :func:`start_run` found: the splits the ``--do_*`` flags ask for, the earlier run's files to remove before
+    writing, the checkpoint to resume from."""
+
+    splits: list[str]
+    earlier_results: list[str]
+    checkpoint: str | None
 
 
-def set_dropout(config, probability: float | None) -> list[str]:
-    """Set every ``*dropout*`` probability of a model config (``hidden_dropout_prob``, ``attention_probs_dropout_prob``,
-    ``classifier_dropout``, DistilBERT's ``dropout``, ...) to ``probability``; returns the names changed.
+def start_run(training_args) -> Run:
+    """Steps 2 and 3 of every recipe: the splits to run, logging (metadata only: no example text or image reaches the logs), the output
+    folder (an earlier run's results refused or, when allowed, listed for removal before this run writes), the
+    checkpoint to resume from (all before any data is read), then the seed, before anything random."""
+    from shared.outputs import check_output_dir
+    from shared.resume import resolve_checkpoint
+    from shared.splits import requested_splits
 
-    ``None`` leaves the config alone. Names vary by architecture, so this matches them by name rather than listing them.
-    """
-    if probability is None:
-        return []
-    names = [k for k, v in config.to_dict().items()
-             if "dropout" in k and (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))]
-    for name in names:
-        setattr(config, name, probability)
-    return names
-
-
-def classification_config(model_args: ModelArguments, label_names: list[str], multi_label: bool):
-    """The model's config with a fresh classification head over ``label_names`` (single- or multi-label)."""
-    from transformers import AutoConfig
-
-    return load_pretrained(
-        AutoConfig,
-        model_args,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-        problem_type="multi_label_classification" if multi_label else "single_label_classification",
-    )
+    wanted = requested_splits(training_args)  # nothing to do is an error before anything else
+    setup_logging(training_args)
+    run = Run(wanted, check_output_dir(training_args), resolve_checkpoint(training_args))
+    logger.info("device %s, bf16 %s, %d process(es)", training_args.device, training_args.bf16, training_args.world_size)
+    transformers.set_seed(training_args.seed)
+    return run
 
 
-def load_for_training(auto_cls, model_args: ModelArguments, config, device, **kwargs):
-    """The pretrained model to fine-tune: ``config`` with ``--dropout`` applied, the ``--attn_implementation`` kernel
-    (eager when training on a CPU), safe loading as in :func:`load_pretrained`."""
-    if changed := set_dropout(config, model_args.dropout):
-        logger.info("dropout %g (%s)", model_args.dropout, ", ".join(changed))
-    return load_pretrained(auto_cls, model_args, config=config,
-                           attn_implementation=attention_implementation(model_args, device), **kwargs)
-
-
-def load_pretrained(auto_cls, model_args: ModelArguments, **kwargs):
-    """``auto_cls.from_pretrained`` with safe defaults and a clear one-line error when the model cannot be had.
-
-    Weights load only from safetensors unless ``--allow_pickle_weights``; remote code runs only if asked.
-    """
-    name = model_args.model_name_or_path
-    is_processor = "Tokenizer" in auto_cls.__name__ or "Processor" in auto_cls.__name__
-    if not is_processor:
-        kwargs.setdefault("use_safetensors", not model_args.allow_pickle_weights)
-    kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
-    if os.path.isdir(name):
-        if not is_processor:
-            files = os.listdir(name)
-            has_safetensors = any(f.endswith(".safetensors") for f in files)
-            if not has_safetensors and not model_args.allow_pickle_weights:
-                raise DataError(
-                    "model folder has no safetensors weights; convert it, or pass --allow_pickle_weights "
-                    "if you trust the pickled .bin file",
-                    path=name,
-                )
-    elif not HUB_ID.fullmatch(name):
-        raise DataError("model folder does not exist", path=name)
-    elif not hub_reachable():  # only a cached copy can serve: fail in seconds, not after a minute of retries
-        kwargs["local_files_only"] = True
-    try:
-        return auto_cls.from_pretrained(name, **kwargs)
-    except OSError as e:
-        if os.path.isdir(name):
-            raise DataError(f"cannot load {auto_cls.__name__}: {str(e).splitlines()[0]}", path=name) from None
-        raise DataError(hub_unreachable_message(name)) from None
-    except ValueError as e:  # transformers refuses custom code (config.json auto_map) without trust_remote_code
-        if "trust_remote_code" in str(e) and not kwargs["trust_remote_code"]:
-            raise DataError(
-                "the model's config.json asks to run Python code shipped with it (auto_map); pass "
-                "--trust_remote_code only if you trust that code",
-                path=name,
-            ) from None
-        raise
-
-
-def hub_unreachable_message(name: str) -> str:
-    return (
-        f"'{name}' is not a local folder and cannot be loaded from the Hugging Face Hub (offline or unknown id); "
-        "download it where you have network (`hf download <id> --local-dir models/<name>`) and pass that "
-        "folder: --model_name_or_path models/<name>"
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub (or ``HF_ENDPOINT``) answers a TCP connection; False at once when ``HF_HUB_OFFLINE`` is set.
-
-    When it does not, a Hub id can still load from the local cache (``local_files_only``).
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urllib.parse.urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
-            return True
-    except OSError:
-        return False
-
-
-def main_guard(main: Callable[[], Any]) -> Callable[[], Any]:
+def main_guard(main: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``main``; a :class:`DataError` becomes one line on stderr and exit status 2 (no traceback).
 
-    In a multi-process run (torchrun / accelerate launch) the process group is destroyed before returning.
+    In a multi-process run (torchrun / accelerate launch) the process group is destroyed before returning. The
+    undecorated function stays reachable as ``main.__wrapped__`` (``shared.runner.run_recipe(raise_errors=True)``).
     """
 
+    @functools.wraps(main)
     def wrapped(*args, **kwargs):
         from shared.distributed import end_process_group
 

@@ -39,9 +39,9 @@ def output_dir_of(recipe_args: Sequence[str]) -> str:
         return found[1]
     config = _option(recipe_args, "--config")
     if config and config[1]:
-        from shared.args import _read_config
+        from shared.args import read_config
 
-        value = _read_config(config[1]).get("output_dir")
+        value = read_config(config[1])[0].get("output_dir")
         if value:
             return str(value)
     raise DataError("the recipe arguments need --output_dir (each fold writes to <output_dir>/fold_<i>)")

@@ -6,6 +6,7 @@ dataset itself, so every recipe uses the stock Trainer and stays correct under `
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from shared.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 STRATEGIES = ("none", "balanced", "inverse_sqrt")
@@ -134,6 +137,21 @@ def make_loss_func(weights: np.ndarray | None = None, gamma: float = 0.0, multi_
         return loss / count
 
     return compute_loss
+
+
+def training_loss(labels: np.ndarray, num_labels: int, strategy: str, gamma: float = 0.0, multi_label: bool = False,
+                  allow_absent: bool = False):
+    """The ``compute_loss_func`` that ``--class_weighting`` and ``--focal_gamma`` ask for, or None (the model's own
+    cross-entropy). ``labels``: class ids (``-100`` ignored, as for NER subwords) or a multi-hot matrix."""
+    if multi_label:
+        weights = positive_weights(labels, strategy)
+    else:
+        weights = class_weights(labels, num_labels, strategy, allow_absent=allow_absent)
+    if weights is not None:
+        logger.info("class weights (%s): %s", strategy, np.round(weights, 3).tolist())
+    if weights is None and gamma <= 0:
+        return None
+    return make_loss_func(weights, gamma, multi_label=multi_label)
 
 
 def oversample(dataset, labels: Sequence[int], seed: int = 0):

@@ -1,10 +1,11 @@
-"""LoRA through PEFT: sensible target modules per architecture, the task head trained and saved, reload and merge."""
+"""LoRA through PEFT: sensible target modules per architecture, the task head trained and saved, merging.
+
+What :func:`save_model` writes is loaded back by :func:`shared.models.load_trained`.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 from torch import nn
 
@@ -49,10 +50,7 @@ def apply_lora(model: nn.Module, model_args, extra_modules_to_save: list[str] | 
     """Wrap ``model`` with LoRA adapters; the head (and ``extra_modules_to_save``) stays fully trainable."""
     from peft import LoraConfig, get_peft_model
 
-    if model_args.lora_target_modules:
-        targets = [t.strip() for t in model_args.lora_target_modules.split(",") if t.strip()]
-    else:
-        targets = default_lora_targets(model)
+    targets = model_args.lora_targets() or default_lora_targets(model)
     config = LoraConfig(
         r=model_args.lora_r,
         lora_alpha=model_args.lora_alpha,
@@ -82,36 +80,44 @@ def is_lora(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_model(model: nn.Module, output_dir: str, merge: bool, state_dict: dict | None = None) -> nn.Module:
-    """Save the final model: a plain model, a merged LoRA model, or adapter + head (+ the labelled config).
+def save_model(model: nn.Module, output_dir: str, merge: bool, state_dict: dict | None = None,
+               processing_class=None, config_updates: dict | None = None) -> nn.Module:
+    """Save the final model: a plain model, a merged LoRA model, or adapter + head (+ the labelled config), and its
+    tokenizer / image processor (``processing_class``).
 
     ``state_dict``: the full weights when ``model`` holds only a shard of them (FSDP; see
-    ``shared.distributed.full_state_dict``). Returns the model that was saved (merged models are plain
+    ``shared.distributed.full_state_dict``). ``config_updates``: settings saved in ``config.json`` for whoever loads
+    the folder (decision thresholds, the NER alignment). Returns the model that was saved (merged models are plain
     ``PreTrainedModel``s).
     """
+    config = (model.get_base_model() if is_lora(model) else model).config
+    for name, value in (config_updates or {}).items():
+        setattr(config, name, value)
     if is_lora(model) and merge:
         if state_dict is not None:  # sharded weights cannot be merged in place: keep the adapter, say so
             logger.warning("--merge_lora is not applied under FSDP: the adapter is saved; merge it after training "
-                           "with shared.lora.load_model(...).merge_and_unload()")
+                           "with shared.models.load_trained(...).merge_and_unload()")
         else:
             model = model.merge_and_unload()
     model.save_pretrained(output_dir, **({} if state_dict is None else {"state_dict": state_dict}))
     if is_lora(model):
         # The adapter folder also carries the base config with our label maps, so reload needs no recipe arguments.
         model.get_base_model().config.save_pretrained(output_dir)
+    if processing_class is not None:
+        processing_class.save_pretrained(output_dir)
     return model
 
 
-def load_model(auto_cls, model_dir: str, **kwargs):
-    """Load what :func:`save_model` wrote: a plain model folder, or base model + LoRA adapter (+ head)."""
-    adapter_config = os.path.join(model_dir, "adapter_config.json")
-    if not os.path.exists(adapter_config):
-        return auto_cls.from_pretrained(model_dir, **kwargs)
-    from peft import PeftModel
-    from transformers import AutoConfig
+def save_trained(trainer, output_dir: str, model_args, processing_class, config_updates: dict | None = None,
+                 inner: str | None = None) -> None:
+    """Step 12's model part, called by EVERY process: FSDP-sharded weights are gathered (a collective), then the main
+    process saves the model (:func:`save_model`) and its tokenizer / image processor. ``inner`` names the attribute
+    of a wrapper that holds the transformers model (the NER recipe's CRF, saved beside it by the recipe)."""
+    from shared.distributed import full_state_dict
 
-    with open(adapter_config, encoding="utf-8") as f:
-        base = json.load(f)["base_model_name_or_path"]
-    config = AutoConfig.from_pretrained(model_dir)
-    model = auto_cls.from_pretrained(base, config=config, **kwargs)
-    return PeftModel.from_pretrained(model, model_dir)
+    state_dict = full_state_dict(trainer)  # None unless FSDP
+    model = trainer.model if inner is None else getattr(trainer.model, inner)
+    if state_dict is not None and inner is not None:  # the inner model's own weights, without the wrapper's prefix
+        state_dict = {k[len(inner) + 1:]: v for k, v in state_dict.items() if k.startswith(inner + ".")}
+    if trainer.is_world_process_zero():
+        save_model(model, output_dir, model_args.merge_lora, state_dict, processing_class, config_updates)

@@ -213,3 +213,32 @@ def add_ci(metrics: dict[str, float], intervals: dict[str, tuple[float, float]],
         out[f"{prefix}{name}_ci_low"] = low
         out[f"{prefix}{name}_ci_high"] = high
     return out
+
+
+# Metrics shown in the model card and given bootstrap confidence intervals (sensitivity/specificity: binary tasks).
+SINGLE_LABEL_HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "auroc", "auprc",
+                         "sensitivity", "specificity"]
+MULTI_LABEL_HEADLINE = ["micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "auroc", "auprc"]
+
+
+def classifier_metrics(gold: np.ndarray, probs: np.ndarray, multi_label: bool, thresholds=None,
+                       resamples: int = 0, seed: int = 0, groups: Sequence | None = None) -> dict[str, float]:
+    """The metrics of a labelled split of a classifier (text or images), with bootstrap 95% CIs of the headline
+    metrics when ``resamples`` (whole ``groups`` resampled when given). ``thresholds``: per-label decision
+    thresholds (multi-label; default 0.5), or the positive-class threshold of a binary task (default argmax)."""
+    gold, probs = np.asarray(gold), np.asarray(probs)
+    if multi_label:
+        cut = np.full(probs.shape[1], 0.5) if thresholds is None else np.asarray(thresholds)
+
+        def score(idx):
+            return multilabel_metrics(gold[idx], probs[idx], cut)
+    else:
+        def score(idx):
+            return classification_metrics(gold[idx], probs[idx], thresholds)
+    metrics = score(np.arange(len(gold)))
+    if resamples:
+        headline = MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE
+        intervals = bootstrap_ci(lambda idx: {k: v for k, v in score(idx).items() if k in headline}, len(gold),
+                                 resamples=resamples, groups=groups, seed=seed)
+        metrics = add_ci(metrics, intervals)
+    return metrics

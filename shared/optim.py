@@ -6,10 +6,15 @@ they are frozen or trained with a smaller learning rate than the layers near the
 
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
 from torch import nn
+
+from shared.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 # ".layer.3." (BERT, ViT, DINOv2), ".layers.3." , ".blocks.3." , ".h.3." (GPT-style): the encoder block index
 _LAYER = re.compile(r"\.(?:layer|layers|blocks|h)\.(\d+)\.")
@@ -19,7 +24,7 @@ _NO_DECAY = ("bias", "LayerNorm.weight", "layernorm.weight", "layer_norm.weight"
 def num_encoder_layers(model: nn.Module) -> int:
     indices = [int(m.group(1)) for name, _ in model.named_parameters() if (m := _LAYER.search(name))]
     if not indices:
-        raise ValueError(f"cannot find encoder layers in {type(model).__name__}")
+        raise DataError(f"cannot find encoder layers in {type(model).__name__} (--freeze_layers, --layerwise_lr_decay)")
     return max(indices) + 1
 
 
@@ -50,7 +55,7 @@ def freeze_encoder_layers(model: nn.Module, spec: float) -> int:
         return 0
     num_layers = num_encoder_layers(model)
     if num_frozen > num_layers:
-        raise ValueError(f"--freeze_layers {num_frozen} exceeds the model's {num_layers} encoder layers")
+        raise DataError(f"--freeze_layers {num_frozen} exceeds the model's {num_layers} encoder layers")
     frozen = 0
     for name, param in model.named_parameters():
         if parameter_depth(name, num_layers) <= num_frozen:
@@ -65,6 +70,18 @@ def freeze_input_embeddings(model: nn.Module) -> int:
     frozen = sum(p.numel() for p in embeddings.parameters() if p.requires_grad)
     embeddings.requires_grad_(False)
     return frozen
+
+
+def freeze(model: nn.Module, model_args) -> int:
+    """Apply ``--freeze_layers`` and ``--freeze_embeddings``; returns the number of frozen encoder layers (logged)."""
+    frozen_layers = layers_to_freeze(model, model_args.freeze_layers)
+    frozen = freeze_encoder_layers(model, frozen_layers)
+    if model_args.freeze_embeddings:
+        frozen += freeze_input_embeddings(model)
+    if frozen:
+        logger.info("froze %d parameters (%s%d encoder layers)", frozen,
+                    "input embeddings + " if model_args.freeze_embeddings else "", frozen_layers)
+    return frozen_layers
 
 
 def layerwise_lr_groups(model: nn.Module, learning_rate: float, decay: float, weight_decay: float) -> list[dict]:

@@ -64,6 +64,29 @@ def save_results(output_dir: str, split: str, metrics: dict[str, float]) -> None
     atomic_write_json(all_path, combined)
 
 
+def save_all_results(output_dir: str, results: dict[str, float], thresholds: dict[str, float] | None = None) -> None:
+    """``train_/eval_/test_results.json`` for the metrics of each prefix present, and ``all_results.json``; a
+    multi-label classifier's per-label decision ``thresholds`` in ``thresholds.json``."""
+    if thresholds is not None:
+        atomic_write_json(os.path.join(output_dir, "thresholds.json"), thresholds)
+    for prefix in ("train", "eval", "test"):
+        part = {k: v for k, v in results.items() if k.startswith(f"{prefix}_")}
+        if part:
+            save_results(output_dir, prefix, part)
+
+
+def decision_thresholds(label_names: list[str], thresholds) -> dict[str, float]:
+    """``{label: threshold}`` as saved in a multi-label model's ``config.json`` (``decision_thresholds``)."""
+    cut = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(label_names),))  # one --decision_threshold
+    return {name: float(t) for name, t in zip(label_names, cut)}
+
+
+def saved_thresholds(config, label_names: list[str]) -> np.ndarray:
+    """The per-label thresholds a fine-tuned multi-label model saved (``decision_thresholds``), 0.5 where none."""
+    saved = getattr(config, "decision_thresholds", None) or {}
+    return np.array([saved.get(name, 0.5) for name in label_names])
+
+
 def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in metrics.items()}
 
@@ -151,6 +174,8 @@ def write_model_card(
 
     ``data_summary`` maps split -> {"examples": n, "labels": {label: count}}. No example text goes in the card.
     """
+    from shared.outputs import CARD_MARKER
+
     lines = [
         "---",
         "library_name: transformers",
@@ -158,6 +183,7 @@ def write_model_card(
         f"base_model: {base_model}" if not os.path.isabs(base_model) else "base_model: local",
         "tags: [medical, fine-tuned]",
         "---",
+        CARD_MARKER,
         "",
         f"# {title}",
         "",
@@ -200,3 +226,72 @@ def write_model_card(
     text = "\n".join(lines)
     atomic_write_text(os.path.join(output_dir, "README.md"), text)
     return text
+
+
+def write_classification_outputs(output_dir: str, prefix: str, gold: np.ndarray, probs: np.ndarray,
+                                 label_names: list[str], multi_label: bool, thresholds=None) -> dict:
+    """``{prefix}_report.json`` (per class, confusion matrix), ``{prefix}_confusion_matrix.png`` (single-label) and
+    ``{prefix}_roc.png`` for one labelled split of a classifier; returns the report."""
+    from shared.metrics import classification_report_dict, multilabel_report_dict
+
+    split = {"eval": "validation", "test": "test"}.get(prefix, prefix)
+    if multi_label:
+        cut = np.full(len(label_names), 0.5) if thresholds is None else thresholds
+        report = multilabel_report_dict(gold, probs, cut, label_names)
+    else:
+        report = classification_report_dict(gold, probs, label_names, thresholds)
+        plot_confusion_matrix(report["confusion_matrix"], label_names,
+                              os.path.join(output_dir, f"{prefix}_confusion_matrix.png"), title=f"Confusion matrix ({split})")
+    plot_roc_curves(gold, probs, label_names, os.path.join(output_dir, f"{prefix}_roc.png"), title=f"ROC ({split})")
+    atomic_write_json(os.path.join(output_dir, f"{prefix}_report.json"), report)
+    return report
+
+
+def score_and_report(output_dir: str | None, prefix: str, gold: np.ndarray, probs: np.ndarray, label_names: list[str],
+                     multi_label: bool, thresholds=None, resamples: int = 0, seed: int = 0, groups=None) -> dict:
+    """The metrics of one labelled split of a classifier (bootstrap CIs with ``resamples``), and its report and plots
+    (:func:`write_classification_outputs`) in ``output_dir`` (None: the metrics only, e.g. on a non-main process)."""
+    from shared.metrics import classifier_metrics
+
+    metrics = classifier_metrics(gold, probs, multi_label, thresholds, resamples, seed, groups)
+    if output_dir is not None:
+        write_classification_outputs(output_dir, prefix, gold, probs, label_names, multi_label, thresholds)
+    return metrics
+
+
+def predictions_csv(rows: Sequence[int], predicted: Sequence[str], probs: np.ndarray, label_names: list[str],
+                    gold: Sequence[str] | None = None, extra: dict[str, Sequence] | None = None) -> str:
+    """A prediction table: ``row`` (0-based row of the input; of the training file for a carved split), ``extra``
+    columns, ``label`` (when labelled), ``prediction`` and ``prob_<class>``. Never the input text."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    extra = extra or {}
+    writer.writerow(["row", *extra, *(["label"] if gold is not None else []), "prediction",
+                     *[f"prob_{name}" for name in label_names]])
+    for k, row in enumerate(rows):
+        cells = [int(row), *[values[k] for values in extra.values()]]
+        if gold is not None:
+            cells.append(gold[k])
+        cells.append(predicted[k])
+        cells += [repr(float(p)) for p in probs[k]]  # full precision: the decisions can be recomputed exactly
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def write_predictions(output_dir: str, rows: Sequence[int], probs: np.ndarray, label_names: list[str],
+                      multi_label: bool, thresholds=None, separator: str | None = None, gold: Sequence | None = None,
+                      extra: dict[str, Sequence] | None = None) -> None:
+    """``test_predictions.csv`` of a classifier (:func:`predictions_csv`): the decided label of every row
+    (:func:`shared.labels.decisions`), the gold label when known, label lists written as the input writes them."""
+    from shared.labels import decisions, format_label_cell
+
+    def cell(label):
+        return format_label_cell(label, separator)
+
+    predicted = [cell(p) for p in decisions(probs, label_names, multi_label, thresholds)]
+    table = predictions_csv(rows, predicted, probs, label_names, None if gold is None else [cell(g) for g in gold],
+                            extra)
+    atomic_write_text(os.path.join(output_dir, "test_predictions.csv"), table)

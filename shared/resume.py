@@ -1,7 +1,8 @@
 """Resuming a stopped run: which checkpoint to resume from, and a training order that a resumed run reproduces.
 
-``--resume_from_checkpoint`` takes a checkpoint folder, or ``true`` for the newest *complete* ``checkpoint-<step>``
-in ``--output_dir``. Trainer writes a checkpoint in place (weights, optimizer, scheduler, RNG states, and
+``--resume_from_checkpoint`` takes a checkpoint folder, ``true`` for the newest *complete* ``checkpoint-<step>``
+in ``--output_dir``, or ``auto``: that checkpoint if there is one, a fresh start otherwise (what a restart script on a
+preemptible machine runs every time). Trainer writes a checkpoint in place (weights, optimizer, scheduler, RNG states, and
 ``trainer_state.json`` last), not through a temporary folder: a run killed while saving leaves a ``checkpoint-<step>``
 without ``trainer_state.json``, which ``transformers.trainer_utils.get_last_checkpoint`` would still pick (and
 ``Trainer.train`` then fails on). :func:`resolve_checkpoint` skips such folders.
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"  # written last by Trainer._save_checkpoint: its presence marks a complete save
 LATEST = {"true", "yes", "1", "last", "latest"}
+AUTO = "auto"
 NONE = {"", "false", "no", "0", "none"}
 
 
@@ -65,8 +67,8 @@ def resolve_checkpoint(training_args) -> str | None:
     """What to pass to ``trainer.train(resume_from_checkpoint=...)`` for ``--resume_from_checkpoint``.
 
     None (no flag, ``false``) starts afresh; ``true`` (also ``True``, ``last``, a YAML ``true``) is the newest complete
-    checkpoint in ``--output_dir``; anything else must be a complete checkpoint folder. Problems are a
-    :class:`DataError` (one line), raised before any training.
+    checkpoint in ``--output_dir``; ``auto`` is that checkpoint, or None when there is none; anything else must be a
+    complete checkpoint folder. Problems are a :class:`DataError` (one line), raised before any training.
     """
     value = training_args.resume_from_checkpoint
     if value is None or value is False:
@@ -74,6 +76,12 @@ def resolve_checkpoint(training_args) -> str | None:
     text = str(value).strip()
     if text.lower() in NONE:
         return None
+    if not training_args.do_train:
+        raise DataError("--resume_from_checkpoint continues training: it needs --do_train")
+    if text.lower() == AUTO:
+        found = last_complete_checkpoint(training_args.output_dir)
+        logger.info("--resume_from_checkpoint auto: %s", "resuming" if found else "no complete checkpoint, starting fresh")
+        return found
     if value is True or text.lower() in LATEST:
         found = last_complete_checkpoint(training_args.output_dir)
         if found is None:
@@ -150,7 +158,7 @@ class EpochSeededSampling(TrainerCallback):
 
     - Trainer's length-grouped sampler is seeded with ``data_seed`` (or ``seed``) + epoch (a no-op for the random
       sampler, which accelerate already seeds per epoch);
-    - a training dataset with ``set_epoch`` (``shared.augment.PixelDataset``: augmentation seeded per image and
+    - a training dataset with ``set_epoch`` (``shared.images.augment.PixelDataset``: augmentation seeded per image and
       epoch) is told the epoch. accelerate's ``DataLoaderShard.set_epoch`` skips the dataset when the sampler also
       has ``set_epoch``, which is the case in a resumed epoch, so it is done here.
     """

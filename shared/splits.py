@@ -16,7 +16,6 @@ The splitting itself is scikit-learn's (``train_test_split``, ``GroupShuffleSpli
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -139,12 +138,38 @@ def split_indices(n: int, fraction: float, labels: Sequence | None = None, group
 
 
 # ------------------------------------------------------------------------------------------- recipe helpers
+SPLIT_FLAGS = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}
+
+
+def requested_splits(training_args) -> list[str]:
+    """The splits the ``--do_train/--do_eval/--do_predict`` flags ask for; none is a one-line error."""
+    wanted = [split for split, flag in SPLIT_FLAGS.items() if getattr(training_args, flag[2:])]
+    if not wanted:
+        raise DataError("nothing to do: pass at least one of --do_train, --do_eval, --do_predict")
+    return wanted
+
+
+def sample_limit(data_args, split: str) -> int | None:
+    """``--max_train_samples`` / ``--max_eval_samples`` / ``--max_predict_samples`` of a split."""
+    return {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+            "test": data_args.max_predict_samples}[split]
+
+
+def check_split_sources(wanted: Iterable[str], available: Iterable[str], how: dict[str, str]) -> None:
+    """Every requested split was read or will be carved; otherwise one line saying which flag it needs."""
+    available = set(available)
+    for split in wanted:
+        if split not in available:
+            raise DataError(f"{SPLIT_FLAGS[split]} needs {how[split]}")
+
+
 def splits_to_carve(data_args, training_args, loaded: Iterable[str]) -> list[str]:
     """Which splits a recipe carves out of its training data, given the splits it ``loaded`` from files/the Hub.
 
-    ``"test"``: fold ``--fold`` of ``--num_folds`` (turns on ``--do_predict``: the fold is scored). ``"validation"``:
+    ``"test"``: fold ``--fold`` of ``--num_folds`` (scored like a test file, as if ``--do_predict``). ``"validation"``:
     ``--validation_split_percentage`` of the (remaining) training data, when ``--do_eval`` has no validation data,
-    or whenever the percentage is given (it then turns on ``--do_eval``).
+    or whenever the percentage is given (evaluated as if ``--do_eval``). Nothing here changes the arguments: the
+    recipe runs the splits it has.
     """
     loaded = set(loaded)
     carve = []
@@ -153,14 +178,12 @@ def splits_to_carve(data_args, training_args, loaded: Iterable[str]) -> list[str
             raise DataError("--num_folds cuts its folds from the training data: pass --do_train and a training file")
         if not training_args.do_predict:
             logger.info("--num_folds: scoring the held-out fold as the test split (--do_predict)")
-            training_args.do_predict = True
         carve.append("test")
     explicit = data_args.validation_split_percentage is not None
     if explicit or (training_args.do_eval and "validation" not in loaded):
         if "train" in loaded:
             if not training_args.do_eval:
                 logger.info("--validation_split_percentage: evaluating on the held-out validation split (--do_eval)")
-                training_args.do_eval = True
             carve.append("validation")
         elif explicit:
             raise DataError("--validation_split_percentage carves validation data out of the training data: pass "
@@ -220,29 +243,21 @@ def warn_shared_groups(groups: dict[str, Sequence[str]], column: str) -> int:
     return leaking
 
 
-def group_values(values: Sequence, column: str, source: str, line_of=None) -> list[str]:
-    """The ``--group_column`` cell of every row as a string; an empty cell is an error naming the row."""
+def table_groups(table, column: str) -> list[str]:
+    """``--group_column`` of a :class:`shared.tables.Table`; a missing column or an empty cell is a one-line error."""
+    if column not in table.column_names:
+        raise DataError(f"group column '{column}' not found (--group_column; columns: {', '.join(table.column_names)})",
+                        path=table.source)
     out = []
-    for index, value in enumerate(values):
+    for index, value in enumerate(table[column]):
         if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
-            line = line_of(source, index) if line_of else None
-            raise DataError(f"empty group in column '{column}' (--group_column)", path=source, line=line)
+            raise DataError(f"empty group in column '{column}' (--group_column)", *table.where(index))
         out.append(str(value).strip())
     return out
 
 
-def table_groups(dataset, column: str, source: str) -> list[str]:
-    """``--group_column`` of a ``datasets.Dataset`` read from ``source``; a missing column is a one-line error."""
-    from shared.formats.tables import row_location
-
-    if column not in dataset.column_names:
-        raise DataError(f"group column '{column}' not found (--group_column; columns: {', '.join(dataset.column_names)})",
-                        path=source)
-    return group_values(dataset[column], column, source, row_location if os.path.isfile(source) else None)
-
-
 def file_groups(path: str, column: str) -> list[str]:
     """``--group_column`` of a table file (CSV/JSONL/parquet/saved dataset) whose rows are the examples."""
-    from shared.formats.tables import read_table
+    from shared.tables import read_table
 
-    return table_groups(read_table(path), column, path)
+    return table_groups(read_table(path), column)

@@ -72,15 +72,15 @@ def build_tiny_bert(output_dir: str | os.PathLike, corpus: Iterable[str], vocab_
 
 
 def build_tiny_vit(output_dir: str | os.PathLike, image_size: int = 32, num_layers: int = 2,
-                   hidden_size: int = 32) -> str:
-    """A ViT (patch 8, random weights, seed 0) with its image processor, saved in ``output_dir``."""
+                   hidden_size: int = 32, patch_size: int = 8, num_heads: int = 2) -> str:
+    """A ViT (random weights, seed 0) with its image processor, saved in ``output_dir``."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=2,
-                       intermediate_size=2 * hidden_size, image_size=image_size, patch_size=8, num_labels=2)
+    config = ViTConfig(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                       intermediate_size=2 * hidden_size, image_size=image_size, patch_size=patch_size, num_labels=2)
     ViTForImageClassification(config).save_pretrained(output_dir)
     ViTImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(output_dir)
     return str(output_dir)

@@ -24,15 +24,10 @@ import pytest
 import transformers
 from PIL import Image
 
-from conftest import load_recipe, run_recipe_cli
-from shared.args import main_guard
+from shared.runner import run_recipe
+from tests.helpers import run_cli
 
 TASKS = ("text_classification", "ner", "image_classification")
-
-
-@pytest.fixture(scope="module")
-def recipes():
-    return {task: load_recipe(task) for task in TASKS}
 
 
 # ------------------------------------------------------------------------------------------------ builders
@@ -201,7 +196,7 @@ CASES = [
     ("image_classification", "empty_split", "in-process",
      r"{d}/validation: no class subfolders \(expected <folder>/<class>/<image>\)"),
     ("image_classification", "label_only_in_eval", "in-process",
-     r"{d}/validation\.csv:3: label 'effusion' is not one of the labels in the training data \(normal, opacity\)"),
+     r"{d}/validation\.csv:3: label 'effusion' does not occur in the training data \(known: normal, opacity\)"),
     ("image_classification", "corrupt_image", "CLI",
      r"{d}/train\.csv:3: cannot read image '{d}/img/bad\.png': cannot identify image file .*"),
     ("image_classification", "non_utf8", "in-process",
@@ -212,10 +207,10 @@ CASES = [
 ]
 
 
-def run_case(recipes, task, args, how, capsys, monkeypatch) -> tuple[int, str]:
+def run_case(task, args, how, capsys, monkeypatch) -> tuple[int, str]:
     """(exit status, stderr) of one run, in-process or as a subprocess."""
     if how == "CLI":
-        proc = run_recipe_cli(task, args, timeout=180)
+        proc = run_cli(task, args, timeout=180)
         return proc.returncode, proc.stderr
 
     def no_training(*_, **__):
@@ -224,18 +219,18 @@ def run_case(recipes, task, args, how, capsys, monkeypatch) -> tuple[int, str]:
     monkeypatch.setattr(transformers.Trainer, "train", no_training)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main_guard(recipes[task].main)(args)  # the image recipe guards main only under __main__
+        run_recipe(task, args)  # main_guard: the one error line on stderr, exit status 2
     return exit_info.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("task, case, how, expected", CASES, ids=[f"{t.split('_')[0]}-{c}" for t, c, _, _ in CASES])
-def test_bad_input_is_one_clear_line_before_training(task, case, how, expected, recipes, tiny_bert_dir, tiny_vit,
+def test_bad_input_is_one_clear_line_before_training(task, case, how, expected, tiny_bert_dir, tiny_vit,
                                                      tmp_path, capsys, monkeypatch):
     d = tmp_path / "data"
     d.mkdir()
     out = tmp_path / "out"
     args = BUILDERS[task](d, {"bert": tiny_bert_dir, "vit": tiny_vit}, case) + ["--output_dir", str(out)]
-    status, stderr = run_case(recipes, task, args, how, capsys, monkeypatch)
+    status, stderr = run_case(task, args, how, capsys, monkeypatch)
     assert status == 2, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]

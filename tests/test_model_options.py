@@ -5,41 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from transformers import BertConfig, DistilBertConfig, ViTConfig
 
-from conftest import load_recipe
-from shared.args import ModelArguments, attention_implementation, set_dropout
-from shared.errors import DataError
-from test_multiprocess import recipe_case
-
-
-@pytest.mark.parametrize("config, names", [
-    (BertConfig(), {"hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"}),
-    (DistilBertConfig(), {"dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout"}),
-    (ViTConfig(hidden_dropout_prob=0.2), {"hidden_dropout_prob", "attention_probs_dropout_prob"}),
-])
-def test_set_dropout_sets_every_dropout_probability(config, names):
-    before = config.to_dict()
-    assert set_dropout(config, None) == [] and config.to_dict() == before
-    assert set(set_dropout(config, 0.0)) == names
-    assert all(getattr(config, name) == 0.0 for name in names)
-    unrelated = {k: v for k, v in config.to_dict().items() if "dropout" not in k}
-    assert unrelated == {k: v for k, v in before.items() if "dropout" not in k}
-
-
-def test_dropout_argument_is_a_probability():
-    with pytest.raises(DataError, match="--dropout must be in"):
-        ModelArguments(model_name_or_path="m", dropout=1.0)
-    with pytest.raises(DataError, match="--dropout must be in"):
-        ModelArguments(model_name_or_path="m", dropout=-0.1)
-
-
-def test_attention_is_eager_for_cpu_training_unless_asked():
-    args = ModelArguments(model_name_or_path="m")
-    assert attention_implementation(args, torch.device("cpu")) == "eager"
-    assert attention_implementation(args, torch.device("cuda", 0)) is None  # the model's default (SDPA)
-    args.attn_implementation = "sdpa"
-    assert attention_implementation(args, torch.device("cpu")) == "sdpa"
+from shared.runner import load_recipe
+from tests.helpers import recipe_case
 
 
 class Captured(Exception):

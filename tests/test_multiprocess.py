@@ -21,12 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_recipe
+from shared.runner import load_recipe
+from tests.helpers import ROOT, recipe_case
 
 CONFIGS = ROOT / "recipes" / "accelerate_configs"
-TEXT_DATA = ROOT / "recipes" / "text_classification" / "sample_data"
-NER_DATA = ROOT / "recipes" / "ner" / "sample_data"
-IMAGE_DATA = ROOT / "recipes" / "image_classification" / "sample_data" / "folders"
 
 # Installed into the child processes through PYTHONPATH (sitecustomize runs at interpreter start). A worker whose
 # RANK is not 0 records every attempt to create, open for writing, rename or delete a path under MP_AUDIT_ROOT; every
@@ -100,7 +98,7 @@ def audit(tmp_path_factory):
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(hooks), str(ROOT)]),
+        "PYTHONPATH": str(hooks),
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
@@ -196,43 +194,6 @@ def assert_same_outputs(one: Path, two: Path):
 
 # ------------------------------------------------------------------------------------------------ recipes
 
-EVAL = ["--per_device_eval_batch_size", "4", "--bootstrap_resamples", "20", "--bf16", "false", "--seed", "3"]
-
-
-def recipe_case(task, tiny_bert_dir, tmp_path_factory):
-    """(arguments that train the reference model, arguments that evaluate + predict a model folder)."""
-    if task == "text_classification":
-        data = ["--validation_file", str(TEXT_DATA / "validation.csv"), "--test_file", str(TEXT_DATA / "test.csv"),
-                "--max_eval_samples", "13", "--max_predict_samples", "13"]
-        train = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", str(TEXT_DATA / "train.csv"),
-                 "--max_train_samples", "45", "--per_device_train_batch_size", "8", "--num_train_epochs", "1"]
-    elif task == "ner":
-        from tests.ner_fixtures import build_tiny_model
-
-        model = build_tiny_model(str(tmp_path_factory.mktemp("ner_bert")))
-        # 40 training / 16 validation / 21 test sentences (whole notes); 32-subword windows: long ones are split
-        data = ["--validation_file", str(NER_DATA / "validation"), "--test_file", str(NER_DATA / "test"),
-                "--max_eval_samples", "13", "--max_predict_samples", "13", "--max_seq_length", "32", "--stride", "8"]
-        train = ["--model_name_or_path", model, "--train_file", str(NER_DATA / "train"), "--max_train_samples", "40",
-                 "--per_device_train_batch_size", "8", "--num_train_epochs", "2", "--learning_rate", "5e-3",
-                 "--optim", "adamw_torch"]
-    else:
-        from transformers import ViTConfig, ViTForImageClassification
-        from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
-        import torch
-
-        model = str(tmp_path_factory.mktemp("mp_vit"))
-        torch.manual_seed(0)
-        ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                            intermediate_size=64, image_size=32, patch_size=8)).save_pretrained(model)
-        ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(model)
-        data = ["--validation_dir", str(IMAGE_DATA / "validation"), "--test_dir", str(IMAGE_DATA / "test"),
-                "--max_eval_samples", "13", "--max_predict_samples", "13"]
-        train = ["--model_name_or_path", model, "--train_dir", str(IMAGE_DATA / "train"),
-                 "--per_device_train_batch_size", "8", "--num_train_epochs", "1", "--learning_rate", "1e-3"]
-    return train + data + EVAL, data + EVAL
-
-
 @pytest.mark.parametrize("task", ["text_classification", "ner", "image_classification"])
 def test_two_processes_match_one(task, tiny_bert_dir, tmp_path_factory, audit):
     recipe = load_recipe(task)
@@ -259,8 +220,8 @@ def test_two_processes_match_one(task, tiny_bert_dir, tmp_path_factory, audit):
     n_test = {"text_classification": 13, "ner": 21, "image_classification": 13}[task]
     assert results["test_samples"] == n_test  # nothing repeated, nothing dropped
     if task == "ner":
-        predicted = sum(1 for p in (two / "predictions").iterdir() for _ in p.read_text().splitlines())
-        assert predicted == sum(1 for p in (one / "predictions").iterdir() for _ in p.read_text().splitlines())
+        predicted = sum(1 for p in (two / "test_predictions").iterdir() for _ in p.read_text().splitlines())
+        assert predicted == sum(1 for p in (one / "test_predictions").iterdir() for _ in p.read_text().splitlines())
     else:
         assert len(read_table(two / "test_predictions.csv")) == n_test
 

@@ -7,8 +7,8 @@ step, reporting to TensorBoard and saving a checkpoint per epoch. Then stdout, s
 ``--output_dir`` (read as bytes, recursively) and the datasets cache are searched for the canary.
 
 Prediction files that contain input text by design:
-- NER ``predictions/``: the input written back in its own format, tokens included (the canary MUST be there);
-- text classification ``test_predictions.csv``: row number, gold, predicted, probabilities; no text;
+- NER ``test_predictions/``: the input written back in its own format, tokens included (the canary MUST be there);
+- text classification ``test_predictions.csv``: row number, label, prediction, probabilities; no text;
 - image classification ``test_predictions.csv``: no image paths unless ``--write_image_paths``.
 """
 
@@ -19,10 +19,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from conftest import run_recipe_cli
+from tests.helpers import run_cli
 
 CANARY = "CANARY-7f3a9c"
 # Tokenisers lowercase and split words: search for the hex part alone, case-insensitively.
@@ -62,7 +61,7 @@ def run_and_scan(task: str, data: Path, args: list[str], tmp_path: Path, monkeyp
     cache = tmp_path / "hf_datasets_cache"
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))  # where datasets would spill tables to disk
     out = tmp_path / "out"
-    proc = run_recipe_cli(task, [*args, *COMMON, "--output_dir", str(out)], timeout=300)
+    proc = run_cli(task, [*args, *COMMON, "--output_dir", str(out)], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert " INFO " in proc.stderr  # logging really was at INFO
     for stream in (proc.stdout, proc.stderr):
@@ -121,8 +120,8 @@ def test_ner_keeps_the_canary_out_of_everything_but_its_predictions(tiny_bert_di
         "--validation_file", str(data / "validation.tsv"), "--test_file", str(data / "test.tsv"),
     ], tmp_path, monkeypatch)
     # The predictions are the test file written back with predicted tags: they must carry its tokens, canary too.
-    assert hits == [os.path.join("predictions", "test.tsv")]
-    assert (out / "predictions" / "test.tsv").read_text().count(CANARY) == 4
+    assert hits == [os.path.join("test_predictions", "test.tsv")]
+    assert (out / "test_predictions" / "test.tsv").read_text().count(CANARY) == 4
 
 
 def test_image_classification_keeps_the_canary_out_of_outputs(tmp_path, monkeypatch):

@@ -22,9 +22,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT, load_recipe, run_recipe_cli
 from shared.errors import DataError
 from shared.resume import last_complete_checkpoint, resolve_checkpoint
+from shared.runner import load_recipe
+from tests.helpers import ROOT, run_cli
 
 TEXT = ROOT / "recipes" / "text_classification" / "sample_data"
 NER = ROOT / "recipes" / "ner" / "sample_data"
@@ -38,7 +39,8 @@ def scores(results: dict) -> dict:
 
 def outputs(out: Path) -> dict[str, str]:
     """Every prediction file a run wrote, by name."""
-    files = sorted(out.glob("test_predictions.csv")) + sorted((out / "predictions").glob("*"))
+    files = sorted(out.glob("test_predictions.csv")) + sorted((out / "test_predictions").glob("*"))
+    assert files, f"no prediction files in {out}"
     return {p.name: p.read_text() for p in files}
 
 
@@ -115,9 +117,9 @@ def ner_args(model, out, *extra):
 
 @pytest.fixture(scope="module")
 def tiny_ner_model(tmp_path_factory):
-    from tests.ner_fixtures import build_tiny_model
+    from tests.helpers import build_tiny_ner_model
 
-    return build_tiny_model(str(tmp_path_factory.mktemp("tiny_ner_bert")))
+    return build_tiny_ner_model(str(tmp_path_factory.mktemp("tiny_ner_bert")))
 
 
 @pytest.mark.parametrize("head", [[], ["--use_crf"]], ids=["softmax", "crf"])
@@ -180,7 +182,7 @@ def make_checkpoint(out: Path, step: int, complete: bool = True) -> Path:
 
 def test_resolve_checkpoint_values_and_incomplete_checkpoints(tmp_path):
     def resolve(value):
-        return resolve_checkpoint(SimpleNamespace(resume_from_checkpoint=value, output_dir=str(tmp_path)))
+        return resolve_checkpoint(SimpleNamespace(resume_from_checkpoint=value, output_dir=str(tmp_path), do_train=True))
 
     for value in (None, False, "false", "False", ""):
         assert resolve(value) is None
@@ -239,10 +241,9 @@ def test_sigterm_mid_training_then_resume_true_matches_uninterrupted_run(tiny_be
     uninterrupted run."""
     args = text_args(tiny_bert_dir, tmp_path / "run", "--save_steps", "1", "--per_device_train_batch_size", "4",
                      "--num_train_epochs", "2")  # 32 steps, a checkpoint after each
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = open(tmp_path / "killed.log", "w")  # a file, not a pipe nobody reads (a full pipe would block the run)
     proc = subprocess.Popen([sys.executable, str(ROOT / "recipes" / "text_classification" / "train.py"), *args],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     run = tmp_path / "run"
     deadline, during_save = time.monotonic() + 300, False
     try:
@@ -268,7 +269,7 @@ def test_sigterm_mid_training_then_resume_true_matches_uninterrupted_run(tiny_be
     killed_at = final_step(run)
     assert 1 <= killed_at < 32 and not (run / "all_results.json").exists()
 
-    resumed = run_recipe_cli("text_classification", args + ["--resume_from_checkpoint", "true"])
+    resumed = run_cli("text_classification", args + ["--resume_from_checkpoint", "true"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert final_step(run) == 32
     full = tmp_path / "full"

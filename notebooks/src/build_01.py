@@ -17,11 +17,10 @@ a smoke signal). To use a real pretrained model, set `MODEL` below to a local fo
 `../shared/models/all-MiniLM-L6-v2` (or a Hub id if you have network)."""),
     code("""MODEL = None  # e.g. "../shared/models/all-MiniLM-L6-v2"; None builds a tiny BERT from config
 
-import os, sys, json, tempfile
+import os, json, tempfile
 from pathlib import Path
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
@@ -37,11 +36,11 @@ WORK = Path(tempfile.mkdtemp(prefix="tutorial01-"))
 print("sample data files:", sorted(p.name for p in DATA.glob("*.csv")))"""),
     md("""## 1. The data
 
-`shared.formats.tables.read_table` reads CSV, JSON/JSONL, parquet or a saved `datasets` folder, checks the file
+`shared.tables.read_table` reads CSV, JSON/JSONL, parquet or a saved `datasets` folder, checks the file
 is UTF-8 and has rows, and returns a `datasets.Dataset`. We look at counts only: in real use the text is patient
 data, so the recipe never prints it."""),
     code("""from collections import Counter
-from shared.formats.tables import read_table
+from shared.tables import read_table
 
 splits = {name: read_table(str(DATA / f"{name}.csv")) for name in ("train", "validation", "test")}
 for name, ds in splits.items():
@@ -75,9 +74,9 @@ tokenizer = AutoTokenizer.from_pretrained(MODEL)"""),
 Models read a fixed maximum number of tokens. The recipe truncates longer inputs **and reports how many were cut**
 (`*_truncated_examples` in the results), because silently dropping the end of a note can drop the finding that
 matters. Here is how the count depends on `--max_seq_length`:"""),
-    code("""import importlib.util
-spec = importlib.util.spec_from_file_location("text_recipe", ROOT / "recipes" / "text_classification" / "train.py")
-recipe = importlib.util.module_from_spec(spec); sys.modules["text_recipe"] = recipe; spec.loader.exec_module(recipe)
+    code("""from shared.runner import load_recipe
+
+recipe = load_recipe("text_classification")  # recipes/text_classification/train.py, the script the command line runs
 
 lengths = [len(ids) for ids in tokenizer(list(splits["train"]["text"]))["input_ids"]]
 print(f"tokens per note: median {int(np.median(lengths))}, max {max(lengths)}")
@@ -91,8 +90,9 @@ each class a weight from its training frequency (scaled so the average weight pe
 scikit-learn's `n / (k * count)`, `inverse_sqrt` a milder `1 / sqrt(count)`. The recipe feeds them to the stock
 `Trainer` through `compute_loss_func` (`--class_weighting`, optionally `--focal_gamma`)."""),
     code("""from shared.imbalance import class_weights
+from shared.labels import sort_label_names
 
-names = recipe.sort_labels(train_counts)
+names = sort_label_names(train_counts)
 ids = np.array([names.index(l) for l in splits["train"]["label"]])
 for strategy in ("balanced", "inverse_sqrt"):
     w = class_weights(ids, len(names), strategy)
@@ -116,10 +116,10 @@ for key in ("test_accuracy", "test_macro_f1", "test_auroc"):
     code("""print("files written:", sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))"""),
     md("""### Confusion matrix and ROC curves
 
-Both are saved as PNG next to the model (`confusion_matrix.png`, `roc_curves.png`); the per-class report is in
-`test_report.json`."""),
-    code(IGNORE + """display(Image(filename=str(out / "confusion_matrix.png"), width=420))
-display(Image(filename=str(out / "roc_curves.png"), width=420))"""),
+Both are saved as PNG next to the model, for validation and test (`eval_confusion_matrix.png`,
+`test_confusion_matrix.png`, `eval_roc.png`, `test_roc.png`); the per-class report is in `test_report.json`."""),
+    code(IGNORE + """display(Image(filename=str(out / "test_confusion_matrix.png"), width=420))
+display(Image(filename=str(out / "test_roc.png"), width=420))"""),
     code(IGNORE + """report = json.loads((out / "test_report.json").read_text())
 for name, row in report["per_class"].items():
     print(f"{name:<17} precision {row['precision']:.2f}  recall {row['recall']:.2f}  f1 {row['f1-score']:.2f}  n={row['support']}")"""),
@@ -142,7 +142,7 @@ print("LoRA output:", sorted(p.name for p in lora_out.iterdir() if p.suffix in (
     md("""## 7. Predict on new text
 
 The output folder is a normal transformers model folder: `pipeline("text-classification", model=out)` loads it.
-(An adapter folder loads with `shared.lora.load_model`; merge it with `--merge_lora` for a plain folder.)"""),
+(An adapter folder loads with `shared.models.load_trained`; merge it with `--merge_lora` for a plain folder.)"""),
     code(IGNORE + """from transformers import pipeline
 
 classify = pipeline("text-classification", model=str(out), device="cpu")

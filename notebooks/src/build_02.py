@@ -23,12 +23,11 @@ that the pipeline works). To use a real pretrained model, set `MODEL` below to a
 notes, never print their text: the recipe itself only logs counts."""),
     code("""MODEL = None  # e.g. "../shared/models/all-MiniLM-L6-v2"; None builds a tiny BERT from config
 
-import os, sys, json, shutil, tempfile
+import os, json, shutil, tempfile
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from IPython.display import HTML, display
@@ -37,15 +36,15 @@ transformers.utils.logging.disable_progress_bar()
 
 DATA = ROOT / "recipes" / "ner" / "sample_data"
 WORK = Path(tempfile.mkdtemp(prefix="tutorial02-"))
-print("sample splits:", sorted(p.name for p in DATA.iterdir()))"""),
+print("sample splits:", sorted(p.name for p in DATA.iterdir() if p.is_dir()))"""),
     md("""## 1. The data: i2b2 notes
 
 An i2b2 note is a `.txt` file with one sentence per line and whitespace-separated tokens; its `.con` file lists
 the concepts as `c="text" line:first_token line:last_token||t="type"` (lines from 1, tokens from 0, both ends
-inclusive). `shared.formats.i2b2.read_i2b2` reads a folder (files side by side, or `txt/` + `concept/`) and
+inclusive). `shared.ner.i2b2.read_i2b2` reads a folder (files side by side, or `txt/` + `concept/`) and
 validates every concept against the note: offsets inside the note, concept text equal to the tokens, no overlaps.
 A problem stops with one line naming the file and line, never quoting the note."""),
-    code("""from shared.formats.i2b2 import read_i2b2
+    code("""from shared.ner.i2b2 import read_i2b2
 
 notes = {split: read_i2b2(DATA / split) for split in ("train", "validation", "test")}
 for split, ns in notes.items():
@@ -57,8 +56,8 @@ for split, ns in notes.items():
 The recipe reads i2b2, BRAT standoff and CoNLL/BIO files (and JSON lines), and writes predictions back in the
 input's own format. Here is the first sentence of a training note in each: i2b2 counts **tokens**, BRAT counts
 **characters**, CoNLL puts one token and its IOB2 tag per line."""),
-    code("""from shared.formats.brat import BratDoc, read_brat, write_brat
-from shared.formats.conll import read_conll
+    code("""from shared.ner.brat import BratDoc, read_brat, write_brat
+from shared.ner.conll import read_conll
 
 note = notes["train"][0]
 words, tags = note.lines[0], note.line_tags()[0]
@@ -69,7 +68,7 @@ for c in note.concepts:
         print(f'  c="{c.text}" {c.line}:{c.start} {c.line}:{c.end}||t="{c.type}"')
 
 # BRAT: the same note; each concept's tokens become character offsets into the note
-from shared.formats.brat import BratEntity
+from shared.ner.brat import BratEntity
 line_starts = [0]
 for line in note.text.split("\\n"):
     line_starts.append(line_starts[-1] + len(line) + 1)
@@ -110,7 +109,7 @@ print("all three formats give the same tags:", tags)"""),
 With `MODEL = None` we build a 2-layer BERT (hidden 32) and train a 300-word WordPiece tokenizer on the training
 notes, in seconds, with `shared.tiny_models.build_tiny_bert`. The small vocabulary splits many clinical words
 into several subwords, which is what the next section is about. The model can read at most 128 tokens."""),
-    code("""from shared.tagging import load_tokenizer
+    code("""from shared.ner.windows import load_tokenizer
 from shared.tiny_models import build_tiny_bert
 
 if MODEL is None:
@@ -121,7 +120,7 @@ LIMIT = min(tokenizer.model_max_length, 512)
 print(f"{type(tokenizer).__name__}: vocabulary {len(tokenizer)}, at most {LIMIT} tokens per input")"""),
     md("""## 4. Word labels on subwords
 
-The model predicts one label per **subword**, the data has one per **word**. `shared.tagging.align_labels` maps
+The model predicts one label per **subword**, the data has one per **word**. `shared.ner.windows.align_labels` maps
 them through the tokenizer's `word_ids()` (so a slow tokenizer, which has none, is refused):
 
 - `first` (transformers' `run_ner.py`): the first subword carries the word's label, the others are ignored (-100);
@@ -130,7 +129,8 @@ them through the tokenizer's `word_ids()` (so a slow tokenizer, which has none, 
   training every subword is what makes the pipeline return the recipe's entities.
 
 Special tokens (`[CLS]`, `[SEP]`) are always ignored. Predictions are read from each word's first subword."""),
-    code("""from shared.tagging import align_labels, label_list, subword_maps
+    code("""from shared.ner.tags import label_list
+from shared.ner.windows import align_labels, subword_maps
 
 labels = label_list([t for n in notes["train"] for t in n.line_tags()])
 label2id = {lab: i for i, lab in enumerate(labels)}
@@ -153,9 +153,9 @@ We run the recipe with a list of command-line arguments, exactly as `python reci
 validates all three splits, trains, scores the validation and test notes, and writes the model, the predictions
 (as `.con` files, like the input), the scores and a model card. `--use_crf` would add a CRF output layer whose
 decoding never emits an invalid tag sequence."""),
-    code("""import importlib.util
-spec = importlib.util.spec_from_file_location("ner_recipe", ROOT / "recipes" / "ner" / "train.py")
-recipe = importlib.util.module_from_spec(spec); sys.modules["ner_recipe"] = recipe; spec.loader.exec_module(recipe)
+    code("""from shared.runner import load_recipe
+
+recipe = load_recipe("ner")  # recipes/ner/train.py, the script the command line runs
 out = WORK / "ner"
 args = [
     "--model_name_or_path", MODEL, "--output_dir", str(out),
@@ -175,7 +175,7 @@ print(f"trained {results['train_samples']} sentences in {results['train_runtime'
 **Strict** (seqeval, IOB2; this is `test_f1`): a predicted entity counts only if its type, first and last word
 all match a gold entity. **Lenient** (the i2b2 "inexact" match): it counts if it overlaps a gold entity of the
 same type. A boundary error is wrong strictly and right leniently; a type error is wrong in both:"""),
-    code("""from shared.entity_metrics import entity_metrics
+    code("""from shared.ner.metrics import entity_metrics
 
 gold = [["B-problem", "I-problem", "O", "B-test", "O"]]
 for what, pred in [("exact", gold[0]),
@@ -194,10 +194,10 @@ for etype in ("problem", "test", "treatment"):
           f"lenient F1 {report['lenient'][etype]['f1-score']:.2f}   n={int(report['strict'][etype]['support'])}")"""),
     md("""## 7. A note longer than the model can read
 
-Models read a fixed number of tokens (`LIMIT`). The recipe never truncates: `shared.tagging.make_windows` cuts a
+Models read a fixed number of tokens (`LIMIT`). The recipe never truncates: `shared.ner.windows.make_windows` cuts a
 long note into overlapping windows (`--stride` tokens shared), and every word is predicted from the window where
 it sits farthest from an edge. Here is a note about three times longer than the limit:"""),
-    code("""from shared.tagging import make_windows, predict_windows, words_from_windows
+    code("""from shared.ner.windows import make_windows, predict_windows, words_from_windows
 
 sentences = [line for n in notes["test"] for line in n.lines if line]
 long_note = []
@@ -220,10 +220,10 @@ found = Counter(model.config.id2label[i][2:] for i in ids if model.config.id2lab
 print(f"{len(ids)} word predictions; entities found: {dict(sorted(found.items()))}")"""),
     md("""## 8. Predictions: highlighted and written back as `.con`
 
-The recipe wrote the test predictions as `.con` files under `predictions/`, one per note, so the official i2b2
+The recipe wrote the test predictions as `.con` files under `test_predictions/`, one per note, so the official i2b2
 scorer (or `read_i2b2`) can read them next to the notes. Shown here as highlighted entities:"""),
     code("""import html as html_lib
-from shared.tagging import spans_from_tags
+from shared.ner.tags import spans_from_tags
 
 COLOURS = {"problem": "#f4b6b6", "test": "#b6d7f4", "treatment": "#c3e8b5"}
 
@@ -244,14 +244,14 @@ def highlight(words, tags):
 
 print(highlight(["chest", "pain", "after", "aspirin"], ["B-problem", "I-problem", "O", "B-treatment"]))"""),
     code("""pred_dir = WORK / "predicted_notes"
-shutil.copytree(out / "predictions", pred_dir)
+shutil.copytree(out / "test_predictions", pred_dir)
 for n in notes["test"]:  # the reader checks every predicted concept against its note
     shutil.copy(n.txt_path, pred_dir)
 predicted = read_i2b2(pred_dir)
-print(sorted(p.name for p in (out / "predictions").iterdir()))
+print(sorted(p.name for p in (out / "test_predictions").iterdir()))
 print(len(predicted), "predicted notes read back; every .con file is valid:", all(n.labelled for n in predicted))"""),
     code(IGNORE + """first_note = predicted[0]
-print((out / "predictions" / f"{first_note.doc_id}.con").read_text()[:400])
+print((out / "test_predictions" / f"{first_note.doc_id}.con").read_text()[:400])
 rows = [f"<p><b>line {k + 1}</b> (gold) {highlight(w, g)}<br><b>line {k + 1}</b> (pred) {highlight(w, p)}</p>"
         for k, (w, g, p) in enumerate(zip(notes["test"][0].lines, notes["test"][0].line_tags(),
                                           first_note.line_tags())) if w][:4]

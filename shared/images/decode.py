@@ -1,0 +1,106 @@
+"""Decoding: every image of a split opened once, converted to RGB and resized into one ``uint8`` tensor.
+
+A corrupt or unreadable image is a :class:`DataError` naming the file (and the table row it came from), or, with
+``skip_bad=True``, it is dropped and counted. Image paths are only ever put in error messages, never in logs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from shared.errors import DataError
+from shared.images.readers import ImageSet
+
+logger = logging.getLogger(__name__)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. 16-bit and float grayscale (common for X-rays) are rescaled to 8 bits, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        array = (array - low) / (high - low) * 255 if high > low else np.zeros_like(array)
+        image = Image.fromarray(array.round().astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))  # transparent -> black, like an empty film
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def open_image(source: Any, where: tuple[str, int | None] = ("<image>", None)) -> Image.Image:
+    """Load one image as RGB PIL, fully decoded (a truncated file fails here, not mid-training)."""
+    path, line = where
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        elif isinstance(source, np.ndarray):
+            array = source[..., 0] if source.ndim == 3 and source.shape[-1] == 1 else source
+            image = Image.fromarray(array)
+        elif isinstance(source, dict):  # datasets Image(decode=False)
+            if source.get("bytes"):
+                image = Image.open(io.BytesIO(source["bytes"]))
+            else:
+                image = Image.open(source["path"])
+        else:
+            if not os.path.isfile(source):
+                raise FileNotFoundError("file does not exist")
+            image = Image.open(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. PIL's "truncated data" warnings; we fail loudly instead
+            image.load()
+        return to_rgb(image)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        name = source if isinstance(source, str) else path
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(source, str) and line is not None:  # from a table: name the row and the image file
+            raise DataError(f"cannot read image '{name}': {reason}", path=path, line=line) from None
+        raise DataError(f"cannot read image: {reason}", path=name, line=line) from None
+
+
+@dataclass
+class DecodedImages:
+    """``pixels`` uint8 ``(N, 3, size, size)`` for the ``kept`` indices of the set; ``bad`` lists skipped refs."""
+
+    pixels: torch.Tensor
+    kept: list[int]
+    bad: list[str] = field(default_factory=list)
+
+
+def decode_images(
+    images: ImageSet, size: int | tuple[int, int], skip_bad: bool = False, resample: int = Image.BICUBIC
+) -> DecodedImages:
+    """Decode, convert to RGB and resize every image once.
+
+    Images are resized to exactly ``size`` (no crop, so nothing at the edge of a scan is cut off). A bad image
+    raises :class:`DataError`, or is skipped and listed in ``bad`` with ``skip_bad``.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    out = torch.empty((len(images), 3, height, width), dtype=torch.uint8)
+    kept, bad = [], []
+    for i, (source, ref) in enumerate(zip(images.sources, images.refs)):
+        try:
+            image = open_image(source, ref)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            bad.append(str(e))
+            continue
+        if image.size != (width, height):
+            image = image.resize((width, height), resample=resample)
+        out[len(kept)] = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+        kept.append(i)
+    if bad:
+        logger.warning("skipped %d unreadable image(s) in %s", len(bad), os.path.basename(images.origin))
+    if not kept:
+        raise DataError("no readable images", path=images.origin)
+    return DecodedImages(out[: len(kept)].clone() if len(kept) < len(images) else out, kept, bad)

@@ -1,0 +1,118 @@
+"""What many tests share: paths, the real assets beside the project, tiny-model corpora and the command line.
+
+Recipes are run in-process with :func:`shared.runner.run_recipe` (the one way tests, notebooks and benchmarks call
+a recipe) and as a user runs them with :func:`run_cli` (a subprocess).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_ASSETS = ROOT.parent / "shared"  # real public data and weights beside the project (absent in a user's clone)
+NER_SAMPLE = ROOT / "recipes" / "ner" / "sample_data"
+TEXT_SAMPLE = ROOT / "recipes" / "text_classification" / "sample_data"
+IMAGE_SAMPLE = ROOT / "recipes" / "image_classification" / "sample_data"
+
+TOY_CORPUS = [
+    "patient presents with chest pain and shortness of breath",
+    "no evidence of pneumonia on chest x-ray",
+    "started on metformin for type 2 diabetes",
+    "mri of the brain shows no acute infarct",
+    "the patient denies fever , cough or haemoptysis",
+    "blood pressure 140/90 , heart rate 88 , oxygen saturation 95%",
+    "history of hypertension , hyperlipidaemia and atrial fibrillation",
+    "abdominal pain with nausea and vomiting for two days",
+    "productive cough , wheeze and reduced peak flow",
+    "sudden onset left-sided weakness and slurred speech",
+]
+
+
+def real_asset(*parts: str) -> Path:
+    """A path under ../shared, or skip the test when the folder is absent (fresh clones have none)."""
+    path = SHARED_ASSETS.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data/model not available: {path}")
+    return path
+
+
+def run_cli(recipe: str | os.PathLike, args: list[str], timeout: int = 600, entry: str = "train"):
+    """Run a recipe as a user would, ``python recipes/<recipe>/train.py ...`` (a subprocess): CompletedProcess."""
+    from shared.runner import recipe_file
+
+    return subprocess.run([sys.executable, str(recipe_file(recipe, entry)), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def assert_one_line(status: int, stderr: str, expected: str, out) -> None:
+    """Exit status 2, no traceback, the last stderr line ``error: <expected regex>``, and ``out`` never created."""
+    assert status == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch("error: " + expected, last), last
+    assert not out.exists()  # nothing written, the folder not even created
+
+
+def run_in_process(task, args, capsys):
+    """(exit status, stderr) of a recipe run in-process that is expected to stop with a user error."""
+    capsys.readouterr()
+    from shared.runner import run_recipe
+
+    with pytest.raises(SystemExit) as info:
+        run_recipe(task, [str(a) for a in args])
+    return info.value.code, capsys.readouterr().err
+
+
+def ner_sample_corpus() -> list[str]:
+    """Every line of the bundled synthetic notes (the tiny NER tokenizer's training text)."""
+    texts = []
+    for path in sorted(glob.glob(os.path.join(NER_SAMPLE, "**", "*.txt"), recursive=True)):
+        with open(path, encoding="utf-8") as f:
+            texts.extend(f.read().split("\n"))
+    return texts
+
+
+def build_tiny_ner_model(out_dir: str | os.PathLike, max_position_embeddings: int = 128) -> str:
+    """A randomly initialised 2-layer BERT (hidden 32) + a 300-word WordPiece tokenizer trained on the sample notes:
+    the vocabulary is small on purpose, so many words split into several subwords (alignment code paths)."""
+    from shared.tiny_models import build_tiny_bert
+
+    return str(build_tiny_bert(out_dir, ner_sample_corpus(), vocab_size=300,
+                               max_position_embeddings=max_position_embeddings))
+
+
+# Small runs of every recipe (tests of multi-process runs, model options, ...).
+EVAL = ["--per_device_eval_batch_size", "4", "--bootstrap_resamples", "20", "--bf16", "false", "--seed", "3"]
+
+
+def recipe_case(task, tiny_bert_dir, tmp_path_factory):
+    """(arguments that train the reference model, arguments that evaluate + predict a model folder)."""
+    if task == "text_classification":
+        data = ["--validation_file", str(TEXT_SAMPLE / "validation.csv"), "--test_file", str(TEXT_SAMPLE / "test.csv"),
+                "--max_eval_samples", "13", "--max_predict_samples", "13"]
+        train = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", str(TEXT_SAMPLE / "train.csv"),
+                 "--max_train_samples", "45", "--per_device_train_batch_size", "8", "--num_train_epochs", "1"]
+    elif task == "ner":
+        model = build_tiny_ner_model(str(tmp_path_factory.mktemp("ner_bert")))
+        # 40 training / 16 validation / 21 test sentences (whole notes); 32-subword windows: long ones are split
+        data = ["--validation_file", str(NER_SAMPLE / "validation"), "--test_file", str(NER_SAMPLE / "test"),
+                "--max_eval_samples", "13", "--max_predict_samples", "13", "--max_seq_length", "32", "--stride", "8"]
+        train = ["--model_name_or_path", model, "--train_file", str(NER_SAMPLE / "train"), "--max_train_samples", "40",
+                 "--per_device_train_batch_size", "8", "--num_train_epochs", "2", "--learning_rate", "5e-3",
+                 "--optim", "adamw_torch"]
+    else:
+        from shared.tiny_models import build_tiny_vit
+
+        model = build_tiny_vit(tmp_path_factory.mktemp("mp_vit"))
+        data = ["--validation_dir", str(IMAGE_SAMPLE / "folders" / "validation"), "--test_dir", str(IMAGE_SAMPLE / "folders" / "test"),
+                "--max_eval_samples", "13", "--max_predict_samples", "13"]
+        train = ["--model_name_or_path", model, "--train_dir", str(IMAGE_SAMPLE / "folders" / "train"),
+                 "--per_device_train_batch_size", "8", "--num_train_epochs", "1", "--learning_rate", "1e-3"]
+    return train + data + EVAL, data + EVAL

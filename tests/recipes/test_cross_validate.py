@@ -1,0 +1,92 @@
+"""Cross-validation end to end: recipes/cross_validate.py on the text recipe, and a fold of NER and of images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from shared.errors import DataError
+from shared.runner import load_recipe, run_recipe
+from shared.tiny_models import build_tiny_vit
+from tests.helpers import ROOT
+from tests.recipes.test_text_classification import with_patients
+
+
+def test_text_cross_validation_end_to_end(tiny_bert_dir, tmp_path):
+    train = with_patients(tmp_path / "train.csv", 40, per_patient=4)
+    out = tmp_path / "cv"
+    summary = run_recipe(ROOT / "recipes" / "cross_validate.py", [
+        "--recipe", "text_classification", "--folds", "2", "--group_column", "patient_id", "--",
+        "--model_name_or_path", str(tiny_bert_dir), "--train_file", train, "--output_dir", str(out),
+        "--num_train_epochs", "1", "--bootstrap_resamples", "20", "--seed", "1",
+    ])
+    saved = json.loads((out / "cv_results.json").read_text())
+    acc = saved["metrics"]["test_accuracy"]
+    assert len(acc["folds"]) == 2 and acc["mean"] == pytest.approx(np.mean(acc["folds"]))
+    assert acc["sd"] == pytest.approx(np.std(acc["folds"], ddof=1))
+    assert saved["metrics"]["test_samples"]["folds"][0] + saved["metrics"]["test_samples"]["folds"][1] == 40
+    assert summary["metrics"].keys() == saved["metrics"].keys()
+    assert "| accuracy |" in (out / "cv_results.md").read_text()
+    patients, rows = [], []
+    for fold in range(2):
+        fold_dir = out / f"fold_{fold}"
+        assert (fold_dir / "all_results.json").exists() and (fold_dir / "README.md").exists()
+        assert not list(fold_dir.glob("*.safetensors"))  # weights deleted by default
+        with open(fold_dir / "test_predictions.csv", encoding="utf-8") as f:
+            fold_rows = [int(r["row"]) for r in csv.DictReader(f)]  # rows of the training file
+        rows += fold_rows
+        patients.append({r // 4 for r in fold_rows})
+    assert sorted(rows) == list(range(40))  # each row scored exactly once
+    assert not patients[0] & patients[1]  # no patient in both folds
+
+
+# ------------------------------------------------------------------------------------------------ NER and image
+def test_ner_fold_keeps_documents_together(tmp_path):
+    from tests.helpers import NER_SAMPLE, build_tiny_ner_model
+
+    recipe = load_recipe("ner")
+    model = build_tiny_ner_model(str(tmp_path / "tiny"))
+    results = recipe.main([
+        "--model_name_or_path", model, "--output_dir", str(tmp_path / "out"), "--train_file",
+        os.path.join(NER_SAMPLE, "train"), "--max_train_samples", "60", "--num_folds", "3", "--fold", "1", "--do_train",
+        "--do_eval", "--validation_split_percentage", "25", "--num_train_epochs", "1", "--bootstrap_resamples", "10",
+        "--bf16", "false", "--optim", "adamw_torch",
+    ])
+    assert "test_f1" in results and "eval_f1" in results
+    with open(tmp_path / "out" / "test_predictions" / "predictions.jsonl", encoding="utf-8") as f:
+        predicted = [json.loads(line) for line in f]
+    assert len(predicted) == results["test_samples"]
+    notes = {p["file"] for p in predicted}
+    for note in notes:  # whole notes: every non-empty line of each held-out note is predicted
+        with open(note.replace(".con", ".txt"), encoding="utf-8") as f:
+            lines = sum(1 for line in f if line.strip())
+        assert sum(p["file"] == note for p in predicted) == lines
+
+
+def test_image_fold_by_patient_from_a_table(tmp_path, capsys):
+    sample = ROOT / "recipes" / "image_classification" / "sample_data"
+    with open(sample / "train.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    table = tmp_path / "train.csv"
+    with open(table, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["image", "label", "patient_id"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({"image": str(sample / row["image"]), "label": row["label"], "patient_id": f"p{i // 2}"})
+    recipe = load_recipe("image_classification")
+    model = build_tiny_vit(tmp_path / "vit")
+    common = ["--model_name_or_path", model, "--num_train_epochs", "1", "--bootstrap_resamples", "10",
+              "--num_folds", "2", "--fold", "0", "--do_train", "--do_eval", "--validation_split_percentage", "25",
+              "--group_column", "patient_id"]
+    results = recipe.main([*common, "--output_dir", str(tmp_path / "out"), "--train_file", str(table)])
+    assert "test_accuracy" in results and "eval_accuracy" in results
+    assert results["test_samples"] + results["eval_samples"] + results["train_samples"] == len(rows)
+    assert results["test_samples"] % 2 == 0 and results["eval_samples"] % 2 == 0  # whole patients (2 images each)
+
+    with pytest.raises(DataError, match="image folders, .npz files and hub datasets have no such column"):
+        run_recipe("image_classification", [*common, "--output_dir", str(tmp_path / "bad"), "--train_dir",
+                                            str(sample / "folders" / "train")], raise_errors=True)

@@ -1,0 +1,332 @@
+"""End-to-end runs of recipes/text_classification/train.py with a tiny BERT: outputs, pipeline reload, multi-label,
+pairs, imbalance, LoRA, group-aware splits, and its bad-input errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.runner import load_recipe
+from shared.splits import split_indices
+from tests.helpers import TEXT_SAMPLE, real_asset, run_cli
+
+SAMPLE = TEXT_SAMPLE
+FAST = ["--num_train_epochs", "1", "--per_device_train_batch_size", "16", "--bootstrap_resamples", "50", "--seed", "3"]
+
+
+# ------------------------------------------------------------------------------------------ text recipe, end to end
+def with_patients(path, rows: int, per_patient: int = 3) -> str:
+    """The first ``rows`` rows of the sample training file plus a patient_id column (``per_patient`` rows each)."""
+    with open(SAMPLE / "train.csv", newline="", encoding="utf-8") as f:
+        data = list(csv.DictReader(f))[:rows]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["patient_id", "text", "label"])
+        writer.writeheader()
+        for i, row in enumerate(data):
+            writer.writerow({"patient_id": f"p{i // per_patient:03d}", **row})
+    return str(path)
+
+
+def test_text_recipe_validation_split_by_patient(tiny_bert_dir, tmp_path, capsys):
+    recipe = load_recipe("text_classification")
+    train = with_patients(tmp_path / "train.csv", 60)
+    common = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", train, "--do_train", "--num_train_epochs", "1",
+              "--per_device_train_batch_size", "16", "--seed", "3", "--validation_split_percentage", "20"]
+    results = recipe.main([*common, "--output_dir", str(tmp_path / "out"), "--group_column", "patient_id"])
+    assert "eval_accuracy" in results  # the percentage turns --do_eval on
+    groups = [f"p{i // 3:03d}" for i in range(60)]
+    labels = [row["label"] for row in csv.DictReader(open(train, encoding="utf-8"))]
+    keep, holdout = split_indices(60, 0.2, labels, groups, seed=3)
+    assert results["eval_samples"] == len(holdout) and results["train_samples"] == len(keep)
+    assert len(holdout) % 3 == 0  # whole patients (3 rows each)
+    card = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert card["eval_samples"] + card["train_samples"] == 60
+
+    with pytest.raises(SystemExit):
+        recipe.main([*common, "--output_dir", str(tmp_path / "bad"), "--group_column", "ward"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {train}: group column 'ward' not found")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_text_recipe_flags_a_test_file_sharing_patients_and_resamples_its_patients(tiny_bert_dir, tmp_path,
+                                                                                    caplog, monkeypatch):
+    recipe = load_recipe("text_classification")
+    train = with_patients(tmp_path / "train.csv", 30)  # patients p000-p009
+    test = with_patients(tmp_path / "test.csv", 12, per_patient=2)  # p000-p005: all six also in training
+    seen = {}
+    import shared.metrics
+
+    real = shared.metrics.bootstrap_ci
+
+    def spy(*args, groups=None, **kwargs):
+        seen["groups"] = groups
+        return real(*args, groups=groups, **kwargs)
+
+    monkeypatch.setattr(shared.metrics, "bootstrap_ci", spy)
+    common = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", train, "--test_file", test, "--do_train",
+              "--do_predict", "--num_train_epochs", "1", "--bootstrap_resamples", "50", "--seed", "3"]
+    with caplog.at_level("WARNING", logger="shared.splits"):
+        results = recipe.main([*common, "--output_dir", str(tmp_path / "out"), "--group_column", "patient_id"])
+    assert "test shares 6 of its 6 groups ('patient_id')" in caplog.text
+    assert "p00" not in caplog.text  # counts only: patient ids are never logged
+    assert seen["groups"] == [f"p{i // 2:03d}" for i in range(12)]  # CIs resample whole patients
+    assert "test_accuracy_ci_low" in results
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="shared.splits"):  # a test file without the column: nothing to check
+        recipe.main([*common, "--test_file", str(SAMPLE / "test.csv"), "--max_predict_samples", "8",
+                     "--output_dir", str(tmp_path / "out2"), "--group_column", "patient_id"])
+    assert "shares" not in caplog.text and seen["groups"] is None
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    return load_recipe("text_classification")
+
+
+def common(model_dir, output_dir, *extra):
+    return ["--model_name_or_path", str(model_dir), "--output_dir", str(output_dir), *FAST, *extra]
+
+
+def sample_files(max_train=120):
+    return [
+        "--train_file", str(SAMPLE / "train.csv"), "--validation_file", str(SAMPLE / "validation.csv"),
+        "--test_file", str(SAMPLE / "test.csv"), "--max_train_samples", str(max_train),
+    ]
+
+
+@pytest.fixture(scope="module")
+def single_label_run(recipe, tiny_bert_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    results = recipe.main(common(tiny_bert_dir, out, *sample_files(), "--do_train", "--do_eval", "--do_predict"))
+    return out, results
+
+
+def test_single_label_outputs(single_label_run):
+    out, results = single_label_run
+    saved = json.loads((out / "all_results.json").read_text())
+    for key in ("test_accuracy", "test_macro_f1", "test_auroc", "eval_accuracy", "train_runtime"):
+        assert key in saved
+    assert saved["test_macro_f1_ci_low"] <= saved["test_macro_f1"] <= saved["test_macro_f1_ci_high"]
+    assert saved["test_samples"] == 120 and saved["train_samples"] == 120
+    for name in ("test_confusion_matrix.png", "test_roc.png", "test_report.json", "eval_report.json", "eval_roc.png",
+                 "eval_confusion_matrix.png", "README.md", "model.safetensors"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "test_report.json").read_text())
+    assert np.asarray(report["confusion_matrix"]).sum() == 120
+    card = (out / "README.md").read_text()
+    assert "macro_f1" in card and "95%" in card and "Intended use" in card
+
+
+def test_predictions_file_matches_metrics_and_gold(single_label_run):
+    out, results = single_label_run
+    predictions = pd.read_csv(out / "test_predictions.csv")
+    gold = pd.read_csv(SAMPLE / "test.csv")["label"]
+    assert list(predictions["label"]) == list(gold)  # rows in input order
+    assert list(predictions["row"]) == list(range(len(gold)))
+    assert "text" not in predictions.columns  # clinical text is not copied into outputs
+    assert results["test_accuracy"] == pytest.approx((predictions["label"] == predictions["prediction"]).mean())
+    probs = predictions.filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_output_folder_loads_in_pipeline_with_same_predictions(single_label_run):
+    from transformers import pipeline
+
+    out, _ = single_label_run
+    predictions = pd.read_csv(out / "test_predictions.csv")
+    texts = pd.read_csv(SAMPLE / "test.csv")["text"].tolist()[:12]
+    classify = pipeline("text-classification", model=str(out), device="cpu")
+    got = [r["label"] for r in classify(texts, truncation=True, max_length=128)]
+    assert got == predictions["prediction"].tolist()[:12]
+
+
+def test_evaluate_only_from_a_trained_folder(recipe, single_label_run, tmp_path):
+    out, results = single_label_run
+    again = recipe.main(
+        common(out, tmp_path / "re", "--test_file", str(SAMPLE / "test.csv"), "--do_predict", "--bf16", "false")
+    )
+    assert again["test_accuracy"] == pytest.approx(results["test_accuracy"])  # predictions are float32 in both
+
+
+def test_multilabel_with_thresholds(recipe, tiny_bert_dir, tmp_path):
+    rng = random.Random(0)
+    names = ["cardiac", "renal", "infection"]
+    words = {"cardiac": "chest pain troponin", "renal": "creatinine oliguria", "infection": "fever cough"}
+
+    def write(path, n):
+        with path.open("w") as f:
+            for _ in range(n):
+                labels = [name for name in names if rng.random() < 0.4]
+                text = " ".join(words[label] for label in labels) + " patient reviewed today"
+                f.write(json.dumps({"text": text, "labels": labels}) + "\n")
+
+    for split, n in (("train", 60), ("dev", 24), ("test", 24)):
+        write(tmp_path / f"{split}.jsonl", n)
+    out = tmp_path / "out"
+    results = recipe.main(common(
+        tiny_bert_dir, out, "--train_file", str(tmp_path / "train.jsonl"), "--validation_file", str(tmp_path / "dev.jsonl"),
+        "--test_file", str(tmp_path / "test.jsonl"), "--label_column", "labels", "--do_train", "--do_eval", "--do_predict",
+        "--class_weighting", "balanced", "--num_train_epochs", "2",
+    ))
+    assert "test_micro_f1" in results and "test_macro_f1_ci_low" in results
+    thresholds = json.loads((out / "thresholds.json").read_text())
+    assert sorted(thresholds) == sorted(names)
+    config = json.loads((out / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    assert config["decision_thresholds"] == pytest.approx(thresholds)
+    predictions = pd.read_csv(out / "test_predictions.csv", keep_default_na=False, float_precision="round_trip")
+    probs = predictions[[f"prob_{n}" for n in names]].to_numpy()
+    # the recipe lists a row's labels in label-map order (sorted), not in this test's order
+    decided = [[n for n, p in sorted(zip(names, row)) if p >= thresholds[n]] for row in probs]
+    assert decided == [json.loads(cell) for cell in predictions["prediction"]]  # one cell format: a JSON list
+
+
+def test_text_pair_class_weighting_focal_and_oversampling(recipe, tiny_bert_dir, tmp_path):
+    rng = random.Random(1)
+    rows = []
+    for i in range(80):
+        answerable = i % 4 == 0  # imbalanced: 1 in 4
+        question = "does the patient have a fever?"
+        context = "temperature 39.1 , fever since monday" if answerable else "afebrile , no complaints today"
+        rows.append({"question": question, "context": context + f" , bed {rng.randint(1, 30)}", "answerable": str(answerable)})
+    pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
+    out = tmp_path / "out"
+    results = recipe.main(common(
+        tiny_bert_dir, out, "--train_file", str(tmp_path / "pairs.csv"), "--test_file", str(tmp_path / "pairs.csv"),
+        "--text_column", "question", "--text_pair_column", "context", "--label_column", "answerable",
+        "--class_weighting", "inverse_sqrt", "--focal_gamma", "2", "--oversample", "--do_train", "--do_predict",
+    ))
+    assert results["train_samples"] == 120  # 60 negatives + 20 positives oversampled to 60
+    assert {"test_sensitivity", "test_specificity"} <= set(results)
+
+
+def test_lora_adapter_reload_and_merge_give_same_predictions(recipe, tiny_bert_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from shared.args import ModelArguments
+    from shared.models import load_trained
+
+    args = sample_files(64) + ["--do_train", "--do_predict", "--use_lora", "--lora_r", "4", "--learning_rate", "5e-3"]
+    adapter_dir, merged_dir = tmp_path / "adapter", tmp_path / "merged"
+    recipe.main(common(tiny_bert_dir, adapter_dir, *args, "--bf16", "false"))
+    recipe.main(common(tiny_bert_dir, merged_dir, *args, "--bf16", "false", "--merge_lora"))
+    assert (adapter_dir / "adapter_model.safetensors").exists() and not (adapter_dir / "model.safetensors").exists()
+    assert (merged_dir / "model.safetensors").exists() and not (merged_dir / "adapter_config.json").exists()
+    results = json.loads((adapter_dir / "train_results.json").read_text())
+    assert 0 < results["train_trainable_parameters"] < 0.5 * sum(
+        p.numel() for p in AutoModelForSequenceClassification.from_pretrained(merged_dir).parameters()
+    )
+
+    texts = pd.read_csv(SAMPLE / "test.csv")["text"].tolist()[:16]
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    expected = pd.read_csv(adapter_dir / "test_predictions.csv").filter(like="prob_").to_numpy()[:16]
+    reloaded = load_trained(AutoModelForSequenceClassification,
+                            ModelArguments(model_name_or_path=str(adapter_dir))).eval()
+    with torch.no_grad():
+        probs = torch.softmax(reloaded(**batch).logits, -1).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+    merged = pd.read_csv(merged_dir / "test_predictions.csv").filter(like="prob_").to_numpy()[:16]
+    np.testing.assert_allclose(merged, expected, atol=1e-4)  # same seed, same training: merging changes nothing
+    classify = pipeline("text-classification", model=str(merged_dir), device="cpu", top_k=None)
+    scores = classify(texts[:4], truncation=True, max_length=128)
+    names = sorted(s["label"] for s in scores[0])
+    got = np.array([[{s["label"]: s["score"] for s in row}[n] for n in names] for row in scores])
+    np.testing.assert_allclose(got, merged[:4], atol=1e-4)
+
+
+def test_predict_mode_on_unlabelled_file(recipe, single_label_run, tmp_path):
+    out, _ = single_label_run
+    pd.read_csv(SAMPLE / "test.csv")[["text"]].head(10).to_csv(tmp_path / "new.csv", index=False)
+    results = recipe.main(common(out, tmp_path / "pred", "--test_file", str(tmp_path / "new.csv"), "--do_predict"))
+    assert not any(k.startswith("test_") for k in results)
+    predictions = pd.read_csv(tmp_path / "pred" / "test_predictions.csv")
+    assert len(predictions) == 10 and "label" not in predictions.columns and "prediction" in predictions.columns
+
+
+def write_csv(path, rows, header=("text", "label")):
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing_column", r"train\.csv: column 'label' not found \(columns: text, diagnosis\)"),
+        ("empty_split", r"validation\.csv: file has no rows"),
+        ("unseen_label", r"validation\.csv:3: label 'renal' does not occur in the training data"),
+        ("non_utf8", r"train\.csv:3: not valid UTF-8"),
+        ("empty_text", r"train\.csv:5: empty or missing text in column 'text'"),
+        ("missing_model", r"no_such_model: model folder does not exist"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(case, expected, tiny_bert_dir, tmp_path):
+    rows = [("chest pain", "cardiac"), ("cough", "resp"), ("palpitations", "cardiac")]
+    train = write_csv(tmp_path / "train.csv", rows)
+    validation = write_csv(tmp_path / "validation.csv", rows)
+    model = tiny_bert_dir
+    if case == "missing_column":
+        write_csv(train, rows, header=("text", "diagnosis"))
+    elif case == "empty_split":
+        write_csv(validation, [])
+    elif case == "unseen_label":
+        write_csv(validation, [("cough", "resp"), ("oliguria", "renal")])
+    elif case == "non_utf8":
+        train.write_bytes(b"text,label\nchest pain,cardiac\nfi\xe8vre,resp\n")
+    elif case == "empty_text":
+        write_csv(train, rows + [("", "resp")])
+    elif case == "missing_model":
+        model = tmp_path / "no_such_model"
+    out = tmp_path / "out"
+    proc = run_cli("text_classification", [
+        "--model_name_or_path", str(model), "--train_file", str(train), "--validation_file", str(validation),
+        "--output_dir", str(out), "--do_train", "--do_eval",
+    ], timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in proc.stderr
+    assert re.search(expected, last), last
+    assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.integration
+def test_minilm_on_medical_abstracts_beats_majority_class(recipe, tmp_path):
+    data = real_asset("data", "text_classification", "medical_abstracts")
+    model = real_asset("models", "all-MiniLM-L6-v2")
+    results = recipe.main([
+        "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "out"),
+        "--train_file", str(data / "train.csv"), "--test_file", str(data / "test.csv"),
+        "--max_train_samples", "1000", "--max_predict_samples", "300", "--num_train_epochs", "2", "--learning_rate", "2e-4",
+        "--bootstrap_resamples", "200", "--do_train", "--do_predict",
+    ])
+    gold = pd.read_csv(data / "test.csv")["label"].astype(str).head(300)
+    majority = gold.value_counts(normalize=True).iloc[0]
+    assert results["test_accuracy"] > majority + 0.15, (results["test_accuracy"], majority)
+    assert results["test_accuracy_ci_low"] > majority  # clearly: the whole 95% interval is above it
+    assert results["test_macro_f1"] > 0.35
+
+
+def test_unreachable_hub_id_fails_fast_with_one_line(tmp_path, monkeypatch):
+    """Without HF_HUB_OFFLINE, an unknown/unreachable Hub id still fails with one line (no minute of retries)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    train = write_csv(tmp_path / "train.csv", [("chest pain", "cardiac"), ("cough", "resp")])
+    proc = run_cli("text_classification", [
+        "--model_name_or_path", "no-such-org/no-such-model-xyz", "--train_file", str(train),
+        "--output_dir", str(tmp_path / "out"), "--do_train",
+    ], timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--model_name_or_path models/<name>" in last and "no-such-org/no-such-model-xyz" in last
+    assert not (tmp_path / "out").exists()
