@@ -27,7 +27,7 @@ def plain_forward(model: torch.nn.Module) -> Callable:
 
 
 @torch.no_grad()
-def predict_in_order(model: torch.nn.Module, examples: Sequence[dict], collate: Callable[[list[dict]], dict],
+def predict_in_order(model: torch.nn.Module, examples: Sequence, collate: Callable[[list], dict],
                      batch_size: int, lengths: Sequence[int] | None = None,
                      postprocess: Callable[[torch.Tensor, list[int]], torch.Tensor] | None = None) -> list[np.ndarray]:
     """``model(**batch).logits`` (or ``postprocess(logits, indices)``) for every example, row ``i`` for ``examples[i]``.

@@ -253,7 +253,8 @@ def words_from_windows(windows: list[Window], window_preds: list[list[int]], n_w
 
 def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size: int = 64,
                     decode=None) -> list:
-    """Predicted label id at every position of every window, in window order (an int32 array per window).
+    """Predicted label id at every position of every window, in window order (an int32 array per window, padded to
+    its batch's width).
 
     Through :func:`shared.predict.predict_in_order` (float32, shortest windows first, results back in order).
     ``decode(logits, scored)`` turns a batch of logits into label ids, ``scored`` marking the positions that carry
@@ -263,13 +264,13 @@ def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size:
 
     from shared.predict import predict_in_order
 
-    def collate(items):
-        width = max(len(item["input_ids"]) for item in items)
-        ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, item in enumerate(items):
-            ids[row, : len(item["input_ids"])] = torch.tensor(item["input_ids"])
-            mask[row, : len(item["input_ids"])] = 1
+    def collate(batch: list[Window]):
+        width = max(len(w.input_ids) for w in batch)
+        ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, w in enumerate(batch):
+            ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
+            mask[row, : len(w.input_ids)] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
     def to_ids(logits, indices):  # label ids as int32: the only thing kept per batch (not N x L x C logits)
@@ -281,9 +282,8 @@ def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size:
                 scored[row, : len(windows[k].scored)] = torch.tensor(windows[k].scored, dtype=torch.bool)
         return decode(logits, scored.to(logits.device)).to(torch.int32)
 
-    examples = [{"input_ids": w.input_ids} for w in windows]
-    preds = predict_in_order(model, examples, collate, batch_size, [len(w.input_ids) for w in windows], to_ids)
-    return [p[: len(w.input_ids)] for p, w in zip(preds, windows)]
+    # one int32 row per window, padded to its batch's width (positions past the window's length are never read)
+    return predict_in_order(model, windows, collate, batch_size, [len(w.input_ids) for w in windows], to_ids)
 
 
 def pipeline_agreement(windows: list[Window], window_preds: list[list[int]], labels: list[str],
