@@ -113,7 +113,7 @@ def decisions(probs: np.ndarray, label_names: list[str], multi_label: bool, thre
     names whose probability reaches their threshold (multi-label)."""
     probs = np.asarray(probs)
     if multi_label:
-        cut = np.full(probs.shape[1], 0.5) if thresholds is None else np.asarray(thresholds)
+        cut = 0.5 if thresholds is None else np.asarray(thresholds)
         return [[label_names[j] for j in np.flatnonzero(row >= cut)] for row in probs]
     from shared.metrics import predict_classes
 

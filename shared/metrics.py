@@ -228,7 +228,7 @@ def classifier_metrics(gold: np.ndarray, probs: np.ndarray, multi_label: bool, t
     thresholds (multi-label; default 0.5), or the positive-class threshold of a binary task (default argmax)."""
     gold, probs = np.asarray(gold), np.asarray(probs)
     if multi_label:
-        cut = np.full(probs.shape[1], 0.5) if thresholds is None else np.asarray(thresholds)
+        cut = 0.5 if thresholds is None else thresholds
 
         def score(idx):
             return multilabel_metrics(gold[idx], probs[idx], cut)

@@ -203,20 +203,16 @@ def model_for_run(auto_cls, model_args, config, training_args, resize: Callable 
     from shared.lora import apply_lora
     from shared.optim import freeze
 
-    if not training_args.do_train:
+    if training_args.do_train:
+        model = load_for_training(auto_cls, model_args, config, training_args.device, **kwargs)
+    else:
         model = load_trained(auto_cls, model_args, prepare_base=prepare_base, **kwargs)
-        if resize is not None:
-            resize(model)
-        return model, 0
-    model = load_for_training(auto_cls, model_args, config, training_args.device, **kwargs)
     if resize is not None:
         resize(model)
+    if not training_args.do_train:
+        return model, 0
     frozen_layers = freeze(model, model_args)
     return (apply_lora(model, model_args) if model_args.use_lora else model), frozen_layers
-
-
-def is_adapter_folder(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
 
 
 # ------------------------------------------------------------------------------------------------ configuration

@@ -31,11 +31,11 @@ CARD_MARKER = "<!-- model card written by the medical fine-tuning recipes -->"
 CHECKPOINT_PATTERN = "checkpoint-*"
 
 
-def earlier_results(output_dir: str, checkpoints: bool = True) -> list[str]:
+def earlier_results(output_dir: str) -> list[str]:
     """Names in ``output_dir`` that an earlier run wrote (results, reports, predictions, plots, card, checkpoints)."""
     if not os.path.isdir(output_dir):
         return []
-    patterns = RESULT_PATTERNS + ((CHECKPOINT_PATTERN,) if checkpoints else ())
+    patterns = RESULT_PATTERNS + (CHECKPOINT_PATTERN,)
     names = [name for name in os.listdir(output_dir) if any(fnmatch.fnmatch(name, p) for p in patterns)]
     if _is_our_card(os.path.join(output_dir, CARD)):
         names.append(CARD)
@@ -67,15 +67,14 @@ def check_output_dir(training_args) -> list[str]:
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise DataError("--output_dir is a file, not a folder", path=output_dir)
     found = earlier_results(output_dir)
-    if not found:
-        return []
-    if not (overwrite or resuming):
+    if found and not (overwrite or resuming):
         shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise DataError(f"--output_dir holds results of an earlier run ({shown}); pass --overwrite_output_dir to "
                         "replace them, --resume_from_checkpoint to continue that run, or choose a new folder",
                         path=output_dir)
-    # A resumed run needs its checkpoints; an overwriting run that trains makes its own.
-    return earlier_results(output_dir, checkpoints=overwrite and training and not resuming)
+    if overwrite and training and not resuming:  # an overwriting run that trains makes its own checkpoints
+        return found
+    return [name for name in found if not fnmatch.fnmatch(name, CHECKPOINT_PATTERN)]  # a resumed run needs them
 
 
 def remove_earlier_results(output_dir: str, names: list[str]) -> None:

@@ -236,8 +236,7 @@ def write_classification_outputs(output_dir: str, prefix: str, gold: np.ndarray,
 
     split = {"eval": "validation", "test": "test"}.get(prefix, prefix)
     if multi_label:
-        cut = np.full(len(label_names), 0.5) if thresholds is None else thresholds
-        report = multilabel_report_dict(gold, probs, cut, label_names)
+        report = multilabel_report_dict(gold, probs, 0.5 if thresholds is None else thresholds, label_names)
     else:
         report = classification_report_dict(gold, probs, label_names, thresholds)
         plot_confusion_matrix(report["confusion_matrix"], label_names,

@@ -43,9 +43,6 @@ class Table:
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
-    def line(self, index: int) -> int | None:
-        return None if self.lines is None else self.lines[index]
-
     def where(self, index: int) -> tuple[str, int | None]:
         """``(path, line)`` of row ``index`` for a :class:`DataError`; rows without a line are named by number."""
         if self.lines is not None:
@@ -98,7 +95,7 @@ def read_table(path: str) -> Table:
             raise DataError("file is empty", path=path)
         if path.endswith((".csv", ".tsv")):
             columns, lines = _read_csv(path, text, "\t" if path.endswith(".tsv") else ",")
-        elif path.endswith(".jsonl") or _is_json_lines(text):
+        elif path.endswith(".jsonl"):
             columns, lines = _read_json_lines(path, text)
         else:
             columns, lines = _read_json(path, text)
@@ -153,18 +150,6 @@ def _check_header(path: str, header: list[str], line: int, separator: str) -> No
         raise DataError("the header has an empty column name", path=path, line=line)
 
 
-def _is_json_lines(text: str) -> bool:
-    """A ``.json`` file that holds JSON lines (one object per line)."""
-    first = text.lstrip()[:1]
-    if first != "{":
-        return False
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as e:
-        return e.msg == "Extra data"
-    return False
-
-
 def _columns(records: list[dict]) -> dict[str, list]:
     names: list[str] = []
     for record in records:
@@ -192,6 +177,8 @@ def _read_json(path: str, text: str) -> tuple[dict[str, list], list[int] | None]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):  # JSON lines in a file named .json
+            return _read_json_lines(path, text)
         raise DataError(f"invalid JSON ({e.msg})", path=path, line=e.lineno) from None
     if isinstance(data, dict) and "data" in data:  # {"data": [...]}, as transformers' examples accept
         data = data["data"]

@@ -66,7 +66,7 @@ def run_in_process(task, args, capsys):
     from shared.runner import run_recipe
 
     with pytest.raises(SystemExit) as info:
-        run_recipe(task, [str(a) for a in args])
+        run_recipe(task, args)
     return info.value.code, capsys.readouterr().err
 
 

@@ -197,7 +197,7 @@ def read_images(path: str, split: str, **table_kwargs) -> ImageSet:
         if "dataset_info.json" in entries or "state.json" in entries:  # a datasets.save_to_disk folder
             from shared.tables import read_table
 
-            return read_hub_split(read_table(path), path, table_kwargs.get("image_column", "image"),
+            return read_hub_split(read_table(path).dataset, path, table_kwargs.get("image_column", "image"),
                                   table_kwargs.get("label_column", "label"))
         return read_image_folder(path)
     if path.endswith(".npz"):
