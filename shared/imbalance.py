@@ -154,12 +154,9 @@ def training_loss(labels: np.ndarray, num_labels: int, strategy: str, gamma: flo
     return make_loss_func(weights, gamma, multi_label=multi_label)
 
 
-def oversample(dataset, labels: Sequence[int], seed: int = 0):
-    """Repeat examples of smaller classes (sampled with replacement) until each class matches the largest.
-
-    Done on the dataset rather than in a custom sampler so it composes with any sampler, length grouping and
-    distributed training. Apply it to the training split only.
-    """
+def oversampled_order(labels: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Example indices, shuffled, with examples of smaller classes repeated (sampled with replacement) until each
+    class matches the largest."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise DataError("--oversample supports single-label data only; use --class_weighting for multi-label")
@@ -173,4 +170,13 @@ def oversample(dataset, labels: Sequence[int], seed: int = 0):
             indices.append(rng.choice(members, size=target - count, replace=True))
     order = np.concatenate(indices)
     rng.shuffle(order)
-    return dataset.select(order.tolist())
+    return order
+
+
+def oversample(dataset, labels: Sequence[int], seed: int = 0):
+    """The dataset with :func:`oversampled_order`'s rows.
+
+    Done on the dataset rather than in a custom sampler so it composes with any sampler, length grouping and
+    distributed training. Apply it to the training split only.
+    """
+    return dataset.select(oversampled_order(labels, seed).tolist())

@@ -38,6 +38,13 @@ PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer",
 
 
 # ------------------------------------------------------------------------------------------------ loading
+def require_fast(tokenizer, why: str) -> None:
+    """Word alignment and sliding windows need what only Rust-backed ("fast") tokenizers provide."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(f"tokenizer {type(tokenizer).__name__} is not a fast (Rust-backed) tokenizer; {why}. "
+                        "Use a model that ships a tokenizer.json.")
+
+
 def load_pretrained(auto_cls, model_args, name: str | None = None, **kwargs):
     """``auto_cls.from_pretrained`` with safe defaults and a clear one-line error when the model cannot be had.
 

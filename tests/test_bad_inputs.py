@@ -101,6 +101,14 @@ def text_args(d: Path, models, case: str) -> list[str]:
         write_csv(test, [("cough", "resp"), ("oliguria", "renal")])
     elif case == "non_utf8":
         validation.write_bytes(b"text,label\nchest pain,cardiac\nfi\xe8vre,resp\n")
+    elif case == "pair_too_long":  # --long_text chunk repeats the first text in every window: it must fit
+        rows = [("pain ?", text, label) for text, label in TEXT_ROWS]
+        rows[2] = (" ".join(["palpitations"] * 20), *TEXT_ROWS[2])
+        write_csv(validation, rows, header=("question", "text", "label"))
+        for path in (train, test):
+            write_csv(path, rows[:2] + rows[3:], header=("question", "text", "label"))
+        extra = ["--text_column", "question", "--text_pair_column", "text", "--max_seq_length", "16",
+                 "--long_text", "chunk"]
     return ["--model_name_or_path", str(model), "--train_file", str(train), "--validation_file", str(validation),
             "--test_file", str(test), "--do_train", "--do_eval", "--do_predict", *extra]
 
@@ -176,6 +184,10 @@ CASES = [
      r"{d}/test\.csv:3: label 'renal' does not occur in the training data \(known: cardiac, resp\)"),
     ("text_classification", "non_utf8", "in-process",
      r"{d}/validation\.csv:3: not valid UTF-8 \(byte 2 of the line\); re-save the file as UTF-8"),
+    ("text_classification", "pair_too_long", "in-process",
+     r"{d}/validation\.csv:4: the 'question' text takes \d+ tokens, which leaves no room for its pair in a "
+     r"--max_seq_length 16 window with --stride 4 \(--long_text chunk repeats it whole in every window\): raise "
+     r"--max_seq_length or lower --stride"),
     ("text_classification", "missing_model", "CLI", r"{d}/no_such_model: model folder does not exist"),
     ("text_classification", "pickle_weights", "in-process", re.escape(NO_WEIGHTS).replace(r"\{d\}", "{d}")),
     ("text_classification", "remote_code", "CLI", re.escape(REMOTE).replace(r"\{d\}", "{d}")),

@@ -163,6 +163,9 @@ def test_freeze_layers_beyond_the_model_is_one_line(task, data, tiny_bert_dir, t
     ("text_classification", ["--resume_from_checkpoint", "true", "--do_train", "false"],
      r"--resume_from_checkpoint continues training: it needs --do_train"),
     ("text_classification", ["--dataset_config_name", "x"], r"--dataset_config_name needs --dataset_name"),
+    ("text_classification", ["--long_text", "truncate", "--stride", "4"], r"--stride applies only to --long_text chunk"),
+    ("text_classification", ["--long_text", "chunk", "--stride", "126"],
+     r"--stride must be at least 0 and less than 126 \(--max_seq_length 128 minus 2 special tokens\), got 126"),
     ("image_classification", ["--decision_threshold", "0.3"], None),
 ])
 def test_options_a_recipe_cannot_honour_are_refused(task, extra, expected, tiny_bert_dir, tiny_vit, tmp_path, capsys):

@@ -90,12 +90,18 @@ def text_args(model, out, *extra):
             "--do_predict", "--save_strategy", "steps", *extra]
 
 
-def test_text_resume_true_mid_second_epoch_matches_uninterrupted_run(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("reading", [
+    ["--long_text", "truncate"],
+    # 16-token windows, one per note each epoch: which window a note trains depends on the epoch
+    ["--long_text", "chunk", "--max_seq_length", "16", "--train_windows", "one_per_epoch"],
+], ids=["truncate", "chunk-one-window-per-epoch"])
+def test_text_resume_true_mid_second_epoch_matches_uninterrupted_run(tiny_bert_dir, tmp_path, reading):
     recipe = load_recipe("text_classification")
-    full = recipe.main(text_args(tiny_bert_dir, tmp_path / "full", "--save_steps", "4"))
+    full = recipe.main(text_args(tiny_bert_dir, tmp_path / "full", "--save_steps", "4", *reading))
     out = stopped_copy(tmp_path / "full", tmp_path / "resumed", [4, 12])  # step 12: the middle of epoch 2
     incomplete_copy(tmp_path / "full" / "checkpoint-16", out / "checkpoint-16")  # killed while saving step 16
-    resumed = recipe.main(text_args(tiny_bert_dir, out, "--save_steps", "4", "--resume_from_checkpoint", "true"))
+    resumed = recipe.main(text_args(tiny_bert_dir, out, "--save_steps", "4", "--resume_from_checkpoint", "true",
+                                    *reading))
     assert scores(resumed) == scores(full)
     assert outputs(out) == outputs(tmp_path / "full")
     assert same_weights(out, tmp_path / "full")

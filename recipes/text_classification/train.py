@@ -9,6 +9,9 @@ Steps, the same in every recipe: 1 arguments -> 2 logging, output folder, checkp
 -> 6 model -> 7 preprocessing -> 8 Trainer -> 9 train -> 10 evaluate -> 11 predict -> 12 save. Every check on the
 input runs before the model is loaded, so bad data fails in seconds with one line naming the file and row.
 
+Notes longer than --max_seq_length are read in overlapping windows and scored once per note (--long_text chunk,
+the default) or truncated (--long_text truncate).
+
 Outputs in --output_dir: the model and tokenizer (loads with pipeline("text-classification")), all_results.json
 (+ train_/eval_/test_results.json), {eval,test}_report.json, {eval,test}_confusion_matrix.png, {eval,test}_roc.png,
 test_predictions.csv, thresholds.json (multi-label) and the model card README.md.
@@ -32,13 +35,16 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
 from shared.args import recipe_defaults, start_run
 from shared.errors import DataError
-from shared.imbalance import oversample, training_loss
+from shared.imbalance import oversampled_order, training_loss
 from shared.labels import encode_labels, label_counts, names_in, parse_label_column
 from shared.labels import require_classes, sort_label_names
+from shared.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch, check_windows_fit, encode_windows
+from shared.long_text import long_text_settings, notes_from_windows, windows_of_notes
 from shared.lora import count_parameters, save_trained
 from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
 from shared.metrics import tune_thresholds
-from shared.models import classification_config, load_pretrained, max_sequence_length, model_for_run, trained_labels
+from shared.models import classification_config, load_pretrained, max_sequence_length, model_for_run, require_fast
+from shared.models import trained_labels
 from shared.optim import optimizer_cls_and_kwargs
 from shared.outputs import remove_earlier_results
 from shared.predict import predict_in_order
@@ -67,8 +73,32 @@ class TextDataArguments(DataArguments):
         default=None, metadata={"help": "Split label cells on this string (e.g. ';') for multi-label data."}
     )
     max_seq_length: int = field(
-        default=128, metadata={"help": "Tokens per example after tokenization; longer inputs are truncated (and "
-                                       "counted). Capped by what the model reads."}
+        default=128, metadata={"help": "Tokens per window (--long_text chunk) or per example (truncate), special "
+                                       "tokens included. Capped by what the model reads."}
+    )
+    long_text: str | None = field(
+        default=None,
+        metadata={"help": "Examples longer than --max_seq_length: 'chunk' cuts them into overlapping windows, trains "
+                          "on every window with the note's label and predicts each note from all its windows; "
+                          "'truncate' keeps the first window only (and counts what it cuts). Default: chunk, or the "
+                          "mode a fine-tuned folder was trained with when only evaluating / predicting.",
+                  "choices": list(MODES)},
+    )
+    stride: int | None = field(
+        default=None, metadata={"help": "Tokens shared by consecutive windows (--long_text chunk). Default: a "
+                                        "quarter of the window, at most 32 (or the fine-tuned folder's)."}
+    )
+    chunk_aggregation: str | None = field(
+        default=None,
+        metadata={"help": "How a note's windows make its prediction (--long_text chunk): the 'mean' or the 'max' of "
+                          "their logits, per class. Default: mean (or the fine-tuned folder's).",
+                  "choices": list(AGGREGATIONS)},
+    )
+    train_windows: str | None = field(
+        default=None,
+        metadata={"help": "Which windows train each epoch (--long_text chunk): 'all' of every note, or "
+                          "'one_per_epoch' per note, each note's windows in turn (the training cost of one window "
+                          "per note). Default: all.", "choices": list(TRAIN_WINDOWS)},
     )
 
     def __post_init__(self):
@@ -77,6 +107,8 @@ class TextDataArguments(DataArguments):
             raise DataError(f"--max_seq_length must be at least 8, got {self.max_seq_length}")
         if self.label_separator == "":
             raise DataError("--label_separator is empty")
+        if self.stride is not None and self.stride < 0:
+            raise DataError(f"--stride must be at least 0, got {self.stride}")
 
 
 # This recipe's defaults; the command line and --config override every one (see the README for why each holds).
@@ -165,37 +197,67 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     trainable, total = count_parameters(model)
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
-    # 7. Preprocessing: tokenization; truncation is counted and reported, never silent.
+    # 7. Preprocessing: tokenization into windows (chunk: every window of every note; truncate: the first one, and
+    # what it cuts is counted and reported, never silent). Each window remembers its note.
     max_length = max_sequence_length(data_args.max_seq_length, tokenizer, config)
-    truncated, tokenized = {}, {}
+    long_text = long_text_settings(data_args.long_text, data_args.stride, data_args.chunk_aggregation,
+                                   data_args.train_windows, max_length, None if training_args.do_train else config)
+    chunk = long_text.mode == "chunk"
+    if chunk:
+        require_fast(tokenizer, "--long_text chunk needs its overflowing windows (or use --long_text truncate)")
+        logger.info("long examples read in windows of %d tokens sharing %d; a note's prediction is the %s of its "
+                    "windows' logits", max_length, long_text.stride, long_text.aggregation)
+    truncated, tokenized, note_of_window = {}, {}, {}
 
-    def tokenize(batch):
+    def tokenize(batch, indices):
+        texts = batch[data_args.text_column]
         pairs = batch[data_args.text_pair_column] if data_args.text_pair_column else None
-        encoded = tokenizer(batch[data_args.text_column], pairs, truncation=True, max_length=max_length)
+        if chunk:
+            encoded = encode_windows(tokenizer, texts, pairs, max_length, long_text.stride)
+            encoded["note"] = [indices[i] for i in encoded["note"]]
+        else:
+            encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+            encoded["note"] = indices
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
     for split, table in tables.items():
         pairs = table[data_args.text_pair_column] if data_args.text_pair_column else None
-        truncated[split] = count_truncated(tokenizer, table[data_args.text_column], pairs, max_length)
+        if chunk:
+            check_windows_fit(tokenizer, table[data_args.text_column], pairs, max_length, long_text.stride,
+                              table.where, data_args.text_column)
+            truncated[split] = 0
+        else:
+            truncated[split] = count_truncated(tokenizer, table[data_args.text_column], pairs, max_length)
         if truncated[split]:
             logger.warning("%s: %d of %d examples (%.1f%%) are longer than %d tokens and were truncated",
                            split, truncated[split], len(table), 100 * truncated[split] / len(table), max_length)
-        encoded = table.dataset.map(tokenize, batched=True, remove_columns=table.column_names)
+        encoded = table.dataset.map(tokenize, batched=True, with_indices=True, remove_columns=table.column_names)
+        note_of_window[split] = encoded["note"]
+        encoded = encoded.remove_columns("note")
+        if chunk and len(encoded) > len(table):
+            logger.info("%s: %d notes in %d windows", split, len(table), len(encoded))
         if split in label_ids:
-            encoded = encoded.add_column("labels", list(label_ids[split]))
+            encoded = encoded.add_column("labels", [label_ids[split][note] for note in note_of_window[split]])
         tokenized[split] = encoded
 
-    # 8. Trainer: class imbalance through compute_loss_func (weighted / focal loss) or oversampling.
-    loss_func = None
+    # 8. Trainer: class imbalance through compute_loss_func (weighted / focal loss) or oversampling, both counted
+    # in notes (an oversampled note brings all its windows).
+    loss_func, train_notes = None, len(tables.get("train", ()))
     if training_args.do_train:
         loss_func = training_loss(label_ids["train"], len(label_names), model_args.class_weighting,
                                   model_args.focal_gamma, multi_label)
+        notes = range(train_notes)
         if model_args.oversample:
             if multi_label:
                 raise DataError("--oversample supports single-label data only; use --class_weighting for multi-label")
-            tokenized["train"] = oversample(tokenized["train"], label_ids["train"], seed=training_args.seed)
-            logger.info("oversampled training set: %d examples", len(tokenized["train"]))
+            notes = oversampled_order(label_ids["train"], seed=training_args.seed)
+            train_notes = len(notes)
+            logger.info("oversampled training set: %d examples", train_notes)
+        if chunk and long_text.train_windows == "one_per_epoch":
+            tokenized["train"] = WindowPerEpoch(tokenized["train"], note_of_window["train"], notes, training_args.seed)
+        elif model_args.oversample:
+            tokenized["train"] = tokenized["train"].select(windows_of_notes(note_of_window["train"], notes))
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     trainer = Trainer(
         model=model,
@@ -216,12 +278,14 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     if training_args.do_train:
         results.update(train_with_resume(trainer, run.checkpoint).metrics)
-        results.update(train_samples=len(tokenized["train"]), train_truncated_examples=truncated["train"],
-                       train_trainable_parameters=trainable)
+        results.update(train_samples=train_notes, train_windows=len(tokenized["train"]),
+                       train_truncated_examples=truncated["train"], train_trainable_parameters=trainable)
 
     def predict_probs(split: str) -> np.ndarray:
+        """One row of probabilities per note (chunk: from the aggregated logits of its windows)."""
         logits = np.stack(predict_in_order(trainer.model, tokenized[split], collator,
                                            training_args.per_device_eval_batch_size, tokenized[split]["length"]))
+        logits = notes_from_windows(logits, note_of_window[split], len(tables[split]), long_text.aggregation)
         return sigmoid(logits) if multi_label else softmax(logits)
 
     # 10. Evaluate on validation; multi-label decision thresholds are tuned there (never on test).
@@ -232,7 +296,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             thresholds = tune_thresholds(label_ids["validation"], probs)
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], probs, label_names,
                                    multi_label, thresholds)
-        results.update(prefixed({**metrics, "samples": len(probs), "truncated_examples": truncated["validation"]}, "eval"))
+        results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["validation"]),
+                                 "truncated_examples": truncated["validation"]}, "eval"))
 
     # 11. Predict on test: the predictions file always; metrics with bootstrap CIs, report and plots when labelled.
     if "test" in tokenized:
@@ -242,7 +307,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
                                        multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed,
                                        split_groups.get("test"))
-            results.update(prefixed({**metrics, "samples": len(probs), "truncated_examples": truncated["test"]}, "test"))
+            results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["test"]),
+                                     "truncated_examples": truncated["test"]}, "test"))
         if is_main:
             write_predictions(output_dir, split_rows.get("test", range(len(probs))),  # a fold: rows of the train file
                               probs, label_names, multi_label, thresholds, data_args.label_separator,
@@ -251,8 +317,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # 12. Save: the model (plain, merged LoRA, or adapter + head), results and the model card. Every process takes
     # part in gathering FSDP-sharded weights (None otherwise); only the main one writes.
     cuts = decision_thresholds(label_names, thresholds) if multi_label else None  # config.json + thresholds.json
-    if training_args.do_train:
-        save_trained(trainer, output_dir, model_args, tokenizer, config_updates=cuts and {"decision_thresholds": cuts})
+    if training_args.do_train:  # config.json also says how the folder reads long notes
+        save_trained(trainer, output_dir, model_args, tokenizer,
+                     config_updates={**long_text.as_config(), **({"decision_thresholds": cuts} if cuts else {})})
     if is_main:
         save_all_results(output_dir, results, thresholds=cuts)
         write_model_card(
@@ -272,6 +339,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "learning_rate": training_args.learning_rate,
                 "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
                 "max_seq_length": max_length,
+                "long_text": (f"chunk (windows sharing {long_text.stride} tokens; trained on "
+                              + ("one window per note per epoch" if long_text.train_windows == "one_per_epoch"
+                                 else "every window") +
+                              f"; a note's prediction is the {long_text.aggregation} of its windows' logits)"
+                              if chunk else "truncate"),
                 "bf16": training_args.bf16,
                 "class_weighting": model_args.class_weighting,
                 "focal_gamma": model_args.focal_gamma,
@@ -282,8 +354,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "seed": training_args.seed,
             },
             limitations=[
-                f"Inputs longer than {max_length} tokens are truncated "
-                f"({sum(truncated.values())} of {sum(len(t) for t in tables.values())} examples here).",
+                (f"Notes longer than {max_length} tokens are read in overlapping windows by this recipe "
+                 "(`--do_predict`); `pipeline()` on this folder reads a note in one pass (truncated where asked), so long "
+                 "notes can score differently there."
+                 if chunk else f"Inputs longer than {max_length} tokens are truncated "
+                 f"({sum(truncated.values())} of {sum(len(t) for t in tables.values())} examples here)."),
                 *(["Multi-label decisions use per-label thresholds tuned on the validation set (`thresholds.json`)."]
                   if multi_label else []),
             ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.errors import DataError
+from shared.models import require_fast
 from shared.ner.tags import spans_from_tags
 
 IGNORE_INDEX = -100  # the label id PyTorch's cross-entropy skips
@@ -19,9 +20,7 @@ IGNORE_INDEX = -100  # the label id PyTorch's cross-entropy skips
 # --------------------------------------------------------------------------------------------------------------
 def require_fast_tokenizer(tokenizer) -> None:
     """Alignment needs ``word_ids()``, which only Rust-backed ("fast") tokenizers provide."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise DataError(f"tokenizer {type(tokenizer).__name__} is not a fast (Rust-backed) tokenizer; word -> "
-                        "subword label alignment needs word_ids(). Use a model that ships a tokenizer.json.")
+    require_fast(tokenizer, "word -> subword label alignment needs word_ids()")
 
 
 def load_tokenizer(model, **kwargs):

@@ -14,7 +14,7 @@ import pytest
 
 from shared.runner import load_recipe
 from shared.splits import split_indices
-from tests.helpers import TEXT_SAMPLE, real_asset, run_cli
+from tests.helpers import TEXT_SAMPLE, TOY_CORPUS, real_asset, run_cli
 
 SAMPLE = TEXT_SAMPLE
 FAST = ["--num_train_epochs", "1", "--per_device_train_batch_size", "16", "--bootstrap_resamples", "50", "--seed", "3"]
@@ -330,3 +330,92 @@ def test_unreachable_hub_id_fails_fast_with_one_line(tmp_path, monkeypatch):
     last = proc.stderr.strip().splitlines()[-1]
     assert "--model_name_or_path models/<name>" in last and "no-such-org/no-such-model-xyz" in last
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ notes longer than the model
+CUES = {"yes": "pneumonia", "no": "metformin"}
+
+
+def cue_at_the_end(path, notes: int, seed: int) -> str:
+    """Notes of 20 filler words whose label is decided by one word, always the last one: past the first window."""
+    rng = random.Random(seed)
+    filler = [w for text in TOY_CORPUS for w in text.split() if w not in CUES.values()]
+    rows = [{"text": " ".join([*rng.choices(filler, k=20), CUES[label]]), "label": label}
+            for label in ["yes", "no"] * (notes // 2)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cue_runs(recipe, tiny_bert_dir, tmp_path_factory):
+    """The same long notes trained with --long_text chunk (max aggregation) and with truncate, 16-token windows."""
+    tmp = tmp_path_factory.mktemp("cue")
+    files = ["--train_file", cue_at_the_end(tmp / "train.csv", 160, 0), "--test_file", cue_at_the_end(tmp / "test.csv", 60, 1)]
+    settings = ["--model_name_or_path", str(tiny_bert_dir), *files, "--do_train", "--do_predict", "--max_seq_length",
+                "16", "--num_train_epochs", "8", "--learning_rate", "1e-3", "--per_device_train_batch_size", "16",
+                "--bootstrap_resamples", "0", "--seed", "0"]
+    return tmp, {mode: recipe.main([*settings, "--output_dir", str(tmp / mode), "--long_text", mode,
+                                    *(["--chunk_aggregation", "max"] if mode == "chunk" else [])])
+                 for mode in ("chunk", "truncate")}
+
+
+def test_a_cue_at_the_end_of_long_notes_is_learned_with_chunk_and_not_with_truncate(cue_runs):
+    _, runs = cue_runs
+    assert runs["truncate"]["test_truncated_examples"] == 60 and runs["chunk"]["test_truncated_examples"] == 0
+    assert runs["chunk"]["test_accuracy"] >= 0.8, runs["chunk"]["test_accuracy"]  # learned from the last window
+    assert runs["truncate"]["test_accuracy"] <= 0.65, runs["truncate"]["test_accuracy"]  # never sees the cue: chance
+
+
+def test_long_notes_are_scored_once_per_note(cue_runs):
+    tmp, runs = cue_runs
+    chunk = runs["chunk"]
+    assert chunk["train_samples"] == 160 < chunk["train_windows"] and chunk["test_samples"] == 60 < chunk["test_windows"]
+    predictions = pd.read_csv(tmp / "chunk" / "test_predictions.csv")
+    assert list(predictions["row"]) == list(range(60))
+    assert chunk["test_accuracy"] == pytest.approx((predictions["label"] == predictions["prediction"]).mean())
+    report = json.loads((tmp / "chunk" / "test_report.json").read_text())
+    assert np.asarray(report["confusion_matrix"]).sum() == 60  # notes, not windows
+
+
+def test_a_folder_reads_long_notes_the_way_it_was_trained(recipe, cue_runs):
+    tmp, runs = cue_runs
+    config = json.loads((tmp / "chunk" / "config.json").read_text())
+    assert config["long_text"] == {"mode": "chunk", "stride": 4, "aggregation": "max", "train_windows": "all"}
+    assert "max of its windows' logits" in (tmp / "chunk" / "README.md").read_text()
+    evaluate = ["--model_name_or_path", str(tmp / "chunk"), "--test_file", str(tmp / "test.csv"), "--do_predict",
+                "--max_seq_length", "16", "--bootstrap_resamples", "0"]
+    again = recipe.main([*evaluate, "--output_dir", str(tmp / "again")])  # no --long_text: the folder's own
+    assert again["test_windows"] == runs["chunk"]["test_windows"]
+    assert again["test_accuracy"] == pytest.approx(runs["chunk"]["test_accuracy"])
+    cut = recipe.main([*evaluate, "--output_dir", str(tmp / "cut"), "--long_text", "truncate"])  # a flag still wins
+    assert cut["test_truncated_examples"] == 60 and cut["test_windows"] == 60
+
+
+def test_oversampling_and_group_splits_count_notes_not_windows(recipe, tiny_bert_dir, tmp_path):
+    train = with_patients(tmp_path / "train.csv", 60)
+    labels = [row["label"] for row in csv.DictReader(open(train, encoding="utf-8"))]
+    keep, holdout = split_indices(60, 0.25, labels, [f"p{i // 3:03d}" for i in range(60)], seed=3)
+    results = recipe.main(common(tiny_bert_dir, tmp_path / "out", "--train_file", train, "--do_train", "--oversample",
+                                 "--validation_split_percentage", "25", "--group_column", "patient_id",
+                                 "--max_seq_length", "12", "--long_text", "chunk"))
+    counts = pd.Series([labels[i] for i in keep]).value_counts()
+    assert results["train_samples"] == counts.max() * len(counts)  # every class oversampled to the largest, in notes
+    assert results["train_windows"] > results["train_samples"]
+    assert results["eval_samples"] == len(holdout) < results["eval_windows"]  # whole patients, scored per note
+
+
+def test_one_window_per_note_per_epoch_moves_on_every_epoch(recipe, tiny_bert_dir, tmp_path, monkeypatch):
+    from shared.long_text import WindowPerEpoch
+
+    epochs_read, read = set(), WindowPerEpoch.__getitem__
+
+    def spy(self, index):
+        epochs_read.add(self.epoch)
+        return read(self, index)
+
+    monkeypatch.setattr(WindowPerEpoch, "__getitem__", spy)
+    results = recipe.main(common(tiny_bert_dir, tmp_path / "out", *sample_files(40), "--do_train", "--num_train_epochs",
+                                 "3", "--long_text", "chunk", "--max_seq_length", "16", "--train_windows",
+                                 "one_per_epoch"))
+    assert epochs_read == {0, 1, 2}  # the Trainer callback told the training set each epoch
+    assert results["train_windows"] == results["train_samples"] == 40  # one window per note
