@@ -26,10 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_text_classification import text_benchmark_parser  # this folder's sibling script (on sys.path)
+
 from shared.runner import run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 RUNS = {  # name: (recipe flags, trained folder to evaluate again instead of training)
     "truncate-128": (["--long_text", "truncate", "--max_seq_length", "128"], None),
     "chunk-128 (mean)": (["--long_text", "chunk", "--max_seq_length", "128", "--chunk_aggregation", "mean"], None),
@@ -79,12 +80,7 @@ def run(name: str, args, data_dir: Path, tmp: str, trained: dict[str, dict]) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
-    parser.add_argument("--data", default=str(SHARED / "data" / "text_classification" / "medical_abstracts"))
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--max_train_samples", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=42)
+    parser = text_benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), metavar="RUN",
                         help=f"which rows, of: {', '.join(RUNS)}")
     parser.add_argument("--recipe_args", nargs=argparse.REMAINDER, default=[],

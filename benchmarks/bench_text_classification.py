@@ -96,13 +96,19 @@ def run_ours(model_dir: str, data_dir: Path, epochs: float, max_train: int | Non
     )}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def text_benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """The options every text benchmark takes (this one and bench_long_text.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
     parser.add_argument("--data", default=str(SHARED / "data" / "text_classification" / "medical_abstracts"))
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--seed", type=int, default=42)
+    return parser
+
+
+def main() -> None:
+    parser = text_benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument("--json", default=None, help="Also write the rows to this JSON file (used by run_all.py).")
     parser.add_argument("--recipe_args", nargs=argparse.REMAINDER, default=[], help="extra flags for the recipe")
     args = parser.parse_args()
