@@ -6,12 +6,15 @@ A crash mid-write never leaves a truncated ``all_results.json`` or model card be
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -253,9 +256,31 @@ def score_and_report(output_dir: str | None, prefix: str, gold: np.ndarray, prob
     from shared.metrics import classifier_metrics
 
     metrics = classifier_metrics(gold, probs, multi_label, thresholds, resamples, seed, groups)
+    metrics["predicted_classes"] = collapse_check(prefix, gold, probs, label_names, multi_label, thresholds)
     if output_dir is not None:
         write_classification_outputs(output_dir, prefix, gold, probs, label_names, multi_label, thresholds)
     return metrics
+
+
+def collapse_check(split: str, gold: np.ndarray, probs: np.ndarray, label_names: list[str], multi_label: bool,
+                   thresholds=None) -> int:
+    """How many different answers a classifier gave on a labelled split (classes; multi-label: label sets), with a
+    warning when it gave every example the same one although the gold labels differ: a model collapsed to the
+    majority class can still show a fair accuracy on imbalanced data. Counts only, never an example."""
+    from shared.labels import decisions
+
+    def answers(rows) -> set:
+        return {tuple(row) if isinstance(row, list) else row for row in rows}
+
+    predicted = answers(decisions(probs, label_names, multi_label, thresholds))
+    truth = answers([[label_names[j] for j in np.flatnonzero(row)] for row in gold] if multi_label
+                    else [label_names[int(i)] for i in gold])
+    if len(predicted) == 1 and len(truth) > 1:
+        (answer,) = predicted
+        shown = (", ".join(answer) or "no label") if isinstance(answer, tuple) else answer
+        logger.warning("%s: every one of the %d examples is predicted '%s' although the gold labels hold %d different "
+                       "answers: the model has collapsed to one answer", split, len(gold), shown, len(truth))
+    return len(predicted)
 
 
 def predictions_csv(rows: Sequence[int], predicted: Sequence[str], probs: np.ndarray, label_names: list[str],

@@ -41,7 +41,7 @@ from shared.metrics import add_ci
 from shared.models import load_pretrained, max_sequence_length, model_for_run
 from shared.ner.crf import CrfTokenClassifier, has_crf
 from shared.ner.data import FORMATS, carve_groups, load_splits
-from shared.ner.metrics import entity_metrics, entity_metrics_ci, entity_report
+from shared.ner.metrics import collapse_check, entity_metrics, entity_metrics_ci, entity_report
 from shared.ner.tags import SCHEMES, from_scheme, label_list, split_tag, to_scheme, validate_tags
 from shared.ner.windows import IGNORE_INDEX, load_tokenizer, make_windows, pipeline_agreement, predict_windows
 from shared.ner.windows import subword_maps, words_from_windows
@@ -268,7 +268,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if "validation" in splits:
         validation = splits["validation"]
         pred, extra = predict_tags("validation")
-        results.update(prefixed({**entity_metrics(validation.tags, pred), **extra, "samples": len(pred)}, "eval"))
+        results.update(prefixed({**entity_metrics(validation.tags, pred), **extra, "samples": len(pred),
+                                 "predicted_entities": collapse_check("eval", validation.tags, pred)}, "eval"))
         if is_main:
             atomic_write_json(os.path.join(output_dir, "eval_report.json"), entity_report(validation.tags, pred))
 
@@ -286,7 +287,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                               resamples=data_args.bootstrap_resamples, seed=training_args.seed,
                                               names=CI_METRICS)
                 test_metrics = add_ci(test_metrics, intervals)
-            test_metrics.update(samples=len(pred), repaired_tags=repaired.get("test", 0))
+            test_metrics.update(samples=len(pred), repaired_tags=repaired.get("test", 0),
+                                predicted_entities=collapse_check("test", test.tags, pred))
             results.update(prefixed(test_metrics, "test"))
             if is_main:
                 atomic_write_json(os.path.join(output_dir, "test_report.json"), entity_report(test.tags, pred))

@@ -8,6 +8,7 @@ Inputs are IOB2 tag sequences; BIOES predictions are converted before scoring.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,8 @@ from seqeval.scheme import IOB2
 
 from shared.metrics import bootstrap_ci
 from shared.ner.tags import spans_from_tags
+
+logger = logging.getLogger(__name__)
 
 
 def strict_scores(y_true: Sequence[list[str]], y_pred: Sequence[list[str]]) -> dict:
@@ -136,3 +139,14 @@ def _fast_scores(y_true, y_pred) -> dict[str, float]:
     lenient = lenient_scores(y_true, y_pred)["micro avg"]
     return {"precision": strict["precision"], "recall": strict["recall"], "f1": strict["f1-score"],
             "macro_f1": macro, "lenient_f1": lenient["f1-score"]}
+
+
+def collapse_check(split: str, y_true: Sequence[list[str]], y_pred: Sequence[list[str]]) -> int:
+    """How many entities a tagger predicted on a labelled split, with a warning when it predicted none although the
+    gold tags hold some: a model collapsed to ``O`` (its token accuracy can still look high). Counts only."""
+    predicted = sum(len(spans_from_tags(tags)) for tags in y_pred)
+    gold = sum(len(spans_from_tags(tags)) for tags in y_true)
+    if predicted == 0 and gold:
+        logger.warning("%s: no entity predicted in %d examples although the gold tags hold %d: the model has collapsed "
+                       "to 'O'", split, len(y_pred), gold)
+    return predicted

@@ -59,3 +59,17 @@ def test_ci_brackets_the_estimate_and_groups_resample_documents():
     docs = [i // 2 for i in range(len(gold))]
     grouped = entity_metrics_ci(gold, pred, groups=docs, resamples=50, seed=1)
     assert grouped["f1"][0] == pytest.approx(point) and grouped["f1"][1] == pytest.approx(point)
+
+
+def test_a_tagger_that_predicts_no_entity_is_flagged(caplog):
+    import logging
+
+    from shared.ner.metrics import collapse_check
+
+    gold = [["B-problem", "I-problem", "O"], ["O", "B-drug"]]
+    with caplog.at_level(logging.WARNING, logger="shared.ner.metrics"):
+        assert collapse_check("test", gold, [["O"] * 3, ["O"] * 2]) == 0
+        assert "test: no entity predicted in 2 examples although the gold tags hold 2" in caplog.text
+        caplog.clear()
+        assert collapse_check("test", gold, [["B-problem", "O", "O"], ["O", "O"]]) == 1
+    assert caplog.text == ""

@@ -419,3 +419,17 @@ def test_one_window_per_note_per_epoch_moves_on_every_epoch(recipe, tiny_bert_di
                                  "one_per_epoch"))
     assert epochs_read == {0, 1, 2}  # the Trainer callback told the training set each epoch
     assert results["train_windows"] == results["train_samples"] == 40  # one window per note
+
+
+def test_a_model_that_learned_one_class_says_so_after_evaluation(recipe, tiny_bert_dir, tmp_path, caplog):
+    import logging
+
+    # 3 of every 4 rows "no" and nothing to learn from: a plain cross-entropy model settles on the majority class
+    rows = [{"text": "patient seen today in clinic", "label": "yes" if i % 4 == 0 else "no"} for i in range(48)]
+    pd.DataFrame(rows).to_csv(tmp_path / "flat.csv", index=False)
+    data = str(tmp_path / "flat.csv")
+    with caplog.at_level(logging.WARNING):
+        results = recipe.main(common(tiny_bert_dir, tmp_path / "out", "--train_file", data, "--test_file", data,
+                                     "--do_train", "--do_predict", "--num_train_epochs", "3", "--learning_rate", "1e-2"))
+    assert results["test_predicted_classes"] == 1
+    assert "test: every one of the 48 examples is predicted 'no' although the gold labels hold 2" in caplog.text
