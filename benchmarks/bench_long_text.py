@@ -11,8 +11,9 @@ Rows (the recipe's defaults otherwise, same seed, same data): truncate at 128 to
 windows' logits; the max is scored from the same trained folder), the same windows trained one per note per epoch
 (--train_windows one_per_epoch), the truncate-128 folder read in windows (chunk at prediction only), and truncate
 at 512 (what the model reads).
-Reported: test macro-F1 with its bootstrap 95% CI, micro-F1 (= accuracy for single-label), training notes/s (notes x epochs / training time,
-the speed that matters for a data set) and windows/s. Results go to benchmarks/results/ (JSON + markdown).
+Reported: test macro-F1 with its bootstrap 95% CI, micro-F1 (= accuracy for single-label), training notes/s
+(notes x epochs / training time, the speed that matters for a data set) and windows/s. Results go to
+benchmarks/results/ (JSON + markdown).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def main() -> None:
         speed = f"{row['notes_per_s'] / base['notes_per_s']:.2f}×" if base else "–"
         lines.append(f"| {name} | {row['test_macro_f1']:.3f} ({row['test_macro_f1_ci_low']:.3f}–"
                      f"{row['test_macro_f1_ci_high']:.3f}) | {gain} | {row['test_micro_f1']:.3f} | "
-                     f"{row['test_truncated_examples']} of {row['test_samples']} | {row['notes_per_s']:.1f} | {speed} | "
+                     f"{row['test_truncated_examples']} of {row['test_samples']} | {row['notes_per_s']:.1f} | "
+                     f"{speed} | "
                      f"{row['windows_per_s']:.1f} |")
     table = "\n".join(lines)
     print("\n" + table)

@@ -21,7 +21,7 @@ from shared.errors import DataError
 MODES = ("truncate", "chunk")
 AGGREGATIONS = ("mean", "max")
 TRAIN_WINDOWS = ("all", "one_per_epoch")
-# The defaults, chosen from the Medical Abstracts measurement in recipes/text_classification/README.md.
+# The defaults, chosen from the Medical Abstracts and Hallmarks of Cancer table in the text recipe's README.
 DEFAULT_MODE = "chunk"
 DEFAULT_AGGREGATION = "mean"
 DEFAULT_TRAIN_WINDOWS = "all"
@@ -59,7 +59,7 @@ def long_text_settings(mode: str | None, stride: int | None, aggregation: str | 
 
 
 def default_stride(max_length: int) -> int:
-    """Tokens shared by consecutive windows when ``--stride`` is not given (the NER recipe's rule)."""
+    """Tokens shared by consecutive windows when ``--stride`` is not given (text classification and NER)."""
     return min(32, max_length // 4)
 
 
@@ -84,15 +84,15 @@ def check_windows_fit(tokenizer, texts: Sequence[str], pairs: Sequence[str] | No
                             "it whole in every window): raise --max_seq_length or lower --stride", path=path, line=line)
 
 
-def encode_windows(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, stride: int,
-                   first_note: int = 0) -> dict[str, list]:
-    """Token ids of every window of every note (``chunk``), plus ``note``: the index of each window's note
-    (``first_note`` + position in ``texts``), so batches from ``datasets.map(batched=True)`` keep global indices."""
+def encode_windows(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int,
+                   stride: int) -> dict[str, list]:
+    """Token ids of every window of every note (``chunk``), plus ``note``: the position in ``texts`` of each window's
+    note."""
     encoded = tokenizer(texts, pairs, truncation="only_second" if pairs is not None else True, max_length=max_length,
                         stride=stride, return_overflowing_tokens=True, verbose=False)
     notes = encoded.pop("overflow_to_sample_mapping")
     encoded = dict(encoded)
-    encoded["note"] = [first_note + i for i in notes]
+    encoded["note"] = list(notes)
     return encoded
 
 
@@ -116,12 +116,17 @@ def notes_from_windows(window_logits: np.ndarray, note_of_window: Sequence[int],
     return out.astype(np.float32)
 
 
-
-def windows_of_notes(note_of_window: Sequence[int], notes: Sequence[int]) -> list[int]:
-    """Window rows for a list of notes (repeats kept, e.g. oversampled notes), each note's windows in order."""
+def rows_by_note(note_of_window: Sequence[int]) -> dict[int, list[int]]:
+    """The window rows of every note, in order."""
     rows_of: dict[int, list[int]] = {}
     for row, note in enumerate(note_of_window):
         rows_of.setdefault(int(note), []).append(row)
+    return rows_of
+
+
+def windows_of_notes(note_of_window: Sequence[int], notes: Sequence[int]) -> list[int]:
+    """Window rows for a list of notes (repeats kept, e.g. oversampled notes), each note's windows in order."""
+    rows_of = rows_by_note(note_of_window)
     return [row for note in notes for row in rows_of[int(note)]]
 
 
@@ -135,9 +140,7 @@ class WindowPerEpoch(Dataset):
     """
 
     def __init__(self, windows, note_of_window: Sequence[int], notes: Sequence[int], seed: int = 0):
-        rows_of: dict[int, list[int]] = {}
-        for row, note in enumerate(note_of_window):
-            rows_of.setdefault(int(note), []).append(row)
+        rows_of = rows_by_note(note_of_window)
         self.windows = windows
         self.rows = [rows_of[int(note)] for note in notes]
         rng = np.random.default_rng(seed)

@@ -36,6 +36,7 @@ from shared.args import DataArguments, ModelArguments, TrainingArguments, main_g
 from shared.args import start_run
 from shared.errors import DataError
 from shared.imbalance import training_loss
+from shared.long_text import default_stride
 from shared.lora import count_parameters, save_trained
 from shared.metrics import add_ci
 from shared.models import load_pretrained, max_sequence_length, model_for_run
@@ -200,7 +201,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # 7. Preprocessing: labels on subwords ('first' or 'all'), long examples split into windows that overlap by
     # --stride subwords.
     max_length = max_sequence_length(data_args.max_seq_length, tokenizer, config)
-    stride = data_args.stride if data_args.stride is not None else min(32, max_length // 4)
+    stride = data_args.stride if data_args.stride is not None else default_stride(max_length)
     b_to_i = subword_maps(labels)  # every subword labelled so that the subword sequence is valid IOB2/BIOES
     windows = {}
     for name, split in splits.items():

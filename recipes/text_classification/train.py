@@ -355,8 +355,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             },
             limitations=[
                 (f"Notes longer than {max_length} tokens are read in overlapping windows by this recipe "
-                 "(`--do_predict`); `pipeline()` on this folder reads a note in one pass (truncated where asked), so long "
-                 "notes can score differently there."
+                 "(`--do_predict`); `pipeline()` on this folder reads a note in one pass (truncated where asked), "
+                 "so long notes can score differently there."
                  if chunk else f"Inputs longer than {max_length} tokens are truncated "
                  f"({sum(truncated.values())} of {sum(len(t) for t in tables.values())} examples here)."),
                 *(["Multi-label decisions use per-label thresholds tuned on the validation set (`thresholds.json`)."]

@@ -350,7 +350,8 @@ def cue_at_the_end(path, notes: int, seed: int) -> str:
 def cue_runs(recipe, tiny_bert_dir, tmp_path_factory):
     """The same long notes trained with --long_text chunk (max aggregation) and with truncate, 16-token windows."""
     tmp = tmp_path_factory.mktemp("cue")
-    files = ["--train_file", cue_at_the_end(tmp / "train.csv", 160, 0), "--test_file", cue_at_the_end(tmp / "test.csv", 60, 1)]
+    files = ["--train_file", cue_at_the_end(tmp / "train.csv", 160, 0),
+             "--test_file", cue_at_the_end(tmp / "test.csv", 60, 1)]
     settings = ["--model_name_or_path", str(tiny_bert_dir), *files, "--do_train", "--do_predict", "--max_seq_length",
                 "16", "--num_train_epochs", "8", "--learning_rate", "1e-3", "--per_device_train_batch_size", "16",
                 "--bootstrap_resamples", "0", "--seed", "0"]
@@ -369,7 +370,8 @@ def test_a_cue_at_the_end_of_long_notes_is_learned_with_chunk_and_not_with_trunc
 def test_long_notes_are_scored_once_per_note(cue_runs):
     tmp, runs = cue_runs
     chunk = runs["chunk"]
-    assert chunk["train_samples"] == 160 < chunk["train_windows"] and chunk["test_samples"] == 60 < chunk["test_windows"]
+    assert chunk["train_samples"] == 160 < chunk["train_windows"]
+    assert chunk["test_samples"] == 60 < chunk["test_windows"]
     predictions = pd.read_csv(tmp / "chunk" / "test_predictions.csv")
     assert list(predictions["row"]) == list(range(60))
     assert chunk["test_accuracy"] == pytest.approx((predictions["label"] == predictions["prediction"]).mean())
@@ -430,6 +432,7 @@ def test_a_model_that_learned_one_class_says_so_after_evaluation(recipe, tiny_be
     data = str(tmp_path / "flat.csv")
     with caplog.at_level(logging.WARNING):
         results = recipe.main(common(tiny_bert_dir, tmp_path / "out", "--train_file", data, "--test_file", data,
-                                     "--do_train", "--do_predict", "--num_train_epochs", "3", "--learning_rate", "1e-2"))
+                                     "--do_train", "--do_predict", "--num_train_epochs", "3",
+                                     "--learning_rate", "1e-2"))
     assert results["test_predicted_classes"] == 1
     assert "test: every one of the 48 examples is predicted 'no' although the gold labels hold 2" in caplog.text
