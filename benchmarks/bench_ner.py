@@ -51,8 +51,8 @@ def read(path: str, limit: int | None):
     return [s.tokens for s in sents], [s.tags for s in sents]
 
 
-def run_baseline(model_path: str, train_path: str, test_path: str, args, out: str) -> dict:
-    """transformers' run_ner.py defaults with a plain Trainer."""
+def run_baseline(model_path: str, train_path: str, test_path: str, args, out: str, return_tags: bool = False) -> dict:
+    """transformers' run_ner.py defaults with a plain Trainer (``return_tags``: also the gold and predicted tags)."""
     import datasets
     from transformers import (
         AutoModelForTokenClassification,
@@ -107,9 +107,10 @@ def run_baseline(model_path: str, train_path: str, test_path: str, args, out: st
             prev = wid
         pred_tags.append(from_scheme(out_tags, "IOB2"))  # stray I-X read as B-X, as the recipe does
     metrics = entity_metrics(test_tags, pred_tags)
-    return {"train_runtime": train_metrics["train_runtime"], "train_sentences": len(words),
-            "samples_per_s": len(words) * args.epochs / train_metrics["train_runtime"],
-            "test_f1": metrics["f1"], "test_lenient_f1": metrics["lenient_f1"]}
+    found = {"train_runtime": train_metrics["train_runtime"], "train_sentences": len(words),
+             "samples_per_s": len(words) * args.epochs / train_metrics["train_runtime"],
+             "test_f1": metrics["f1"], "test_lenient_f1": metrics["lenient_f1"]}
+    return {**found, "gold_tags": test_tags, "predicted_tags": pred_tags} if return_tags else found
 
 
 def run_ours(model_path: str, train_path: str, test_path: str, args, out: str) -> dict:

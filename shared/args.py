@@ -376,7 +376,7 @@ def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: l
     unknown = sorted(set(defaults or {}) - set(actions))
     if unknown:
         raise ValueError(f"recipe defaults name unknown arguments: {', '.join(unknown)}")
-    merged = dict(defaults or {})
+    merged, from_config = dict(defaults or {}), set()
     if config_path is not None:
         config, lines = read_config(config_path)
         for key, value in config.items():
@@ -387,11 +387,13 @@ def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: l
                 suggestion = _closest(key, sorted(k for k in actions if k not in ("help", "config")))
                 raise DataError(f"unknown argument '{key}'{suggestion}", path=config_path, line=lines.get(key))
             merged[key] = _config_value(actions[key], value, where)
+            from_config.add(key)
     parser.set_defaults(**merged)
     for action in parser._actions:  # a value from the config satisfies a required flag
         if action.dest in merged:
             action.required = False
     namespace, remaining = parser.parse_known_args(argv)  # --help exits here; type / choice errors are DataErrors
+    given = from_config | _given_on_command_line(parser, argv)
     for arg in remaining:
         name = arg.split("=", 1)[0]
         if name.startswith("-"):
@@ -407,7 +409,33 @@ def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: l
             raise
         except ValueError as e:  # TrainingArguments.__post_init__ refuses a combination of options
             raise DataError(" ".join(str(e).split())) from None
+        outputs[-1].__dict__[GIVEN] = frozenset(given & names)
     return tuple(outputs)
+
+
+GIVEN = "_given_by_user"
+
+
+def given(arguments) -> frozenset[str]:
+    """The fields of a dataclass from :func:`parse_args` that the user set (command line or ``--config``), even to
+    the default value: defaults derived from the data (``shared.adaptive``) never override them."""
+    return arguments.__dict__.get(GIVEN, frozenset())
+
+
+def _given_on_command_line(parser: ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations the command line names (abbreviated flags and ``--no_*`` forms included): the same parse
+    with every default suppressed leaves only what was typed."""
+    saved, parser_defaults = [(action, action.default, action.required) for action in parser._actions], parser._defaults
+    try:
+        parser._defaults = {}  # set_defaults() values would be filled in too
+        for action in parser._actions:
+            action.default, action.required = argparse.SUPPRESS, False
+        typed, _ = parser.parse_known_args(argv)
+    finally:
+        parser._defaults = parser_defaults
+        for action, default, required in saved:
+            action.default, action.required = default, required
+    return set(vars(typed))
 
 
 def setup_logging(training_args) -> None:

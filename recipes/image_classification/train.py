@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer
 
+from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
 from shared.args import recipe_defaults, start_run
 from shared.errors import DataError
@@ -48,7 +49,7 @@ from shared.imbalance import oversample, training_loss
 from shared.labels import label_counts, require_classes
 from shared.lora import count_parameters, save_trained
 from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
-from shared.metrics import tune_thresholds
+from shared.metrics import classifier_metrics, tune_thresholds
 from shared.models import classification_config, load_pretrained, model_for_run, trained_labels
 from shared.optim import optimizer_cls_and_kwargs
 from shared.outputs import remove_earlier_results
@@ -248,14 +249,19 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         logger.info("%s: %d images at %d px%s", split, len(d.kept), image_size,
                     f" ({len(d.bad)} unreadable skipped)" if d.bad else "")
 
-    # 8. Trainer: class imbalance through compute_loss_func (weighted / focal loss) or oversampling.
-    loss_func = None
+    # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
+    # (shared/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling; the
+    # best epoch on validation kept.
+    loss_func, derived = None, Derived()
     if training_args.do_train:
-        loss_func = training_loss(label_ids["train"], len(label_names), model_args.class_weighting,
-                                  model_args.focal_gamma, multi_label)
         if model_args.oversample:
             pixels["train"] = oversample(pixels["train"], label_ids["train"], training_args.seed)
             logger.info("oversampled training set: %d images", len(pixels["train"]))
+        derived = adapt_to_training_data(training_args, model_args, len(pixels["train"]),
+                                         RECIPE_DEFAULTS["num_train_epochs"],
+                                         None if multi_label else label_ids["train"], len(label_names))
+        loss_func = training_loss(label_ids["train"], len(label_names), model_args.class_weighting,
+                                  model_args.focal_gamma, multi_label)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -269,14 +275,6 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if is_main:
         remove_earlier_results(output_dir, run.earlier_results)
 
-    # 9. Train.
-    results: dict[str, float] = {}
-    if training_args.do_train:
-        results.update(train_with_resume(trainer, run.checkpoint).metrics)
-        results.update(train_samples=len(pixels["train"]), train_trainable_parameters=trainable,
-                       train_total_parameters=total, train_skipped_images=len(decoded["train"].bad),
-                       train_decode_runtime=decode_seconds["train"])  # the one-off decoding, before train_runtime
-
     def predict_probs(split: str) -> np.ndarray:
         def collate(items):
             return {"pixel_values": torch.stack([item["pixel_values"] for item in items])}
@@ -284,6 +282,19 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         logits = np.stack(predict_in_order(trainer.model, pixels[split], collate,
                                            training_args.per_device_eval_batch_size))
         return sigmoid(logits) if multi_label else softmax(logits)
+
+    best_epoch = keep_best_epoch(trainer, "validation" in pixels, "macro_f1", lambda model: classifier_metrics(
+        label_ids["validation"], predict_probs("validation"), multi_label)["macro_f1"])
+
+    # 9. Train.
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        results.update(train_with_resume(trainer, run.checkpoint).metrics)
+        results.update(train_samples=len(pixels["train"]), train_trainable_parameters=trainable,
+                       train_total_parameters=total, train_skipped_images=len(decoded["train"].bad),
+                       train_decode_runtime=decode_seconds["train"],  # the one-off decoding, before train_runtime
+                       train_batch_size=training_args.per_device_train_batch_size,
+                       **(best_epoch.results() if best_epoch else {}))
 
     def counts(split: str) -> dict[str, int]:
         return {"samples": len(decoded[split].kept), "skipped_images": len(decoded[split].bad)}
@@ -349,6 +360,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "frozen_encoder_layers": frozen_layers,
                 "trainable_parameters": f"{trainable:,} of {total:,}",
                 "seed": training_args.seed,
+                **derived.card(best_epoch),
             },
             limitations=[
                 "Trained on resized images; fine detail lost at low resolution is invisible to the model.",

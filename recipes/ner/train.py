@@ -32,6 +32,7 @@ import datasets
 import numpy as np
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification, Trainer
 
+from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.args import DataArguments, ModelArguments, TrainingArguments, main_guard, parse_args, recipe_defaults
 from shared.args import start_run
 from shared.errors import DataError
@@ -220,9 +221,13 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             columns["labels"] = [w.labels for w in wins]
         return datasets.Dataset.from_dict(columns)
 
-    # 8. Trainer: class weights for the rare entity labels (O dominates) and/or focal loss.
-    loss_func = None
+    # 8. Trainer: the batch size and epochs the training data calls for where the user set none
+    # (shared/adaptive.py); class weights for the rare entity labels (O dominates) and/or focal loss; the best epoch
+    # on validation kept.
+    loss_func, derived = None, Derived()
     if training_args.do_train:
+        derived = adapt_to_training_data(training_args, model_args, len(windows["train"]),
+                                         RECIPE_DEFAULTS["num_train_epochs"])
         flat = np.asarray([lab for w in windows["train"] for lab in w.labels if lab != IGNORE_INDEX], dtype=np.int64)
         # Some labels may never occur in training (e.g. I-X when every X is one word): they keep weight 1.
         loss_func = training_loss(flat, len(labels), model_args.class_weighting, model_args.focal_gamma,
@@ -242,16 +247,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if is_main:
         remove_earlier_results(output_dir, run.earlier_results)
 
-    # 9. Train.
-    results: dict[str, float] = {}
-    if training_args.do_train:
-        results.update(train_with_resume(trainer, run.checkpoint).metrics)
-        results.update(train_samples=len(splits["train"]), train_windows=len(windows["train"]),
-                       train_repaired_tags=repaired.get("train", 0))
-
-    def predict_tags(name: str) -> tuple[list[list[str]], dict[str, float]]:
-        """IOB2 tags for every word of every example of a split (windows merged, nothing dropped), and how often
-        pipeline(aggregation_strategy="simple") on the saved folder gives the same entities."""
+    def predict_tags(name: str, agreement: bool = True) -> tuple[list[list[str]], dict[str, float]]:
+        """IOB2 tags for every word of every example of a split (windows merged, nothing dropped), and (with
+        ``agreement``) how often pipeline(aggregation_strategy="simple") on the saved folder gives the same
+        entities."""
         split = splits[name]
         decode = trainer.model.decode if use_crf else None
         preds = predict_windows(trainer.model, windows[name], tokenizer.pad_token_id,
@@ -259,11 +258,23 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         word_ids = words_from_windows(windows[name], preds, [len(w) for w in split.words], default=label2id["O"])
         tags = [from_scheme([labels[i] for i in ids], scheme) for ids in word_ids]
         extra = {}
-        if not use_crf and scheme == "IOB2":  # the pipeline reads neither a CRF nor BIOES tags
+        if agreement and not use_crf and scheme == "IOB2":  # the pipeline reads neither a CRF nor BIOES tags
             agree, checked = pipeline_agreement(windows[name], preds, labels, tags)
             if checked:
                 extra = {"pipeline_agreement": agree / checked, "pipeline_checked": checked}
         return tags, extra
+
+    best_epoch = keep_best_epoch(trainer, "validation" in splits, "f1", lambda model: entity_metrics(
+        splits["validation"].tags, predict_tags("validation", agreement=False)[0])["f1"])
+
+    # 9. Train.
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        results.update(train_with_resume(trainer, run.checkpoint).metrics)
+        results.update(train_samples=len(splits["train"]), train_windows=len(windows["train"]),
+                       train_repaired_tags=repaired.get("train", 0),
+                       train_batch_size=training_args.per_device_train_batch_size,
+                       **(best_epoch.results() if best_epoch else {}))
 
     # 10. Evaluate on validation.
     if "validation" in splits:
@@ -341,6 +352,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "frozen_encoder_layers": frozen_layers,
                 "trainable_parameters": f"{trainable:,} of {total:,}",
                 "seed": training_args.seed,
+                **derived.card(best_epoch),
             },
             limitations=[
                 f"Examples longer than {max_length} subword tokens are read in overlapping windows (stride "

@@ -32,6 +32,7 @@ except ImportError:
 import numpy as np
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
+from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
 from shared.args import recipe_defaults, start_run
 from shared.errors import DataError
@@ -42,7 +43,7 @@ from shared.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch,
 from shared.long_text import long_text_settings, notes_from_windows, windows_of_notes
 from shared.lora import count_parameters, save_trained
 from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
-from shared.metrics import tune_thresholds
+from shared.metrics import classifier_metrics, tune_thresholds
 from shared.models import classification_config, load_pretrained, max_sequence_length, model_for_run, require_fast
 from shared.models import trained_labels
 from shared.optim import optimizer_cls_and_kwargs
@@ -241,12 +242,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             encoded = encoded.add_column("labels", [label_ids[split][note] for note in note_of_window[split]])
         tokenized[split] = encoded
 
-    # 8. Trainer: class imbalance through compute_loss_func (weighted / focal loss) or oversampling, both counted
-    # in notes (an oversampled note brings all its windows).
-    loss_func, train_notes = None, len(tables.get("train", ()))
+    # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
+    # (shared/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling, both
+    # counted in notes (an oversampled note brings all its windows); the best epoch on validation kept.
+    loss_func, train_notes, derived = None, len(tables.get("train", ())), Derived()
     if training_args.do_train:
-        loss_func = training_loss(label_ids["train"], len(label_names), model_args.class_weighting,
-                                  model_args.focal_gamma, multi_label)
         notes = range(train_notes)
         if model_args.oversample:
             if multi_label:
@@ -258,6 +258,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             tokenized["train"] = WindowPerEpoch(tokenized["train"], note_of_window["train"], notes, training_args.seed)
         elif model_args.oversample:
             tokenized["train"] = tokenized["train"].select(windows_of_notes(note_of_window["train"], notes))
+        derived = adapt_to_training_data(training_args, model_args, len(tokenized["train"]),
+                                         RECIPE_DEFAULTS["num_train_epochs"],
+                                         None if multi_label else label_ids["train"], len(label_names))
+        loss_func = training_loss(label_ids["train"], len(label_names), model_args.class_weighting,
+                                  model_args.focal_gamma, multi_label)
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     trainer = Trainer(
         model=model,
@@ -274,19 +279,24 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if is_main:
         remove_earlier_results(output_dir, run.earlier_results)
 
-    # 9. Train.
-    results: dict[str, float] = {}
-    if training_args.do_train:
-        results.update(train_with_resume(trainer, run.checkpoint).metrics)
-        results.update(train_samples=train_notes, train_windows=len(tokenized["train"]),
-                       train_truncated_examples=truncated["train"], train_trainable_parameters=trainable)
-
     def predict_probs(split: str) -> np.ndarray:
         """One row of probabilities per note (chunk: from the aggregated logits of its windows)."""
         logits = np.stack(predict_in_order(trainer.model, tokenized[split], collator,
                                            training_args.per_device_eval_batch_size, tokenized[split]["length"]))
         logits = notes_from_windows(logits, note_of_window[split], len(tables[split]), long_text.aggregation)
         return sigmoid(logits) if multi_label else softmax(logits)
+
+    best_epoch = keep_best_epoch(trainer, "validation" in tokenized, "macro_f1", lambda model: classifier_metrics(
+        label_ids["validation"], predict_probs("validation"), multi_label)["macro_f1"])
+
+    # 9. Train.
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        results.update(train_with_resume(trainer, run.checkpoint).metrics)
+        results.update(train_samples=train_notes, train_windows=len(tokenized["train"]),
+                       train_truncated_examples=truncated["train"], train_trainable_parameters=trainable,
+                       train_batch_size=training_args.per_device_train_batch_size,
+                       **(best_epoch.results() if best_epoch else {}))
 
     # 10. Evaluate on validation; multi-label decision thresholds are tuned there (never on test).
     thresholds = saved_thresholds(trainer.model.config, label_names) if multi_label else None
@@ -352,6 +362,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "frozen_encoder_layers": frozen_layers,
                 "trainable_parameters": f"{trainable:,} of {total:,}",
                 "seed": training_args.seed,
+                **derived.card(best_epoch),
             },
             limitations=[
                 (f"Notes longer than {max_length} tokens are read in overlapping windows by this recipe "

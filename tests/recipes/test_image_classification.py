@@ -268,3 +268,16 @@ def test_pneumoniamnist_dinov2_subset(tmp_path):
     assert (out / "adapter_model.safetensors").exists()
     saved = json.loads((out / "config.json").read_text())
     assert saved["model_type"] == "dinov2" and saved["image_size"] == 56 and saved["id2label"] == {"0": "0", "1": "1"}
+
+
+def test_defaults_follow_a_small_training_set_and_flags_win(tiny_vit, tmp_path):
+    """48 sample images: batch 8, the epochs raised toward the step floor, the best validation epoch kept; the
+    same run with the batch and epochs given keeps them."""
+    files = ["--train_file", f"{SAMPLE}/train.csv", "--validation_file", f"{SAMPLE}/validation.csv",
+             "--do_train", "--do_eval", "--learning_rate", "1e-3", "--bootstrap_resamples", "0"]
+    derived = run_recipe("image_classification", ["--model_name_or_path", tiny_vit, "--output_dir",
+                                                  str(tmp_path / "derived"), *files])
+    assert derived["train_batch_size"] == 8 and derived["epoch"] == 10
+    assert derived["eval_macro_f1"] == pytest.approx(derived["train_best_eval_macro_f1"])
+    given = run(tiny_vit, tmp_path / "given", *files)
+    assert given["train_batch_size"] == 16 and given["epoch"] == 2

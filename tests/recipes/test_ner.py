@@ -334,3 +334,15 @@ def test_ncbi_disease_subset_learns_and_pipeline_agrees(recipe, tmp_path):
     # ending inside a word), which becomes rarer as training converges. Measured on this 1-epoch run: 67 of 100
     # (0.725 of 200 sentences; 0.85 after 1 epoch on 1,200 sentences); the full run is in the recipe README.
     assert same >= 60, f"{same} of 100 sentences agree"
+
+
+def test_defaults_follow_the_training_set_size_and_keep_the_best_epoch(recipe, tiny_model, corpora, tmp_path):
+    """The synthetic corpus is a few hundred sentences: the batch shrinks to reach the step floor, no flag set."""
+    results = recipe.main(["--model_name_or_path", tiny_model, "--output_dir", str(tmp_path / "out"),
+                           "--train_file", corpora["train"]["conll"], "--validation_file",
+                           corpora["validation"]["conll"], "--do_train", "--do_eval", "--learning_rate", "5e-3",
+                           "--bf16", "false"])
+    assert results["train_batch_size"] < 32 and 1 <= results["train_best_epoch"] <= results["epoch"]
+    assert results["eval_f1"] == pytest.approx(results["train_best_eval_f1"])  # the kept epoch is the one evaluated
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"batch size {results['train_batch_size']} (not 32" in card and "kept_epoch" in card

@@ -436,3 +436,28 @@ def test_a_model_that_learned_one_class_says_so_after_evaluation(recipe, tiny_be
                                      "--learning_rate", "1e-2"))
     assert results["test_predicted_classes"] == 1
     assert "test: every one of the 48 examples is predicted 'no' although the gold labels hold 2" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ defaults from the data
+def test_defaults_follow_a_small_imbalanced_training_set_and_keep_the_best_epoch(recipe, tiny_bert_dir, tmp_path):
+    """120 training notes (172:41 classes in the sample): batch 8, epochs up to the step floor, balanced weights,
+    and the epoch evaluated is the one that scored best on validation."""
+    results = recipe.main(["--model_name_or_path", str(tiny_bert_dir), "--output_dir", str(tmp_path / "out"),
+                           *sample_files(120), "--do_train", "--do_eval", "--bootstrap_resamples", "0"])
+    assert results["train_batch_size"] == 8 and results["epoch"] == 10  # 15 steps per epoch, capped at 10 epochs
+    assert 1 <= results["train_best_epoch"] <= 10
+    assert results["eval_macro_f1"] == pytest.approx(results["train_best_eval_macro_f1"])
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "batch size 8 (not 32: 120 training examples)" in card and "class weighting balanced" in card
+    assert f"kept_epoch: `{results['train_best_epoch']} of 10" in card
+
+
+def test_options_the_user_sets_override_the_derived_defaults(recipe, tiny_bert_dir, tmp_path):
+    (tmp_path / "run.yaml").write_text("num_train_epochs: 2\nclass_weighting: none\n")
+    results = recipe.main(["--model_name_or_path", str(tiny_bert_dir), "--output_dir", str(tmp_path / "out"),
+                           *sample_files(120), "--do_train", "--do_eval", "--bootstrap_resamples", "0",
+                           "--per_device_train_batch_size", "32", "--eval_strategy", "no",
+                           "--config", str(tmp_path / "run.yaml")])
+    assert results["train_batch_size"] == 32 and results["epoch"] == 2 and "train_best_epoch" not in results
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "derived_from_the_training_data: `none" in card and "class_weighting: `none`" in card
