@@ -179,10 +179,13 @@ def bootstrap_ci(
     """Percentile bootstrap confidence intervals for every metric ``metric_fn(indices)`` returns.
 
     ``metric_fn`` receives an index array (rows drawn with replacement) and returns ``{name: value}``. With
-    ``groups`` (e.g. document or patient ids), whole groups are resampled, so correlated rows stay together.
+    ``groups`` (e.g. document or patient ids), whole groups are resampled, so correlated rows stay together; when
+    every row is in one group (a CoNLL file without ``-DOCSTART-``) there is nothing to resample but rows.
     Resamples where a metric is undefined (NaN, e.g. AUROC with one class) are skipped for that metric.
     """
     rng = np.random.default_rng(seed)
+    if groups is not None and len(set(groups)) < 2:
+        groups = None  # one group drawn with replacement is the same data every time: a zero-width interval
     if groups is None:
         members = [np.array([i]) for i in range(n)]
     else:

@@ -82,6 +82,15 @@ def test_bootstrap_resamples_whole_groups():
         assert set(counts.tolist()) <= {0, 3, 6, 9, 12, 15}  # each group drawn as a block of 3 rows
 
 
+def test_bootstrap_with_one_group_resamples_rows():
+    """A CoNLL file without -DOCSTART- is one document: resampling it whole gave a zero-width interval."""
+    correct = np.random.default_rng(0).random(200) < 0.7
+    low, high = bootstrap_ci(lambda idx: {"acc": correct[idx].mean()}, 200, resamples=200,
+                             groups=["doc0"] * 200, seed=0)["acc"]
+    assert high - low > 0.05
+    assert (low, high) == bootstrap_ci(lambda idx: {"acc": correct[idx].mean()}, 200, resamples=200, seed=0)["acc"]
+
+
 def test_bootstrap_skips_undefined_resamples():
     y = np.array([0] * 9 + [1])
     intervals = bootstrap_ci(lambda idx: {"pos": float("nan") if y[idx].sum() == 0 else y[idx].mean()}, 10, 200, seed=0)
