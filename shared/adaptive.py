@@ -8,7 +8,9 @@ measured in ``benchmarks/bench_small_data.py`` (table in the README):
 - **optimizer steps**: the batch size halves (down to ``SMALLEST_BATCH``) until the recipe's default number of
   epochs gives at least ``MIN_STEPS`` optimizer steps; if even the smallest batch does not, the epochs grow (up to
   ``MAX_EPOCHS``). The batch size follows the training set size only, not the epochs asked for, so a data set
-  large enough for the default batch keeps it (and its speed) whatever the schedule;
+  large enough for the default batch keeps it (and its speed) whatever the schedule. A smaller batch gets a
+  smaller learning rate, by the square root of the ratio (the square-root scaling rule for Adam: Malladi et al.,
+  "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms", NeurIPS 2022), unless the user set one;
 - **class weighting** (classifiers, single-label): ``balanced`` loss weights when the largest training class is at
   least ``IMBALANCE_RATIO`` times the smallest and no other imbalance option (weighting, focal loss, oversampling)
   was given;
@@ -111,6 +113,11 @@ def adapt_to_training_data(training_args, model_args, examples: int, default_epo
         if new_batch != batch:
             derived.values["per_device_train_batch_size"] = training_args.per_device_train_batch_size = new_batch
             derived.reasons.append(f"batch size {new_batch} (not {batch}: {examples} training examples)")
+            if "learning_rate" not in training_given:
+                lr = training_args.learning_rate
+                derived.values["learning_rate"] = training_args.learning_rate = lr * math.sqrt(new_batch / batch)
+                derived.reasons.append(f"learning rate {training_args.learning_rate:.3g} (not {lr:.3g}: "
+                                       f"square root of the batch ratio)")
         if new_epochs != epochs:
             derived.values["num_train_epochs"] = training_args.num_train_epochs = new_epochs
             derived.reasons.append(f"{new_epochs:g} epochs (not {epochs:g}: at least {MIN_STEPS} optimizer steps)")

@@ -218,6 +218,15 @@ def add_ci(metrics: dict[str, float], intervals: dict[str, tuple[float, float]],
     return out
 
 
+def selection_macro_f1(gold: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
+    """Macro-F1 of a validation split as the model will be used: argmax (single-label), or at per-label thresholds
+    tuned on this split (multi-label, as the recipes tune them after training). At a fixed 0.5 a multi-label model
+    early in training predicts no label at all, and every epoch scores 0."""
+    if multi_label:
+        return multilabel_metrics(gold, probs, tune_thresholds(gold, probs))["macro_f1"]
+    return classification_metrics(gold, probs)["macro_f1"]
+
+
 # Metrics shown in the model card and given bootstrap confidence intervals (sensitivity/specificity: binary tasks).
 SINGLE_LABEL_HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "auroc", "auprc",
                          "sensitivity", "specificity"]

@@ -49,7 +49,7 @@ from shared.imbalance import oversample, training_loss
 from shared.labels import label_counts, require_classes
 from shared.lora import count_parameters, save_trained
 from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
-from shared.metrics import classifier_metrics, tune_thresholds
+from shared.metrics import selection_macro_f1, tune_thresholds
 from shared.models import classification_config, load_pretrained, model_for_run, trained_labels
 from shared.optim import optimizer_cls_and_kwargs
 from shared.outputs import remove_earlier_results
@@ -283,8 +283,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                            training_args.per_device_eval_batch_size))
         return sigmoid(logits) if multi_label else softmax(logits)
 
-    best_epoch = keep_best_epoch(trainer, "validation" in pixels, "macro_f1", lambda model: classifier_metrics(
-        label_ids["validation"], predict_probs("validation"), multi_label)["macro_f1"])
+    best_epoch = keep_best_epoch(trainer, "validation" in pixels, "macro_f1", lambda model: selection_macro_f1(
+        label_ids["validation"], predict_probs("validation"), multi_label))
 
     # 9. Train.
     results: dict[str, float] = {}

@@ -43,7 +43,7 @@ from shared.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch,
 from shared.long_text import long_text_settings, notes_from_windows, windows_of_notes
 from shared.lora import count_parameters, save_trained
 from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
-from shared.metrics import classifier_metrics, tune_thresholds
+from shared.metrics import selection_macro_f1, tune_thresholds
 from shared.models import classification_config, load_pretrained, max_sequence_length, model_for_run, require_fast
 from shared.models import trained_labels
 from shared.optim import optimizer_cls_and_kwargs
@@ -286,8 +286,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         logits = notes_from_windows(logits, note_of_window[split], len(tables[split]), long_text.aggregation)
         return sigmoid(logits) if multi_label else softmax(logits)
 
-    best_epoch = keep_best_epoch(trainer, "validation" in tokenized, "macro_f1", lambda model: classifier_metrics(
-        label_ids["validation"], predict_probs("validation"), multi_label)["macro_f1"])
+    best_epoch = keep_best_epoch(trainer, "validation" in tokenized, "macro_f1", lambda model: selection_macro_f1(
+        label_ids["validation"], predict_probs("validation"), multi_label))
 
     # 9. Train.
     results: dict[str, float] = {}

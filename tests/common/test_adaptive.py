@@ -78,7 +78,9 @@ def test_adapting_changes_only_what_the_user_left_unset(tmp_path):
     derived = adapt_to_training_data(training_args, model_args, 300, 3.0, [0] * 270 + [1] * 30, 2)
     assert (training_args.per_device_train_batch_size, training_args.num_train_epochs) == (8, 4.0)
     assert model_args.class_weighting == "balanced"
-    assert derived.values == {"per_device_train_batch_size": 8, "num_train_epochs": 4.0, "class_weighting": "balanced"}
+    assert training_args.learning_rate == pytest.approx(5e-5 / 2)  # batch 32 -> 8: sqrt(1/4)
+    assert derived.values == {"per_device_train_batch_size": 8, "learning_rate": training_args.learning_rate,
+                              "num_train_epochs": 4.0, "class_weighting": "balanced"}
     assert "batch size 8" in derived.describe() and "9.0x" in derived.describe()
     assert derived.card(None)["derived_from_the_training_data"] == derived.describe()
 
@@ -88,6 +90,10 @@ def test_adapting_changes_only_what_the_user_left_unset(tmp_path):
     assert (training_args.per_device_train_batch_size, training_args.num_train_epochs) == (32, 3.0)
     assert model_args.class_weighting == "none" and derived.values == {}
     assert derived.describe().startswith("none")
+
+    _, training_args = parsed(tmp_path, "--learning_rate", "1e-4")
+    adapt_to_training_data(training_args, model_args, 300, 3.0)
+    assert (training_args.per_device_train_batch_size, training_args.learning_rate) == (8, 1e-4)
 
     model_args, training_args = parsed(tmp_path, "--oversample")
     adapt_to_training_data(training_args, model_args, 5000, 3.0, [0] * 4500 + [1] * 500, 2)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from shared.metrics import bootstrap_ci, classification_metrics, multilabel_metrics, softmax, tune_thresholds
+from shared.metrics import bootstrap_ci, classification_metrics, multilabel_metrics, selection_macro_f1, softmax
+from shared.metrics import tune_thresholds
 
 
 def test_classification_metrics_match_scikit_learn():
@@ -96,3 +97,13 @@ def test_bootstrap_skips_undefined_resamples():
     intervals = bootstrap_ci(lambda idx: {"pos": float("nan") if y[idx].sum() == 0 else y[idx].mean()}, 10, 200, seed=0)
     low, high = intervals["pos"]
     assert 0 < low <= high
+
+
+def test_selection_macro_f1_tunes_multi_label_thresholds_first():
+    gold = np.array([[1, 0], [0, 1], [1, 0], [0, 0]])
+    probs = np.array([[0.3, 0.1], [0.1, 0.2], [0.35, 0.05], [0.1, 0.1]])  # every probability under 0.5
+    assert multilabel_metrics(gold, probs)["macro_f1"] == 0.0
+    assert selection_macro_f1(gold, probs, multi_label=True) == 1.0
+    single = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert selection_macro_f1(np.array([0, 1, 1]), single, multi_label=False) == pytest.approx(
+        classification_metrics(np.array([0, 1, 1]), single)["macro_f1"])
