@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 MIN_STEPS = 150
 SMALLEST_BATCH = 8
 MAX_EPOCHS = 10
-IMBALANCE_RATIO = 3.0
+IMBALANCE_RATIO = 4.0
 IMBALANCE_OPTIONS = ("class_weighting", "focal_gamma", "oversample")
 
 
