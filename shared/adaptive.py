@@ -16,21 +16,24 @@ measured in ``benchmarks/bench_small_data.py`` (table in the README):
   was given;
 - **best epoch**: with a validation split and more than one epoch, the model is scored on validation after every
   epoch with the recipe's own metric (macro-F1, or strict entity F1) and the best epoch's weights are the ones
-  evaluated and saved (:class:`KeepBestEpoch`; in memory, no checkpoint files), unless the user chose an
-  ``--eval_strategy`` or ``--load_best_model_at_end`` of their own.
+  evaluated and saved (:class:`KeepBestEpoch`: kept in memory, and in every checkpoint so that a resumed run keeps
+  the same epoch), unless the user chose an ``--eval_strategy`` or ``--load_best_model_at_end`` of their own.
 
 Everything derived is logged in one line and returned as text for ``all_results.json`` and the model card.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from shared.args import given
 
@@ -145,7 +148,13 @@ class KeepBestEpoch(TrainerCallback):
     """After every epoch, score the model on validation with ``score(model)`` (higher is better) and keep a copy of
     the best epoch's weights in memory; at the end of training load them back, so that what is evaluated, tested
     and saved is the best epoch. Every process scores (the same full validation split) and so keeps the same epoch.
-    A resumed run chooses among the epochs it trains."""
+
+    Every checkpoint also holds the best epoch so far (``best_epoch.safetensors`` and ``best_epoch.json``, written
+    by the main process after Trainer's own files), and :meth:`resume_from` reads them back: a run resumed from
+    that checkpoint keeps the epoch the uninterrupted run keeps. A checkpoint without them (saved before the first
+    epoch ended, or by a run without this callback) resumes choosing among the epochs still to train."""
+
+    WEIGHTS, STATE = "best_epoch.safetensors", "best_epoch.json"
 
     def __init__(self, score: Callable[[object], float], metric_name: str):
         self.score, self.metric_name = score, metric_name
@@ -159,7 +168,37 @@ class KeepBestEpoch(TrainerCallback):
             logger.info("epoch %d: validation %s %.4f", epoch, self.metric_name, value)
         if value > self.best_value:  # ties keep the earlier epoch
             self.best_value, self.best_epoch = value, epoch
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.best_state is None or not state.is_world_process_zero:
+            return
+        from safetensors.torch import save_file
+
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if not os.path.isdir(folder):
+            return
+        save_file(self.best_state, os.path.join(folder, self.WEIGHTS))
+        with open(os.path.join(folder, self.STATE), "w", encoding="utf-8") as f:
+            json.dump({"metric": self.metric_name, "best_epoch": self.best_epoch, "best_value": self.best_value,
+                       "history": self.history}, f)
+
+    def resume_from(self, checkpoint: str | None) -> None:
+        """Take the best epoch so far from ``checkpoint`` (a folder :meth:`on_save` wrote to), when it holds one."""
+        if checkpoint is None:
+            return
+        weights, saved = os.path.join(checkpoint, self.WEIGHTS), os.path.join(checkpoint, self.STATE)
+        if not (os.path.isfile(weights) and os.path.isfile(saved)):
+            return
+        from safetensors.torch import load_file
+
+        with open(saved, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("metric") != self.metric_name:
+            return
+        self.best_epoch, self.best_value = data["best_epoch"], float(data["best_value"])
+        self.history = [(int(epoch), float(value)) for epoch, value in data["history"]]
+        self.best_state = load_file(weights)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.best_state is not None and self.history and self.best_epoch != self.history[-1][0]:
@@ -176,11 +215,13 @@ class KeepBestEpoch(TrainerCallback):
         return {"train_best_epoch": self.best_epoch, f"train_best_eval_{self.metric_name}": self.best_value}
 
 
-def keep_best_epoch(trainer, has_validation: bool, metric_name: str,
-                    score: Callable[[object], float]) -> KeepBestEpoch | None:
-    """Add :class:`KeepBestEpoch` to ``trainer`` when :func:`wants_best_epoch` says so; the callback, or None."""
+def keep_best_epoch(trainer, has_validation: bool, metric_name: str, score: Callable[[object], float],
+                    checkpoint: str | None = None) -> KeepBestEpoch | None:
+    """Add :class:`KeepBestEpoch` to ``trainer`` when :func:`wants_best_epoch` says so, with the best epoch so far
+    of ``checkpoint`` (the one the run resumes from, or None); the callback, or None."""
     if not wants_best_epoch(trainer.args, has_validation):
         return None
     callback = KeepBestEpoch(score, metric_name)
+    callback.resume_from(checkpoint)
     trainer.add_callback(callback)
     return callback

@@ -284,7 +284,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         return sigmoid(logits) if multi_label else softmax(logits)
 
     best_epoch = keep_best_epoch(trainer, "validation" in pixels, "macro_f1", lambda model: selection_macro_f1(
-        label_ids["validation"], predict_probs("validation"), multi_label))
+        label_ids["validation"], predict_probs("validation"), multi_label), run.checkpoint)
 
     # 9. Train.
     results: dict[str, float] = {}

@@ -265,7 +265,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         return tags, extra
 
     best_epoch = keep_best_epoch(trainer, "validation" in splits, "f1", lambda model: entity_metrics(
-        splits["validation"].tags, predict_tags("validation", agreement=False)[0])["f1"])
+        splits["validation"].tags, predict_tags("validation", agreement=False)[0])["f1"], run.checkpoint)
 
     # 9. Train.
     results: dict[str, float] = {}

@@ -139,3 +139,41 @@ def test_the_best_epoch_is_the_one_left_in_the_model():
     assert keep.results() == {"train_best_epoch": 2, "train_best_eval_macro_f1": 0.8}
     assert keep.best_state is None  # the copy is not kept after training
     assert json.dumps(keep.results())
+
+
+def test_a_checkpoint_carries_the_best_epoch_into_the_resumed_run(tmp_path):
+    """What a checkpoint saved mid-epoch-3 holds lets a resumed run keep epoch 1, which it never trains again; a
+    checkpoint without it (or written for another metric) leaves the resumed run choosing among its own epochs."""
+    model = torch.nn.Linear(2, 1)
+    scores = iter([0.9, 0.4])
+    before = KeepBestEpoch(lambda m: next(scores), "macro_f1")
+    state = SimpleNamespace(epoch=0, global_step=0, is_world_process_zero=True)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    for epoch in (1, 2):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        state.epoch = float(epoch)
+        before.on_epoch_end(args, state, None, model=model)
+    state.global_step = 25
+    checkpoint = tmp_path / "checkpoint-25"
+    checkpoint.mkdir()
+    before.on_save(args, state, None)
+
+    after = KeepBestEpoch(lambda m: 0.5, "macro_f1")  # epoch 3 scores below epoch 1
+    after.resume_from(str(checkpoint))
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    state.epoch = 3.0
+    after.on_epoch_end(args, state, None, model=model)
+    after.on_train_end(args, state, None, model=model)
+    assert torch.equal(model.weight, torch.ones_like(model.weight))
+    assert after.results() == {"train_best_epoch": 1, "train_best_eval_macro_f1": 0.9}
+
+    other = KeepBestEpoch(lambda m: 0.5, "f1")
+    other.resume_from(str(checkpoint))
+    assert other.best_epoch is None
+    empty = tmp_path / "checkpoint-5"
+    empty.mkdir()
+    fresh = KeepBestEpoch(lambda m: 0.5, "macro_f1")
+    fresh.resume_from(str(empty))
+    assert fresh.best_epoch is None and fresh.history == []
