@@ -120,6 +120,14 @@ class ClassifierModelArguments(ModelArguments):
         metadata={"help": "Repeat minority-class training examples until every class is as frequent as the largest "
                           "(single-label data)."},
     )
+    calibration: str = field(
+        default="temperature",
+        metadata={"help": "After training, fit temperature scaling on the validation split (one temperature; one per "
+                          "label for multi-label) and fold it into the classifier head, so the saved model's "
+                          "probabilities are calibrated; multi-label thresholds are then tuned on them. Needs a "
+                          "validation split (otherwise nothing is fitted). 'none' keeps the raw probabilities.",
+                  "choices": ["temperature", "none"]},
+    )
 
 
 @dataclass
@@ -165,6 +173,13 @@ class DataArguments:
                           "recipes/cross_validate.py runs every fold."},
     )
     fold: int | None = field(default=None, metadata={"help": "Which fold (0 .. K-1) of --num_folds is the test split."})
+    explain: int = field(
+        default=0,
+        metadata={"help": "Explain the predictions for the first N test examples (text: word attributions by "
+                          "integrated gradients, as {test}_explanations.html/.json; images: Grad-CAM overlays in "
+                          "test_explanations/). These files hold note text / image content: sensitive, like the "
+                          "predictions. 0: none."},
+    )
 
     def __post_init__(self):
         if self.dataset_config_name is not None and self.dataset_name is None:
@@ -182,6 +197,8 @@ class DataArguments:
                 raise DataError(f"--validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}")
             if self.validation_file is not None:
                 raise DataError("give --validation_file or --validation_split_percentage, not both")
+        if self.explain < 0:
+            raise DataError(f"--explain must be at least 0, got {self.explain}")
         if self.group_column is not None and not self.group_column.strip():
             raise DataError("--group_column is empty")
         if self.num_folds is not None or self.fold is not None:

@@ -227,30 +227,44 @@ def selection_macro_f1(gold: np.ndarray, probs: np.ndarray, multi_label: bool) -
     return classification_metrics(gold, probs)["macro_f1"]
 
 
-# Metrics shown in the model card and given bootstrap confidence intervals (sensitivity/specificity: binary tasks).
+# Metrics shown in the model card and given bootstrap confidence intervals (sensitivity/specificity: binary tasks);
+# the calibration metrics (shared/calibration.py) get intervals too.
 SINGLE_LABEL_HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "auroc", "auprc",
-                         "sensitivity", "specificity"]
-MULTI_LABEL_HEADLINE = ["micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "auroc", "auprc"]
+                         "sensitivity", "specificity", "ece", "brier"]
+MULTI_LABEL_HEADLINE = ["micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "auroc", "auprc", "ece", "brier"]
 
 
 def classifier_metrics(gold: np.ndarray, probs: np.ndarray, multi_label: bool, thresholds=None,
-                       resamples: int = 0, seed: int = 0, groups: Sequence | None = None) -> dict[str, float]:
-    """The metrics of a labelled split of a classifier (text or images), with bootstrap 95% CIs of the headline
-    metrics when ``resamples`` (whole ``groups`` resampled when given). ``thresholds``: per-label decision
-    thresholds (multi-label; default 0.5), or the positive-class threshold of a binary task (default argmax)."""
+                       resamples: int = 0, seed: int = 0, groups: Sequence | None = None,
+                       uncalibrated: np.ndarray | None = None) -> dict[str, float]:
+    """The metrics of a labelled split of a classifier (text or images), calibration metrics included, with
+    bootstrap 95% CIs of the headline and calibration metrics when ``resamples`` (whole ``groups`` resampled when
+    given). ``thresholds``: per-label decision thresholds (multi-label; default 0.5), or the positive-class threshold
+    of a binary task (default argmax). ``uncalibrated``: the probabilities before calibration, whose calibration
+    metrics are added as ``ece_uncalibrated`` etc."""
+    from shared.calibration import NAMES, UNCALIBRATED, calibration_metrics
+
     gold, probs = np.asarray(gold), np.asarray(probs)
     if multi_label:
         cut = 0.5 if thresholds is None else thresholds
 
-        def score(idx):
+        def decisions(idx):
             return multilabel_metrics(gold[idx], probs[idx], cut)
     else:
-        def score(idx):
+        def decisions(idx):
             return classification_metrics(gold[idx], probs[idx], thresholds)
+
+    def score(idx):
+        metrics = {**decisions(idx), **calibration_metrics(gold[idx], probs[idx], multi_label)}
+        if uncalibrated is not None:
+            before = calibration_metrics(gold[idx], uncalibrated[idx], multi_label)
+            metrics.update({f"{name}{UNCALIBRATED}": value for name, value in before.items()})
+        return metrics
     metrics = score(np.arange(len(gold)))
     if resamples:
-        headline = MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE
-        intervals = bootstrap_ci(lambda idx: {k: v for k, v in score(idx).items() if k in headline}, len(gold),
+        wanted = {*(MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE), *NAMES,
+                  *(f"{name}{UNCALIBRATED}" for name in NAMES)}
+        intervals = bootstrap_ci(lambda idx: {k: v for k, v in score(idx).items() if k in wanted}, len(gold),
                                  resamples=resamples, groups=groups, seed=seed)
         metrics = add_ci(metrics, intervals)
     return metrics

@@ -160,6 +160,9 @@ def format_metric(metrics: dict, name: str, digits: int = 3) -> str:
     return text
 
 
+LOWER_IS_BETTER = {"ece", "mce", "brier", "nll"}  # calibration metrics (shared/calibration.py)
+
+
 def write_model_card(
     output_dir: str,
     *,
@@ -207,9 +210,11 @@ def write_model_card(
         lines.append("| metric | " + " | ".join(split_names) + " |")
         lines.append("|---|" + "---|" * len(split_names))
         for name in headline_metrics:
-            cells = [format_metric(metrics, f"{split}_{name}") for split in split_names]
-            if any(c != "n/a" for c in cells):
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            for key, shown in ((name, name), (f"{name}_uncalibrated", f"{name} before calibration")):
+                cells = [format_metric(metrics, f"{split}_{key}") for split in split_names]
+                if any(c != "n/a" for c in cells):
+                    lines.append(f"| {shown}{' (lower is better)' if name in LOWER_IS_BETTER else ''} | "
+                                 + " | ".join(cells) + " |")
     else:
         lines.append("No labelled evaluation was run.")
     lines += ["", "## Training", ""]
@@ -222,8 +227,9 @@ def write_model_card(
         "- Scores come from the evaluation data above; performance on other hospitals, populations, scanners or "
         "writing styles is unknown until measured there.",
         *[f"- {item}" for item in limitations],
-        "- Prediction files written next to this card contain (or point to) the input records: treat them as "
-        "sensitive data, like the inputs.",
+        "- Prediction files written next to this card (`test_predictions*`) and explanations (`test_explanations*`, "
+        "written with `--explain`: note words or image overlays) contain (or point to) the input records: treat "
+        "them as sensitive data, like the inputs.",
         "",
     ]
     text = "\n".join(lines)
@@ -232,9 +238,12 @@ def write_model_card(
 
 
 def write_classification_outputs(output_dir: str, prefix: str, gold: np.ndarray, probs: np.ndarray,
-                                 label_names: list[str], multi_label: bool, thresholds=None) -> dict:
-    """``{prefix}_report.json`` (per class, confusion matrix), ``{prefix}_confusion_matrix.png`` (single-label) and
-    ``{prefix}_roc.png`` for one labelled split of a classifier; returns the report."""
+                                 label_names: list[str], multi_label: bool, thresholds=None,
+                                 uncalibrated: np.ndarray | None = None) -> dict:
+    """``{prefix}_report.json`` (per class, confusion matrix), ``{prefix}_confusion_matrix.png`` (single-label),
+    ``{prefix}_roc.png`` and ``{prefix}_reliability.png`` (before and after calibration when ``uncalibrated`` is
+    given) for one labelled split of a classifier; returns the report."""
+    from shared.calibration import plot_reliability
     from shared.metrics import classification_report_dict, multilabel_report_dict
 
     split = {"eval": "validation", "test": "test"}.get(prefix, prefix)
@@ -245,20 +254,25 @@ def write_classification_outputs(output_dir: str, prefix: str, gold: np.ndarray,
         plot_confusion_matrix(report["confusion_matrix"], label_names,
                               os.path.join(output_dir, f"{prefix}_confusion_matrix.png"), title=f"Confusion matrix ({split})")
     plot_roc_curves(gold, probs, label_names, os.path.join(output_dir, f"{prefix}_roc.png"), title=f"ROC ({split})")
+    plot_reliability(gold, probs, multi_label, os.path.join(output_dir, f"{prefix}_reliability.png"),
+                     f"Reliability ({split})", uncalibrated)
     atomic_write_json(os.path.join(output_dir, f"{prefix}_report.json"), report)
     return report
 
 
 def score_and_report(output_dir: str | None, prefix: str, gold: np.ndarray, probs: np.ndarray, label_names: list[str],
-                     multi_label: bool, thresholds=None, resamples: int = 0, seed: int = 0, groups=None) -> dict:
-    """The metrics of one labelled split of a classifier (bootstrap CIs with ``resamples``), and its report and plots
-    (:func:`write_classification_outputs`) in ``output_dir`` (None: the metrics only, e.g. on a non-main process)."""
+                     multi_label: bool, thresholds=None, resamples: int = 0, seed: int = 0, groups=None,
+                     uncalibrated: np.ndarray | None = None) -> dict:
+    """The metrics of one labelled split of a classifier (bootstrap CIs with ``resamples``; calibration metrics,
+    before and after when ``uncalibrated`` is given), and its report and plots (:func:`write_classification_outputs`)
+    in ``output_dir`` (None: the metrics only, e.g. on a non-main process)."""
     from shared.metrics import classifier_metrics
 
-    metrics = classifier_metrics(gold, probs, multi_label, thresholds, resamples, seed, groups)
+    metrics = classifier_metrics(gold, probs, multi_label, thresholds, resamples, seed, groups, uncalibrated)
     metrics["predicted_classes"] = collapse_check(prefix, gold, probs, label_names, multi_label, thresholds)
     if output_dir is not None:
-        write_classification_outputs(output_dir, prefix, gold, probs, label_names, multi_label, thresholds)
+        write_classification_outputs(output_dir, prefix, gold, probs, label_names, multi_label, thresholds,
+                                     uncalibrated)
     return metrics
 
 

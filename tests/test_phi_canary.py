@@ -9,7 +9,9 @@ step, reporting to TensorBoard and saving a checkpoint per epoch. Then stdout, s
 Prediction files that contain input text by design:
 - NER ``test_predictions/``: the input written back in its own format, tokens included (the canary MUST be there);
 - text classification ``test_predictions.csv``: row number, label, prediction, probabilities; no text;
-- image classification ``test_predictions.csv``: no image paths unless ``--write_image_paths``.
+- image classification ``test_predictions.csv``: no image paths unless ``--write_image_paths``;
+- explanations (``--explain N``): text ``test_explanations.{html,json}`` hold the note's words (the canary MUST be
+  there); image overlays ``test_explanations/row_<n>.png`` and their JSON hold image content, never file names.
 """
 
 from __future__ import annotations
@@ -98,10 +100,11 @@ def test_text_classification_keeps_the_canary_out_of_outputs(tiny_bert_dir, tmp_
         files[split] = write_csv(data / f"{split}.csv", ("text", "label", "mrn"), rows)
     out, hits = run_and_scan("text_classification", data, [
         "--model_name_or_path", str(tiny_bert_dir), "--train_file", str(files["train"]),
-        "--validation_file", str(files["validation"]), "--test_file", str(files["test"]),
+        "--validation_file", str(files["validation"]), "--test_file", str(files["test"]), "--explain", "2",
     ], tmp_path, monkeypatch)
     assert (out / "test_predictions.csv").exists()
-    assert hits == []  # test_predictions.csv holds row numbers and labels, never the text
+    # test_predictions.csv holds row numbers and labels, never the text; the explanations, asked for, hold words
+    assert hits == ["test_explanations.html", "test_explanations.json"]
 
 
 def test_ner_keeps_the_canary_out_of_everything_but_its_predictions(tiny_bert_dir, tmp_path, monkeypatch):
@@ -141,7 +144,7 @@ def test_image_classification_keeps_the_canary_out_of_outputs(tmp_path, monkeypa
              for split in ("train", "validation", "test")}
     out, hits = run_and_scan("image_classification", data, [
         "--model_name_or_path", str(model), "--train_file", str(files["train"]),
-        "--validation_file", str(files["validation"]), "--test_file", str(files["test"]),
+        "--validation_file", str(files["validation"]), "--test_file", str(files["test"]), "--explain", "2",
     ], tmp_path, monkeypatch)
-    assert (out / "test_predictions.csv").exists()
-    assert hits == []  # no image paths in test_predictions.csv unless --write_image_paths
+    assert (out / "test_predictions.csv").exists() and len(list((out / "test_explanations").glob("*.png"))) == 2
+    assert hits == []  # no image paths in test_predictions.csv unless --write_image_paths, nor in the overlays

@@ -39,7 +39,9 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
 from shared.args import recipe_defaults, start_run
+from shared.calibration import calibrate, saved_calibration
 from shared.errors import DataError
+from shared.explain import explain_image_predictions
 from shared.images.augment import AugmentConfig, Augmenter, PixelDataset
 from shared.images.backbone import configure_processor, normalization, processor_size, reload_at_trained_size
 from shared.images.backbone import set_image_size
@@ -275,16 +277,21 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if is_main:
         remove_earlier_results(output_dir, run.earlier_results)
 
-    def predict_probs(split: str) -> np.ndarray:
+    def predict_logits(split: str) -> np.ndarray:
         def collate(items):
             return {"pixel_values": torch.stack([item["pixel_values"] for item in items])}
 
-        logits = np.stack(predict_in_order(trainer.model, pixels[split], collate,
-                                           training_args.per_device_eval_batch_size))
+        return np.stack(predict_in_order(trainer.model, pixels[split], collate, training_args.per_device_eval_batch_size))
+
+    def probabilities(logits: np.ndarray) -> np.ndarray:
         return sigmoid(logits) if multi_label else softmax(logits)
 
+    def uncalibrated(logits: np.ndarray) -> np.ndarray | None:
+        """The probabilities the head gave before calibration (for the before/after metrics), or None."""
+        return probabilities(calibration.undo(logits)) if calibration else None
+
     best_epoch = keep_best_epoch(trainer, "validation" in pixels, "macro_f1", lambda model: selection_macro_f1(
-        label_ids["validation"], predict_probs("validation"), multi_label), run.checkpoint)
+        label_ids["validation"], probabilities(predict_logits("validation")), multi_label), run.checkpoint)
 
     # 9. Train.
     results: dict[str, float] = {}
@@ -299,25 +306,33 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     def counts(split: str) -> dict[str, int]:
         return {"samples": len(decoded[split].kept), "skipped_images": len(decoded[split].bad)}
 
-    # 10. Evaluate on validation; multi-label decision thresholds are tuned there (never on test).
+    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head (shared/calibration.py),
+    # then multi-label decision thresholds are tuned on the calibrated probabilities (never on test).
     thresholds = data_args.decision_threshold
     if multi_label and thresholds is None:
         thresholds = saved_thresholds(trainer.model.config, label_names)
+    calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
     if "validation" in pixels:
-        probs = predict_probs("validation")
+        logits = predict_logits("validation")
+        if training_args.do_train and model_args.calibration == "temperature":
+            calibration = calibrate(trainer, logits, label_ids["validation"], multi_label, len(label_names))
+            logits = calibration.apply(logits) if calibration else logits  # what the head now gives
+        probs = probabilities(logits)
         if multi_label and training_args.do_train and data_args.decision_threshold is None:
             thresholds = tune_thresholds(label_ids["validation"], probs)
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], probs, label_names,
-                                   multi_label, thresholds)
+                                   multi_label, thresholds, uncalibrated=uncalibrated(logits))
         results.update(prefixed({**metrics, **counts("validation")}, "eval"))
 
     # 11. Predict on test: the predictions file always; metrics with bootstrap CIs, report and plots when labelled.
     if "test" in pixels:
-        probs = predict_probs("test")
+        logits = predict_logits("test")
+        probs = probabilities(logits)
         labelled = "test" in label_ids
         if labelled:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
-                                       multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed)
+                                       multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed,
+                                       uncalibrated=uncalibrated(logits))
             results.update(prefixed({**metrics, **counts("test")}, "test"))
         if is_main:
             images, kept = splits["test"], decoded["test"].kept
@@ -326,12 +341,17 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             write_predictions(output_dir, rows, probs, label_names, multi_label, thresholds, data_args.label_separator,
                               gold=[images.labels[i] for i in kept] if labelled else None,
                               extra={"image": paths} if data_args.write_image_paths else None)
+            if data_args.explain:  # Grad-CAM overlays: image content, sensitive like the inputs
+                explain_image_predictions(output_dir, "test", trainer.model, pixels["test"], decoded["test"].pixels,
+                                          rows, probs, label_names, multi_label, thresholds, data_args.explain)
 
     # 12. Save: the model (plain, merged LoRA, or adapter + head) and processor, results and the model card. Every
     # process takes part in gathering FSDP-sharded weights (None otherwise); only the main one writes.
     cuts = decision_thresholds(label_names, thresholds) if multi_label else None  # config.json + thresholds.json
     if training_args.do_train:
-        save_trained(trainer, output_dir, model_args, processor, config_updates=cuts and {"decision_thresholds": cuts})
+        save_trained(trainer, output_dir, model_args, processor,
+                     config_updates={**({"decision_thresholds": cuts} if cuts else {}),
+                                     "calibration": calibration.saved() if calibration else None})
     if is_main:
         save_all_results(output_dir, results, thresholds=cuts)
         write_model_card(
@@ -361,6 +381,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "trainable_parameters": f"{trainable:,} of {total:,}",
                 "seed": training_args.seed,
                 **derived.card(best_epoch),
+                "calibration": calibration.describe() if calibration else "none (raw probabilities)",
             },
             limitations=[
                 "Trained on resized images; fine detail lost at low resolution is invisible to the model.",

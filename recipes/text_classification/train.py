@@ -35,7 +35,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
 from shared.args import recipe_defaults, start_run
+from shared.calibration import calibrate, saved_calibration
 from shared.errors import DataError
+from shared.explain import explain_text_predictions
 from shared.imbalance import oversampled_order, training_loss
 from shared.labels import encode_labels, label_counts, names_in, parse_label_column
 from shared.labels import require_classes, sort_label_names
@@ -279,15 +281,21 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if is_main:
         remove_earlier_results(output_dir, run.earlier_results)
 
-    def predict_probs(split: str) -> np.ndarray:
-        """One row of probabilities per note (chunk: from the aggregated logits of its windows)."""
+    def predict_logits(split: str) -> np.ndarray:
+        """One row of logits per note (chunk: aggregated from its windows)."""
         logits = np.stack(predict_in_order(trainer.model, tokenized[split], collator,
                                            training_args.per_device_eval_batch_size, tokenized[split]["length"]))
-        logits = notes_from_windows(logits, note_of_window[split], len(tables[split]), long_text.aggregation)
+        return notes_from_windows(logits, note_of_window[split], len(tables[split]), long_text.aggregation)
+
+    def probabilities(logits: np.ndarray) -> np.ndarray:
         return sigmoid(logits) if multi_label else softmax(logits)
 
+    def uncalibrated(logits: np.ndarray) -> np.ndarray | None:
+        """The probabilities the head gave before calibration (for the before/after metrics), or None."""
+        return probabilities(calibration.undo(logits)) if calibration else None
+
     best_epoch = keep_best_epoch(trainer, "validation" in tokenized, "macro_f1", lambda model: selection_macro_f1(
-        label_ids["validation"], predict_probs("validation"), multi_label), run.checkpoint)
+        label_ids["validation"], probabilities(predict_logits("validation")), multi_label), run.checkpoint)
 
     # 9. Train.
     results: dict[str, float] = {}
@@ -298,38 +306,52 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        train_batch_size=training_args.per_device_train_batch_size,
                        **(best_epoch.results() if best_epoch else {}))
 
-    # 10. Evaluate on validation; multi-label decision thresholds are tuned there (never on test).
+    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head (shared/calibration.py),
+    # then multi-label decision thresholds are tuned on the calibrated probabilities (never on test).
     thresholds = saved_thresholds(trainer.model.config, label_names) if multi_label else None
+    calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
     if "validation" in tokenized:
-        probs = predict_probs("validation")
+        logits = predict_logits("validation")
+        if training_args.do_train and model_args.calibration == "temperature":
+            calibration = calibrate(trainer, logits, label_ids["validation"], multi_label, len(label_names))
+            logits = calibration.apply(logits) if calibration else logits  # what the head now gives
+        probs = probabilities(logits)
         if multi_label and training_args.do_train:
             thresholds = tune_thresholds(label_ids["validation"], probs)
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], probs, label_names,
-                                   multi_label, thresholds)
+                                   multi_label, thresholds, uncalibrated=uncalibrated(logits))
         results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["validation"]),
                                  "truncated_examples": truncated["validation"]}, "eval"))
 
     # 11. Predict on test: the predictions file always; metrics with bootstrap CIs, report and plots when labelled.
     if "test" in tokenized:
-        probs = predict_probs("test")
+        logits = predict_logits("test")
+        probs = probabilities(logits)
         labelled = "test" in label_ids
         if labelled:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
                                        multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed,
-                                       split_groups.get("test"))
+                                       split_groups.get("test"), uncalibrated(logits))
             results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["test"]),
                                      "truncated_examples": truncated["test"]}, "test"))
         if is_main:
             write_predictions(output_dir, split_rows.get("test", range(len(probs))),  # a fold: rows of the train file
                               probs, label_names, multi_label, thresholds, data_args.label_separator,
                               gold=labels["test"] if labelled else None)
+        if is_main and data_args.explain:  # word attributions: holds note text, like the predictions
+            explain_text_predictions(output_dir, "test", trainer.model, tokenizer, tables["test"][data_args.text_column],
+                                     tables["test"][data_args.text_pair_column] if data_args.text_pair_column else None,
+                                     split_rows.get("test", range(len(probs))), probs, label_names, multi_label,
+                                     thresholds, max_length, long_text.stride if chunk else None,
+                                     long_text.aggregation, data_args.explain)
 
     # 12. Save: the model (plain, merged LoRA, or adapter + head), results and the model card. Every process takes
     # part in gathering FSDP-sharded weights (None otherwise); only the main one writes.
     cuts = decision_thresholds(label_names, thresholds) if multi_label else None  # config.json + thresholds.json
     if training_args.do_train:  # config.json also says how the folder reads long notes
         save_trained(trainer, output_dir, model_args, tokenizer,
-                     config_updates={**long_text.as_config(), **({"decision_thresholds": cuts} if cuts else {})})
+                     config_updates={**long_text.as_config(), **({"decision_thresholds": cuts} if cuts else {}),
+                                     "calibration": calibration.saved() if calibration else None})
     if is_main:
         save_all_results(output_dir, results, thresholds=cuts)
         write_model_card(
@@ -363,6 +385,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "trainable_parameters": f"{trainable:,} of {total:,}",
                 "seed": training_args.seed,
                 **derived.card(best_epoch),
+                "calibration": calibration.describe() if calibration else "none (raw probabilities)",
             },
             limitations=[
                 (f"Notes longer than {max_length} tokens are read in overlapping windows by this recipe "

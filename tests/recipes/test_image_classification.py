@@ -53,6 +53,11 @@ def test_folders_end_to_end_outputs_and_pipeline(tiny_vit, tmp_path):
     assert "image" not in rows[0]  # no paths unless asked
     card = (out / "README.md").read_text()
     assert "opacity" in card and "auroc" in card and SAMPLE not in card
+    # calibrated on validation, before/after reported, folded into the head (pipeline below reads it)
+    assert saved["eval_nll"] <= saved["eval_nll_uncalibrated"] + 1e-9 and "test_ece_ci_low" in saved
+    assert (out / "test_reliability.png").exists() and (out / "eval_reliability.png").exists()
+    assert json.loads((out / "config.json").read_text())["calibration"]["fitted_on_validation_examples"] == 16
+    assert "temperature scaling" in card
 
     # The output folder is a standard image-classification model: pipeline agrees with the recipe.
     from transformers import pipeline

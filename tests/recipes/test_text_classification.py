@@ -154,6 +154,44 @@ def test_evaluate_only_from_a_trained_folder(recipe, single_label_run, tmp_path)
         common(out, tmp_path / "re", "--test_file", str(SAMPLE / "test.csv"), "--do_predict", "--bf16", "false")
     )
     assert again["test_accuracy"] == pytest.approx(results["test_accuracy"])  # predictions are float32 in both
+    # the folder's saved temperature gives back the uncalibrated scores too
+    assert again["test_ece_uncalibrated"] == pytest.approx(results["test_ece_uncalibrated"], abs=1e-5)
+    assert "eval_ece" not in again  # no validation split given: nothing evaluated there
+
+
+def test_probabilities_are_calibrated_on_validation_and_saved_in_the_head(recipe, single_label_run, tiny_bert_dir,
+                                                                          tmp_path):
+    from transformers import pipeline
+
+    out, results = single_label_run
+    saved = json.loads((out / "all_results.json").read_text())
+    for split in ("eval", "test"):
+        for name in ("ece", "mce", "brier", "nll"):
+            assert f"{split}_{name}" in saved and f"{split}_{name}_uncalibrated" in saved, (split, name)
+        assert (out / f"{split}_reliability.png").stat().st_size > 1000
+    assert saved["eval_nll"] <= saved["eval_nll_uncalibrated"] + 1e-9  # T minimises validation NLL, T = 1 included
+    assert saved["test_ece_ci_low"] <= saved["test_ece"] <= saved["test_ece_ci_high"]
+    calibration = json.loads((out / "config.json").read_text())["calibration"]
+    assert calibration["method"] == "temperature" and len(calibration["temperature"]) == 1
+    assert calibration["fitted_on_validation_examples"] == results["eval_samples"]
+    card = (out / "README.md").read_text()
+    assert "temperature scaling" in card and "ece before calibration (lower is better)" in card
+
+    # the head itself is calibrated: pipeline() gives the probabilities of the predictions file
+    predictions = pd.read_csv(out / "test_predictions.csv")
+    texts = pd.read_csv(SAMPLE / "test.csv")["text"].tolist()[:12]
+    classify = pipeline("text-classification", model=str(out), device="cpu", top_k=None)
+    for row, scores in zip(predictions.itertuples(), classify(texts, truncation=True, max_length=128)):
+        for score in scores:
+            assert score["score"] == pytest.approx(getattr(row, f"prob_{score['label']}"), abs=1e-4)
+
+    # --calibration none: the same model and decisions, raw probabilities, nothing recorded
+    raw = recipe.main(common(tiny_bert_dir, tmp_path / "raw", *sample_files(), "--do_train", "--do_eval",
+                             "--do_predict", "--calibration", "none"))
+    assert raw["test_accuracy"] == results["test_accuracy"] and raw["eval_macro_f1"] == results["eval_macro_f1"]
+    assert raw["test_nll"] == pytest.approx(results["test_nll_uncalibrated"], rel=1e-4)
+    assert "test_ece_uncalibrated" not in raw
+    assert json.loads((tmp_path / "raw" / "config.json").read_text())["calibration"] is None
 
 
 def test_multilabel_with_thresholds(recipe, tiny_bert_dir, tmp_path):
@@ -182,6 +220,7 @@ def test_multilabel_with_thresholds(recipe, tiny_bert_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
     assert config["decision_thresholds"] == pytest.approx(thresholds)
+    assert len(config["calibration"]["temperature"]) == len(names)  # one temperature per label
     predictions = pd.read_csv(out / "test_predictions.csv", keep_default_na=False, float_precision="round_trip")
     probs = predictions[[f"prob_{n}" for n in names]].to_numpy()
     # the recipe lists a row's labels in label-map order (sorted), not in this test's order
