@@ -315,3 +315,56 @@ def explain_image_predictions(output_dir: str, prefix: str, model, dataset, imag
     atomic_write_json(os.path.join(output_dir, f"{prefix}_explanations.json"), explained)
     logger.info("%s: %d predictions explained in %s_explanations/", prefix, n, prefix)
     return explained
+
+
+def explain_entities(output_dir: str, prefix: str, model, tokenizer, windows: list, words: list[list[str]],
+                     tags: list[list[str]], label2id: dict[str, int], scheme: str, n: int,
+                     steps: int = IG_STEPS) -> list[dict]:
+    """Word attributions for every predicted entity of the first ``n`` examples of a NER split: integrated
+    gradients of the sum of the entity's predicted tag scores (its words' first subwords; a CRF's emissions) over
+    every window that predicts part of it, summed per word of the example. ``tags``: the predicted IOB2 tags;
+    ``windows``: the recipe's windows (``shared.ner.windows.Window``); ``model``: the token classifier without
+    the CRF. Written as :func:`write_text_explanations` writes them, one block per entity."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from shared.ner.tags import to_scheme
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    explained = []
+    try:
+        for example in range(min(n, len(words))):
+            internal = to_scheme(tags[example], scheme)
+            own = [w for w in windows if w.example == example]
+            for kind, start, end in get_entities(list(tags[example])):
+                inside = set(range(start, end + 1))
+                scores, probabilities = np.zeros(len(words[example])), []
+                for window in own:
+                    targets = [(p, label2id[internal[window.word_ids[p]]]) for p in window.owned
+                               if window.word_ids[p] in inside]
+                    if not targets:
+                        continue
+                    inputs = {"input_ids": list(window.input_ids), "attention_mask": [1] * len(window.input_ids)}
+                    positions = [p for p, _ in targets]
+                    labels_at = [t for _, t in targets]
+
+                    def score(logits, positions=positions, labels_at=labels_at):
+                        return logits[:, positions, labels_at].sum(dim=-1)
+
+                    tokens, _ = token_attributions(model, tokenizer, inputs, score, steps)
+                    for position, word in enumerate(window.word_ids):
+                        if word is not None:
+                            scores[word] += tokens[position]
+                    with torch.no_grad():
+                        logits = model(input_ids=torch.tensor([inputs["input_ids"]], device=device)).logits[0]
+                        probabilities += torch.softmax(logits.float(), -1)[positions, labels_at].tolist()
+                explained.append({
+                    "row": example, "prediction": kind, "explained_label": f"{kind} '{' '.join(words[example][start:end + 1])}'",
+                    "start_word": start, "end_word": end, "probability": float(np.mean(probabilities)),
+                    "words": [{"word": word, "score": float(s), "segment": 0}
+                              for word, s in zip(words[example], scores)]})
+    finally:
+        model.train(was_training)
+    write_text_explanations(output_dir, prefix, explained)
+    return explained

@@ -15,7 +15,9 @@ Steps, the same in every recipe: 1 arguments -> 2 logging, output folder, checkp
 
 Outputs in --output_dir: the model and image processor (loads with pipeline("image-classification")),
 all_results.json (+ train_/eval_/test_results.json), {eval,test}_report.json, {eval,test}_confusion_matrix.png,
-{eval,test}_roc.png, test_predictions.csv, thresholds.json (multi-label) and the model card README.md.
+{eval,test}_roc.png, {eval,test}_reliability.png, test_predictions.csv, thresholds.json (multi-label),
+test_explanations/ + test_explanations.json (--explain N: heat maps over the images, sensitive) and the model card
+README.md. With a validation split the probabilities are calibrated (temperature scaling folded into the head).
 """
 
 from __future__ import annotations

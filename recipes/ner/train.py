@@ -12,7 +12,8 @@ examples are cut into overlapping windows over subwords; every word gets a predi
 
 Outputs in --output_dir: the model and tokenizer (loads with pipeline("token-classification")), all_results.json
 (+ train_/eval_/test_results.json), {eval,test}_report.json, test_predictions/ (the test input written back in its
-own format with the predicted entities) and the model card README.md.
+own format with the predicted entities), test_explanations.{html,json} (--explain N: word attributions per
+predicted entity; they hold note words) and the model card README.md.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.args import DataArguments, ModelArguments, TrainingArguments, main_guard, parse_args, recipe_defaults
 from shared.args import start_run
 from shared.errors import DataError
+from shared.explain import explain_entities
 from shared.imbalance import training_loss
 from shared.long_text import default_stride
 from shared.lora import count_parameters, save_trained
@@ -292,6 +294,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         pred, extra = predict_tags("test")
         if is_main:
             written = test.write_predictions(pred, os.path.join(output_dir, "test_predictions"))
+        if is_main and data_args.explain:  # word attributions per predicted entity: holds note words
+            explain_entities(output_dir, "test", trainer.model.model if use_crf else trainer.model, tokenizer,
+                             windows["test"], test.words, pred, label2id, scheme, data_args.explain)
         if test.tags is not None:
             test_metrics = {**entity_metrics(test.tags, pred), **extra}
             if data_args.bootstrap_resamples:

@@ -14,7 +14,9 @@ the default) or truncated (--long_text truncate).
 
 Outputs in --output_dir: the model and tokenizer (loads with pipeline("text-classification")), all_results.json
 (+ train_/eval_/test_results.json), {eval,test}_report.json, {eval,test}_confusion_matrix.png, {eval,test}_roc.png,
-test_predictions.csv, thresholds.json (multi-label) and the model card README.md.
+{eval,test}_reliability.png, test_predictions.csv, thresholds.json (multi-label), test_explanations.{html,json}
+(--explain N; they hold note text) and the model card README.md. With a validation split the probabilities are
+calibrated (temperature scaling folded into the head; --calibration none keeps them raw).
 """
 
 from __future__ import annotations

@@ -175,3 +175,44 @@ def test_a_cnn_gets_grad_cam_on_its_last_feature_map():
     assert method == "Grad-CAM" and maps.shape == (3, 8, 8)  # 64 px / 8: the last stage's grid
     peaks = maps.reshape(3, -1).max(axis=1)
     assert np.all((0 <= maps) & (maps <= 1)) and np.all((peaks == 0) | np.isclose(peaks, 1))
+
+
+# ------------------------------------------------------------------------------------------ NER: per entity
+DRUGS = ["aspirin", "heparin", "warfarin", "insulin"]
+
+
+def drug_sentences(path, n: int, seed: int) -> str:
+    """CoNLL sentences of filler words with one drug name (tagged B-DRUG) each: the drug word alone is the entity."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        words = [(w, "O") for w in rng.sample(FILLER, 6)]
+        words.insert(rng.randrange(len(words) + 1), (rng.choice(DRUGS), "B-DRUG"))
+        lines += [f"{w}\t{t}" for w, t in words] + [""]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_each_predicted_entity_is_explained_most_by_its_own_words(tmp_path, crf):
+    rows = [" ".join(FILLER + DRUGS)]
+    model = build_tiny_bert(tmp_path / "bert", rows * 4, vocab_size=120)
+    out = tmp_path / "out"
+    results = load_recipe("ner").main([
+        "--model_name_or_path", model, "--output_dir", str(out),
+        "--train_file", drug_sentences(tmp_path / "train.tsv", 200, 0), "--test_file",
+        drug_sentences(tmp_path / "test.tsv", 30, 1), "--do_train", "--do_predict", "--num_train_epochs", "4",
+        "--learning_rate", "5e-3", "--per_device_train_batch_size", "16", "--bootstrap_resamples", "0",
+        "--optim", "adamw_torch", "--seed", "0", "--explain", "10", *(["--use_crf"] if crf else [])])
+    assert results["test_f1"] >= 0.9, results["test_f1"]
+    explained = json.loads((out / "test_explanations.json").read_text())
+    test_words = [[line.split("\t")[0] for line in block.splitlines()]
+                  for block in (tmp_path / "test.tsv").read_text().strip().split("\n\n")]
+    assert sorted({e["row"] for e in explained}) == list(range(10))  # every explained note has its entity
+    inside = 0
+    for item in explained:
+        assert [w["word"] for w in item["words"]] == test_words[item["row"]]
+        assert item["prediction"] == "DRUG" and 0 < item["probability"] <= 1
+        inside += item["start_word"] <= top_words(item["words"])[0] <= item["end_word"]
+    assert inside >= 0.9 * len(explained), (inside, len(explained))
+    assert "DRUG" in (out / "test_explanations.html").read_text()
