@@ -168,7 +168,8 @@ def test_image_load_best_model_at_end_restores_the_whole_best_model(tiny_vit, tm
     out = tmp_path / "best"
     recipe = load_recipe("image_classification")
     recipe.main(image_args(tiny_vit, out, "--eval_strategy", "steps", "--eval_steps", "4", "--do_predict", "false",
-                           "--load_best_model_at_end", "true", "--metric_for_best_model", "loss"))
+                           "--load_best_model_at_end", "true", "--metric_for_best_model", "loss",
+                           "--calibration", "none"))  # a calibrated head is rescaled after the reload, on purpose
     best = json.loads((Path(last_complete_checkpoint(out)) / "trainer_state.json").read_text())["best_model_checkpoint"]
     assert best and not best.endswith("-18")  # the test is only meaningful if the best is not the last step
     assert same_weights(out, Path(best))
