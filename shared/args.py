@@ -176,8 +176,8 @@ class DataArguments:
     explain: int = field(
         default=0,
         metadata={"help": "Explain the predictions for the first N test examples (text: word attributions by "
-                          "integrated gradients, as {test}_explanations.html/.json; images: Grad-CAM overlays in "
-                          "test_explanations/). These files hold note text / image content: sensitive, like the "
+                          "integrated gradients, as {test}_explanations.html/.json; images: heat-map overlays in "
+                          "test_explanations/: attention rollout for ViTs, Grad-CAM for CNNs). These files hold note text / image content: sensitive, like the "
                           "predictions. 0: none."},
     )
 

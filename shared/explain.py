@@ -129,10 +129,11 @@ def explain_texts(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] |
                 tokens, delta = token_attributions(model, tokenizer, inputs, lambda z, t=target: z[:, t], steps)
                 scores.append(tokens)
                 deltas.append(delta)
-                with torch.no_grad():
-                    batch = {k: torch.tensor([v], device=device) for k, v in inputs.items()}
-                    logits.append(float(model(**batch).logits[0, target]))
-            if aggregation == "max":  # only the window that gave the note's logit moved it
+                if aggregation == "max" and len(windows) > 1:
+                    with torch.no_grad():
+                        batch = {k: torch.tensor([v], device=device) for k, v in inputs.items()}
+                        logits.append(float(model(**batch).logits[0, target]))
+            if logits:  # max: only the window that gave the note's logit moved it
                 weights = [float(k == int(np.argmax(logits))) for k in range(len(windows))]
             else:
                 weights = [1.0 / len(windows)] * len(windows)
@@ -179,9 +180,9 @@ def write_text_explanations(output_dir: str, prefix: str, explained: list[dict])
         words = item["words"]
         scale = max((abs(w["score"]) for w in words), default=0.0)
         label = html.escape(str(item["prediction"]))
-        explained = html.escape(str(item.get("explained_label", item["prediction"])))
+        scored_for = html.escape(str(item.get("explained_label", item["prediction"])))
         head = (f"<div class='ex'><p class='meta'>row {item['row']}: prediction <b>{label}</b>; words scored for "
-                f"<b>{explained}</b> (probability {item['probability']:.3f})</p><p>")
+                f"<b>{scored_for}</b> (probability {item['probability']:.3f})</p><p>")
         body, segment = [], 0
         for w in words:
             if w.get("segment", 0) != segment:
@@ -198,7 +199,6 @@ def write_text_explanations(output_dir: str, prefix: str, explained: list[dict])
 def top_words(words: list[dict], k: int = 1) -> list[int]:
     """Indices of the ``k`` words with the largest attribution towards the prediction."""
     return [int(i) for i in np.argsort([-w["score"] for w in words], kind="stable")[:k]]
-
 
 
 def _transformers_model(model):

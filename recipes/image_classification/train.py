@@ -343,7 +343,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             write_predictions(output_dir, rows, probs, label_names, multi_label, thresholds, data_args.label_separator,
                               gold=[images.labels[i] for i in kept] if labelled else None,
                               extra={"image": paths} if data_args.write_image_paths else None)
-            if data_args.explain:  # Grad-CAM overlays: image content, sensitive like the inputs
+            if data_args.explain:  # heat-map overlays: image content, sensitive like the inputs
                 explain_image_predictions(output_dir, "test", trainer.model, pixels["test"], decoded["test"].pixels,
                                           rows, probs, label_names, multi_label, thresholds, data_args.explain)
 
