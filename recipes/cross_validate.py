@@ -14,9 +14,18 @@ Each fold runs in its own Python process: a fresh process per fold starts from t
 accelerate's global state, no memory held by the previous fold's model and data), and a crash stops the run at
 that fold with the recipe's own message. Starting Python costs seconds; a fold's training costs far more.
 
+Every row of the training data is scored once, by the fold that held it out: the out-of-fold predictions are
+pooled (``shared/audit.py``) into one file and scored as one test set, with bootstrap 95% CIs, beside the per-fold
+table. ``--audit_labels`` then ranks the rows (NER: words) whose given label is likely wrong, by cleanlab's
+confident learning on the out-of-fold probabilities: the rows to re-read first.
+
 Outputs in ``<output_dir>``: ``fold_<i>/`` (each fold's results, predictions, plots and model card; the model
-weights are deleted unless ``--keep_fold_models``), ``cv_results.json`` (every fold's results; per test metric the
-fold values, mean and sample standard deviation) and ``cv_results.md`` (the same as one table, also printed).
+weights are deleted unless ``--keep_fold_models``), ``oof_predictions.csv`` (text, images: row, fold, given label,
+prediction, probabilities) or ``oof_predictions.jsonl`` (NER: per sentence its file, line, given and predicted tags
+and per-word tag probabilities), ``cv_results.json`` (every fold's results; per test metric the fold values, mean
+and sample standard deviation; the pooled metrics), ``cv_results.md`` (the same as one table, also printed) and,
+with ``--audit_labels``, ``label_issues.csv`` (most suspicious first: row or file/line/word, fold, given label,
+suggested label, label-quality score). None of these files holds text.
 """
 
 from __future__ import annotations
@@ -32,9 +41,10 @@ except ImportError:
     print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
     raise SystemExit(2) from None
 
+from shared import audit
 from shared.args import main_guard
-from shared.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, remove_weights
-from shared.crossval import summarize
+from shared.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
+from shared.crossval import remove_weights, summarize
 from shared.errors import DataError
 from shared.reporting import atomic_write_json, atomic_write_text
 from shared.runner import recipe_file
@@ -57,6 +67,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="Keep every group (patient, note) in one fold; passed to the recipe.")
     parser.add_argument("--keep_fold_models", action="store_true",
                         help="Keep each fold's model weights (deleted by default; metrics and predictions stay).")
+    parser.add_argument("--audit_labels", action="store_true",
+                        help="Rank the rows (NER: words) whose given label is likely wrong, from the pooled "
+                             "out-of-fold probabilities (cleanlab), into label_issues.csv.")
     if "--" in argv:
         i = argv.index("--")
         own, recipe_args = argv[:i], argv[i + 1:]
@@ -94,16 +107,47 @@ def main(argv: list[str] | None = None) -> dict:
 
     summary = summarize(fold_results)
     summary.update(recipe=args.recipe, group_column=args.group_column)
+    fold_dirs = [os.path.join(output_dir, f"fold_{fold}") for fold in range(args.folds)]
+    summary["pooled"], issues = pool_out_of_fold(output_dir, fold_dirs, recipe_args, args.audit_labels)
     table = markdown_table(summary)
     atomic_write_json(os.path.join(output_dir, "cv_results.json"), summary)
+    audit_line = "" if issues is None else (
+        f"\nLabel audit: {len(issues)} labels (rows; NER: words) flagged by cleanlab as likely "
+        "mislabelled, most suspicious first, in `label_issues.csv`.\n")
     atomic_write_text(
         os.path.join(output_dir, "cv_results.md"),
         f"# {args.folds}-fold cross-validation: {args.recipe}\n\n{table}\n"
-        "Test metrics of each held-out fold; mean ± sample standard deviation over the folds. Each fold's own "
-        "bootstrap 95% intervals are in `fold_<i>/all_results.json`.\n",
+        "Test metrics of each held-out fold; mean ± sample standard deviation over the folds; pooled: all out-of-fold "
+        "predictions scored as one test set (`oof_predictions.*`), bootstrap 95% CI over rows (NER: documents), "
+        "threshold metrics at the default decision rule. Each fold's own bootstrap 95% intervals are in "
+        f"`fold_<i>/all_results.json`.\n{audit_line}",
     )
-    print(table)
+    print(table + audit_line)
     return summary
+
+
+def pool_out_of_fold(output_dir: str, fold_dirs: list[str], recipe_args: list[str], audit_labels: bool
+                     ) -> tuple[dict, list[dict] | None]:
+    """Pool the folds' out-of-fold predictions, score them with the recipe's bootstrap settings and (when asked)
+    audit the labels. Returns the pooled metrics and the label issues (None without ``audit_labels``)."""
+    resamples = int(recipe_option(recipe_args, "bootstrap_resamples") or 1000)
+    seed = int(recipe_option(recipe_args, "seed") or 42)
+    issues = None
+    if os.path.isfile(os.path.join(fold_dirs[0], audit.TAG_PROBABILITIES)):  # NER
+        pooled = audit.read_fold_tag_probabilities(fold_dirs)
+        audit.write_oof_tags(output_dir, pooled)
+        metrics = audit.pooled_entity_metrics(pooled, resamples, seed)
+        if audit_labels:
+            issues = audit.token_label_issues(pooled)
+            audit.write_label_issues(output_dir, issues, token_level=True)
+    else:
+        pooled = audit.read_fold_predictions(fold_dirs, recipe_option(recipe_args, "label_separator"))
+        audit.write_oof_predictions(output_dir, pooled)
+        metrics = audit.pooled_classifier_metrics(pooled, resamples, seed)
+        if audit_labels:
+            issues = audit.classifier_label_issues(pooled)
+            audit.write_label_issues(output_dir, issues, token_level=False)
+    return metrics, issues
 
 
 if __name__ == "__main__":

@@ -32,18 +32,26 @@ def _option(argv: Sequence[str], name: str) -> tuple[int, str | None] | None:
     return None
 
 
-def output_dir_of(recipe_args: Sequence[str]) -> str:
-    """The ``--output_dir`` of the recipe's arguments, from the command line or its ``--config`` file."""
-    found = _option(recipe_args, "--output_dir")
+def recipe_option(recipe_args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name`` in the recipe's arguments, from the command line or its ``--config`` file, or None."""
+    found = _option(recipe_args, f"--{name}")
     if found and found[1]:
         return found[1]
     config = _option(recipe_args, "--config")
     if config and config[1]:
         from shared.args import read_config
 
-        value = read_config(config[1])[0].get("output_dir")
-        if value:
+        value = read_config(config[1])[0].get(name)
+        if value is not None:
             return str(value)
+    return None
+
+
+def output_dir_of(recipe_args: Sequence[str]) -> str:
+    """The ``--output_dir`` of the recipe's arguments, from the command line or its ``--config`` file."""
+    value = recipe_option(recipe_args, "output_dir")
+    if value:
+        return value
     raise DataError("the recipe arguments need --output_dir (each fold writes to <output_dir>/fold_<i>)")
 
 
@@ -111,13 +119,22 @@ def summarize(fold_results: Sequence[dict[str, float]]) -> dict:
 
 
 def markdown_table(summary: dict) -> str:
-    """One table: a row per metric, a column per fold, then mean ± sd."""
-    k = summary["num_folds"]
-    lines = ["| metric | " + " | ".join(f"fold {i}" for i in range(k)) + " | mean ± sd |",
-             "|---|" + "---:|" * (k + 1)]
+    """One table: a row per metric, a column per fold, then mean ± sd, then (when ``summary["pooled"]``) the metric
+    of all out-of-fold predictions pooled, with its bootstrap 95% CI."""
+    k, pooled = summary["num_folds"], summary.get("pooled")
+    lines = ["| metric | " + " | ".join(f"fold {i}" for i in range(k)) + " | mean ± sd |" + (" pooled (95% CI) |" if pooled else ""),
+             "|---|" + "---:|" * (k + 1 + bool(pooled))]
     for name, m in summary["metrics"].items():
         cells = [_fmt(v) for v in m["folds"]]
-        lines.append(f"| {name.removeprefix('test_')} | " + " | ".join(cells) + f" | {_fmt(m['mean'])} ± {_fmt(m['sd'])} |")
+        line = f"| {name.removeprefix('test_')} | " + " | ".join(cells) + f" | {_fmt(m['mean'])} ± {_fmt(m['sd'])} |"
+        if pooled:
+            key = name.removeprefix("test_")
+            value = pooled.get(key)
+            cell = "–" if value is None else _fmt(float(value))
+            if f"{key}_ci_low" in pooled:
+                cell += f" ({_fmt(float(pooled[key + '_ci_low']))}–{_fmt(float(pooled[key + '_ci_high']))})"
+            line += f" {cell} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,8 @@ examples are cut into overlapping windows over subwords; every word gets a predi
 Outputs in --output_dir: the model and tokenizer (loads with pipeline("token-classification")), all_results.json
 (+ train_/eval_/test_results.json), {eval,test}_report.json, test_predictions/ (the test input written back in its
 own format with the predicted entities), test_explanations.{html,json} (--explain N: word attributions per
-predicted entity; they hold note words) and the model card README.md.
+predicted entity; they hold note words), test_tag_probabilities.json (a --fold of cross-validation: per-word
+tag probabilities for the label audit, no words) and the model card README.md.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from transformers import AutoConfig, AutoModelForTokenClassification, DataCollat
 from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.args import DataArguments, ModelArguments, TrainingArguments, main_guard, parse_args, recipe_defaults
 from shared.args import start_run
+from shared.audit import write_tag_probabilities
 from shared.errors import DataError
 from shared.explain import explain_entities
 from shared.imbalance import training_loss
@@ -48,7 +50,7 @@ from shared.ner.data import FORMATS, carve_groups, load_splits
 from shared.ner.metrics import collapse_check, entity_metrics, entity_metrics_ci, entity_report
 from shared.ner.tags import SCHEMES, from_scheme, label_list, split_tag, to_scheme, validate_tags
 from shared.ner.windows import IGNORE_INDEX, load_tokenizer, make_windows, pipeline_agreement, predict_windows
-from shared.ner.windows import subword_maps, words_from_windows
+from shared.ner.windows import subword_maps, word_probabilities, words_from_windows
 from shared.optim import optimizer_cls_and_kwargs
 from shared.outputs import remove_earlier_results
 from shared.reporting import atomic_write_json, prefixed, save_all_results, write_model_card
@@ -294,6 +296,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         pred, extra = predict_tags("test")
         if is_main:
             written = test.write_predictions(pred, os.path.join(output_dir, "test_predictions"))
+        if is_main and data_args.num_folds and test.tags is not None:  # for the label audit of cross_validate.py
+            write_tag_probabilities(output_dir, test, word_probabilities(
+                trainer.model, windows["test"], tokenizer.pad_token_id, [len(w) for w in test.words],
+                training_args.per_device_eval_batch_size), pred, labels)
         if is_main and data_args.explain:  # word attributions per predicted entity: holds note words
             explain_entities(output_dir, "test", trainer.model.model if use_crf else trainer.model, tokenizer,
                              windows["test"], test.words, pred, label2id, scheme, data_args.explain)

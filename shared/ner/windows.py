@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from shared.errors import DataError
 from shared.models import require_fast
 from shared.ner.tags import spans_from_tags
@@ -263,15 +265,6 @@ def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size:
 
     from shared.predict import predict_in_order
 
-    def collate(batch: list[Window]):
-        width = max(len(w.input_ids) for w in batch)
-        ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, w in enumerate(batch):
-            ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
-            mask[row, : len(w.input_ids)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
-
     def to_ids(logits, indices):  # label ids as int32: the only thing kept per batch (not N x L x C logits)
         if decode is None:
             return logits.argmax(-1).to(torch.int32)
@@ -282,7 +275,46 @@ def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size:
         return decode(logits, scored.to(logits.device)).to(torch.int32)
 
     # one int32 row per window, padded to its batch's width (positions past the window's length are never read)
-    return predict_in_order(model, windows, collate, batch_size, [len(w.input_ids) for w in windows], to_ids)
+    return predict_in_order(model, windows, _collate(pad_token_id), batch_size, [len(w.input_ids) for w in windows],
+                            to_ids)
+
+
+def word_probabilities(model, windows: list[Window], pad_token_id: int, n_words: list[int],
+                       batch_size: int = 64) -> list[np.ndarray]:
+    """Per example, a (words x labels) array: the softmax of each word's first-subword logits (a CRF model: of its
+    emission scores, not the CRF's marginals), read from the window that owns the word. Words with no subword get
+    a uniform row."""
+    import torch
+
+    from shared.predict import predict_in_order
+
+    def softmax(logits, indices):
+        return torch.softmax(logits, dim=-1)
+
+    probs = predict_in_order(model, windows, _collate(pad_token_id), batch_size, [len(w.input_ids) for w in windows],
+                             softmax)
+    classes = probs[0].shape[-1] if probs else 1
+    out = [np.full((n, classes), 1.0 / classes, dtype=np.float32) for n in n_words]
+    for win, p in zip(windows, probs):
+        for pos in win.owned:
+            out[win.example][win.word_ids[pos]] = p[pos]
+    return out
+
+
+def _collate(pad_token_id: int):
+    """A collate function for windows: input ids padded with ``pad_token_id`` and the attention mask."""
+    import torch
+
+    def collate(batch: list[Window]):
+        width = max(len(w.input_ids) for w in batch)
+        ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, w in enumerate(batch):
+            ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
+            mask[row, : len(w.input_ids)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    return collate
 
 
 def pipeline_agreement(windows: list[Window], window_preds: list[list[int]], labels: list[str],

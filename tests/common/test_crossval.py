@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from shared.crossval import fold_args, markdown_table, output_dir_of, remove_weights, summarize
@@ -67,3 +69,59 @@ def test_remove_weights_keeps_metrics(tmp_path):
 def test_runner_bad_arguments(argv, message):
     with pytest.raises(DataError, match=message):
         run_tool(argv)
+
+
+# ------------------------------------------------------------------------------------ pooled out-of-fold (audit)
+def fake_fold(folder, rows, labels, predictions, probs, names, multi_label):
+    from shared.reporting import predictions_csv
+
+    os.makedirs(folder)
+    with open(os.path.join(folder, "test_predictions.csv"), "w", encoding="utf-8") as f:
+        f.write(predictions_csv(rows, predictions, np.asarray(probs), names, labels))
+    problem = "multi_label_classification" if multi_label else "single_label_classification"
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump({"problem_type": problem}, f)
+    return str(folder)
+
+
+def test_pooled_multi_label_folds_parse_separated_labels_and_audit(tmp_path):
+    from shared import audit
+
+    names = ["cardio", "renal"]
+    rng = np.random.default_rng(0)
+    folds, gold = [], {}
+    for fold in range(2):
+        rows = list(range(fold, 40, 2))  # interleaved, as a stratified split gives them
+        truth = [[names[k] for k in range(2) if (row >> k) & 1] for row in rows]
+        probs = [[0.9 if n in t else 0.1 for n in names] for t in truth]
+        probs = np.clip(np.asarray(probs) + rng.normal(0, 0.03, (len(rows), 2)), 0.01, 0.99)
+        given = [list(t) for t in truth]
+        if fold == 1:
+            given[3] = ["renal"] if given[3] != ["renal"] else ["cardio"]  # one planted wrong label set
+        gold.update({row: g for row, g in zip(rows, given)})
+        folds.append(fake_fold(tmp_path / f"fold_{fold}", rows, ["|".join(g) for g in given],
+                               ["|".join(t) for t in truth], probs, names, multi_label=True))
+    pooled = audit.read_fold_predictions(folds, separator="|")
+    assert pooled["multi_label"] and pooled["label_names"] == names
+    assert all(pooled["gold"][i] == sorted(names.index(n) for n in gold[row]) for i, row in enumerate(pooled["row"]))
+    audit.write_oof_predictions(str(tmp_path), pooled)
+    with open(tmp_path / "oof_predictions.csv", encoding="utf-8") as f:
+        oof = list(csv.DictReader(f))
+    assert [int(r["row"]) for r in oof] == list(range(40)) and list(oof[0])[:4] == ["row", "fold", "label", "prediction"]
+    metrics = audit.pooled_classifier_metrics(pooled, resamples=20, seed=0)
+    assert metrics["samples"] == 40 and "micro_f1_ci_low" in metrics
+    issues = audit.classifier_label_issues(pooled)
+    assert issues and issues[0]["row"] == 7 and issues[0]["fold"] == 1  # row 7: the planted one (fold 1, 4th row)
+    summary = summarize([{"test_micro_f1": 0.9}, {"test_micro_f1": 0.8}])
+    summary["pooled"] = metrics
+    table = markdown_table(summary)
+    assert "pooled (95% CI)" in table.splitlines()[0] and f"{metrics['micro_f1']:.4f} (" in table
+
+
+def test_folds_with_different_classes_are_refused(tmp_path):
+    from shared import audit
+
+    a = fake_fold(tmp_path / "fold_0", [0], ["x"], ["x"], [[0.9, 0.1]], ["x", "y"], multi_label=False)
+    b = fake_fold(tmp_path / "fold_1", [1], ["x"], ["x"], [[0.9, 0.1]], ["x", "z"], multi_label=False)
+    with pytest.raises(DataError, match=r"classes \['x', 'z'\] differ from fold 0's"):
+        audit.read_fold_predictions([a, b])
