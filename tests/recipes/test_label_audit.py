@@ -57,6 +57,9 @@ def test_flipped_text_labels_rank_at_the_top(tmp_path):
             assert r["suggested_label"] == truth[int(r["row"])] and r["given_label"] != r["suggested_label"]
     scores = [float(r["label_quality"]) for r in issues]
     assert scores == sorted(scores)  # most suspicious (lowest quality) first
+    for name in ("oof_predictions.csv", "label_issues.csv", "cv_results.json", "cv_results.md"):
+        written = (out / name).read_text().lower()
+        assert not [w for w in FILLER + list(CUES.values()) if w in written], name  # not a word of any note
 
 
 def test_flipped_entity_tags_rank_at_the_top(tmp_path):
