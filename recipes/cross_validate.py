@@ -147,6 +147,12 @@ def pool_out_of_fold(output_dir: str, fold_dirs: list[str], recipe_args: list[st
         if audit_labels:
             issues = audit.classifier_label_issues(pooled)
             audit.write_label_issues(output_dir, issues, token_level=False)
+    labels = metrics["samples"] if issues is None or not issues or "row" in issues[0] else sum(
+        len(e["gold"]) for e in pooled["examples"])
+    if issues and len(issues) > 0.2 * labels:  # confident learning needs a model that mostly gets it right
+        print(f"warning: cleanlab flags {len(issues)} of {labels} labels ({100 * len(issues) / labels:.0f}%): more "
+              "than a fifth usually means the out-of-fold models are too weak to judge the labels (see the pooled "
+              "metrics), not that the labels are this noisy", file=sys.stderr)
     return metrics, issues
 
 

@@ -125,3 +125,20 @@ def test_folds_with_different_classes_are_refused(tmp_path):
     b = fake_fold(tmp_path / "fold_1", [1], ["x"], ["x"], [[0.9, 0.1]], ["x", "z"], multi_label=False)
     with pytest.raises(DataError, match=r"classes \['x', 'z'\] differ from fold 0's"):
         audit.read_fold_predictions([a, b])
+
+
+def test_an_audit_from_a_model_at_chance_warns(tmp_path, capsys):
+    from shared.runner import load_recipe
+
+    rng = np.random.default_rng(0)
+    folds = []
+    for fold in range(2):
+        probs = rng.dirichlet([1, 1], 30)  # a model that learned nothing
+        labels = ["x" if k % 2 else "y" for k in range(30)]
+        folds.append(fake_fold(tmp_path / f"fold_{fold}", list(range(fold, 60, 2)), labels,
+                               ["x" if p[0] >= 0.5 else "y" for p in probs], probs, ["x", "y"], multi_label=False))
+    tool = load_recipe(ROOT / "recipes" / "cross_validate.py")
+    metrics, issues = tool.pool_out_of_fold(str(tmp_path), folds, ["--bootstrap_resamples", "10"], audit_labels=True)
+    assert metrics["samples"] == 60 and len(issues) > 12
+    assert (tmp_path / "label_issues.csv").is_file() and (tmp_path / "oof_predictions.csv").is_file()
+    assert "too weak to judge the labels" in capsys.readouterr().err
