@@ -137,6 +137,7 @@ def pool_out_of_fold(output_dir: str, fold_dirs: list[str], recipe_args: list[st
         pooled = audit.read_fold_tag_probabilities(fold_dirs)
         audit.write_oof_tags(output_dir, pooled)
         metrics = audit.pooled_entity_metrics(pooled, resamples, seed)
+        labels = sum(len(e["gold"]) for e in pooled["examples"])  # one per word
         if audit_labels:
             issues = audit.token_label_issues(pooled)
             audit.write_label_issues(output_dir, issues, token_level=True)
@@ -144,11 +145,10 @@ def pool_out_of_fold(output_dir: str, fold_dirs: list[str], recipe_args: list[st
         pooled = audit.read_fold_predictions(fold_dirs, recipe_option(recipe_args, "label_separator"))
         audit.write_oof_predictions(output_dir, pooled)
         metrics = audit.pooled_classifier_metrics(pooled, resamples, seed)
+        labels = len(pooled["row"])
         if audit_labels:
             issues = audit.classifier_label_issues(pooled)
             audit.write_label_issues(output_dir, issues, token_level=False)
-    labels = metrics["samples"] if issues is None or not issues or "row" in issues[0] else sum(
-        len(e["gold"]) for e in pooled["examples"])
     if issues and len(issues) > 0.2 * labels:  # confident learning needs a model that mostly gets it right
         print(f"warning: cleanlab flags {len(issues)} of {labels} labels ({100 * len(issues) / labels:.0f}%): more "
               "than a fifth usually means the out-of-fold models are too weak to judge the labels (see the pooled "

@@ -55,13 +55,14 @@ def read_fold_predictions(fold_dirs: Sequence[str], separator: str | None = None
                 pooled["label"].append(record["label"])
                 pooled["prediction"].append(record["prediction"])
                 pooled["probs"].append([float(record[f"prob_{n}"]) for n in names])
+    from shared.labels import parse_label_cell
+
     index = {name: i for i, name in enumerate(label_names)}
 
-    def ids(cell: str):
+    def ids(cell: str):  # the cell as shared.labels.format_label_cell wrote it
         if not multi_label:
             return index[cell]
-        names = json.loads(cell) if separator is None else [n for n in cell.split(separator) if n]
-        return sorted(index[n] for n in names)
+        return sorted(index[n] for n in parse_label_cell(cell, separator) or [])
 
     pooled.update(probs=np.asarray(pooled["probs"], dtype=np.float64), label_names=label_names,
                   multi_label=multi_label, gold=[ids(cell) for cell in pooled["label"]])
@@ -184,10 +185,10 @@ def token_label_issues(pooled: dict) -> list[dict]:
     from cleanlab.token_classification.filter import find_label_issues
     from cleanlab.token_classification.rank import get_label_quality_scores
 
-    from shared.ner.tags import to_scheme
+    from shared.ner.tags import detect_scheme, to_scheme
 
     tags = pooled["labels"]
-    scheme = "BIOES" if any(t[:2] in ("E-", "S-") for t in tags) else "IOB2"
+    scheme = detect_scheme([tags])
     index = {t: i for i, t in enumerate(tags)}
     kept = [e for e in pooled["examples"] if e["gold"]]  # cleanlab needs at least one word per sentence
     labels = [np.asarray([index[t] for t in to_scheme(e["gold"], scheme)]) for e in kept]
