@@ -226,6 +226,38 @@ class TrainingArguments(transformers.TrainingArguments):
     )
 
 
+@dataclass
+class PredictArguments:
+    """What every deployment command takes: the trained (or exported) folder, the input and where results go."""
+
+    _argument_group_name = "prediction"
+
+    model_dir: str = field(metadata={"help": "A recipe's --output_dir (plain, merged LoRA, or adapter + head; with or "
+                                             "without CRF), or the --output_dir of export_onnx.py (--backend onnx)."})
+    input: str = field(metadata={"help": "The data to predict, in any format the recipe's train.py reads; labels "
+                                         "are optional (when present the metric is reported)."})
+    output_dir: str = field(metadata={"help": "Where the predictions go (a new or empty folder)."})
+    backend: str = field(default="pytorch", metadata={
+        "help": "'pytorch' runs the trained weights; 'onnx' runs model.onnx of an export folder with ONNX Runtime "
+                "(CUDA when available, else CPU).", "choices": ["pytorch", "onnx"]})
+    batch_size: int = field(default=64, metadata={"help": "Windows / images per forward pass (the recipes' "
+                                                          "--per_device_eval_batch_size default)."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Replace the predictions of an earlier predict.py run in --output_dir."})
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise DataError(f"--batch_size must be at least 1, got {self.batch_size}")
+        for name in ("model_dir", "input"):
+            if not os.path.exists(getattr(self, name)):
+                raise DataError(f"--{name} does not exist", path=getattr(self, name))
+        out = os.path.realpath(self.output_dir)
+        for name in ("model_dir", "input"):
+            inside = os.path.realpath(getattr(self, name))
+            if inside == out or inside.startswith(out + os.sep):
+                raise DataError(f"--output_dir must not be or hold the --{name}", path=self.output_dir)
+
+
 def bf16_supported() -> bool:
     """bf16 pays off on GPUs that support it and on CPUs with native bf16 (AVX512-BF16 / AMX); elsewhere it is slow."""
     if torch.cuda.is_available():
@@ -455,14 +487,15 @@ def _given_on_command_line(parser: ArgumentParser, argv: list[str]) -> set[str]:
     return set(vars(typed))
 
 
-def setup_logging(training_args) -> None:
-    """Log to stderr from the main process only; never log examples (clinical text stays out of logs)."""
+def setup_logging(training_args=None) -> None:
+    """Log to stderr from the main process only (``training_args`` None: a one-process command such as predict.py);
+    never log examples (clinical text stays out of logs)."""
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         handlers=[logging.StreamHandler(sys.stderr)],
     )
-    level = logging.INFO if training_args.should_log else logging.WARNING
+    level = logging.INFO if training_args is None or training_args.should_log else logging.WARNING
     logging.getLogger().setLevel(level)
     transformers.utils.logging.set_verbosity(logging.WARNING)
     transformers.utils.logging.enable_default_handler()

@@ -282,6 +282,15 @@ def max_sequence_length(requested: int, tokenizer, config) -> int:
     return requested
 
 
+def requested_max_length(data_args, config, training: bool) -> int:
+    """``--max_seq_length`` as given; a run that only evaluates or predicts with a fine-tuned folder, without the flag,
+    reads in the windows the folder was trained with (``max_seq_length`` in its config.json), as ``predict.py`` does."""
+    from shared.args import given
+
+    saved = None if training else getattr(config, "max_seq_length", None)
+    return data_args.max_seq_length if saved is None or "max_seq_length" in given(data_args) else int(saved)
+
+
 def trained_labels(config) -> tuple[list[str], bool]:
     """``(label names in id order, multi-label?)`` of a fine-tuned classifier's config."""
     names = [config.id2label[i] for i in range(config.num_labels)]

@@ -87,3 +87,51 @@ def remove_earlier_results(output_dir: str, names: list[str]) -> None:
             os.remove(path)
     if names:
         logger.info("removed %d file(s)/folder(s) of an earlier run from --output_dir", len(names))
+
+
+# ------------------------------------------------------------------------------------------------ predict.py
+PREDICT_RESULTS = "predict_results.json"  # written last by every predict.py run: marks a folder it may replace
+
+
+def check_prediction_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse, before anything is read, a ``--output_dir`` that is a file or holds files, unless it holds an earlier
+    predict.py run's predictions and ``--overwrite_output_dir`` is given."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise DataError("--output_dir is a file, not a folder", path=output_dir)
+    names = [n for n in os.listdir(output_dir) if not n.startswith(".")] if os.path.isdir(output_dir) else []
+    if not names:
+        return
+    if PREDICT_RESULTS not in names:
+        raise DataError("--output_dir holds files that predict.py did not write; choose a new or empty folder",
+                        path=output_dir)
+    if not overwrite:
+        raise DataError("--output_dir holds the predictions of an earlier run; pass --overwrite_output_dir to "
+                        "replace them, or choose a new folder", path=output_dir)
+
+
+class StagedFolder:
+    """Write a command's files into a sibling folder and put it in place of ``output_dir`` only when all are written,
+    so a failed or interrupted run leaves nothing half-written (and an earlier run's folder as it was).
+
+        with StagedFolder(output_dir) as folder:
+            write(folder.path, ...)
+    """
+
+    def __init__(self, output_dir: str):
+        self.output_dir = os.path.normpath(output_dir)
+        parent = os.path.dirname(os.path.abspath(self.output_dir))
+        os.makedirs(parent, exist_ok=True)
+        import tempfile
+
+        self.path = tempfile.mkdtemp(prefix="." + os.path.basename(self.output_dir) + ".partial-", dir=parent)
+
+    def __enter__(self) -> "StagedFolder":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        if os.path.isdir(self.output_dir):
+            shutil.rmtree(self.output_dir)
+        os.replace(self.path, self.output_dir)

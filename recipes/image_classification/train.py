@@ -313,6 +313,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     thresholds = data_args.decision_threshold
     if multi_label and thresholds is None:
         thresholds = saved_thresholds(trainer.model.config, label_names)
+    elif thresholds is None and not training_args.do_train:  # a binary threshold the folder was trained with
+        thresholds = getattr(trainer.model.config, "decision_threshold", None)
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
     if "validation" in pixels:
         logits = predict_logits("validation")
@@ -353,6 +355,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if training_args.do_train:
         save_trained(trainer, output_dir, model_args, processor,
                      config_updates={**({"decision_thresholds": cuts} if cuts else {}),
+                                     "decision_threshold": None if multi_label else data_args.decision_threshold,
                                      "calibration": calibration.saved() if calibration else None})
     if is_main:
         save_all_results(output_dir, results, thresholds=cuts)

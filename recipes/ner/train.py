@@ -44,7 +44,7 @@ from shared.imbalance import training_loss
 from shared.long_text import default_stride
 from shared.lora import count_parameters, save_trained
 from shared.metrics import add_ci
-from shared.models import load_pretrained, max_sequence_length, model_for_run
+from shared.models import load_pretrained, max_sequence_length, model_for_run, requested_max_length
 from shared.ner.crf import CrfTokenClassifier, has_crf
 from shared.ner.data import FORMATS, carve_groups, load_splits
 from shared.ner.metrics import collapse_check, entity_metrics, entity_metrics_ci, entity_report
@@ -205,8 +205,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 7. Preprocessing: labels on subwords ('first' or 'all'), long examples split into windows that overlap by
     # --stride subwords.
-    max_length = max_sequence_length(data_args.max_seq_length, tokenizer, config)
-    stride = data_args.stride if data_args.stride is not None else default_stride(max_length)
+    max_length = max_sequence_length(requested_max_length(data_args, config, training_args.do_train), tokenizer, config)
+    saved_stride = None if training_args.do_train else getattr(config, "stride", None)
+    stride = next(s for s in (data_args.stride, saved_stride, default_stride(max_length)) if s is not None)
     b_to_i = subword_maps(labels)  # every subword labelled so that the subword sequence is valid IOB2/BIOES
     windows = {}
     for name, split in splits.items():
@@ -318,9 +319,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 12. Save: the model (plain, merged LoRA, or adapter + head; the CRF beside it), results and the model card.
     # Every process takes part in gathering FSDP-sharded weights (None otherwise); only the main one writes.
-    if training_args.do_train:  # the alignment and the CRF go into config.json: prediction depends on them
+    if training_args.do_train:  # the alignment, windows and CRF go into config.json: prediction depends on them
         save_trained(trainer, output_dir, model_args, tokenizer, inner="model" if use_crf else None,
-                     config_updates={"label_alignment": alignment, "use_crf": use_crf})
+                     config_updates={"label_alignment": alignment, "use_crf": use_crf, "max_seq_length": max_length,
+                                     "stride": stride})
         if use_crf and is_main:
             trainer.model.save_crf(output_dir)
     if is_main:

@@ -49,7 +49,7 @@ from shared.lora import count_parameters, save_trained
 from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
 from shared.metrics import selection_macro_f1, tune_thresholds
 from shared.models import classification_config, load_pretrained, max_sequence_length, model_for_run, require_fast
-from shared.models import trained_labels
+from shared.models import requested_max_length, trained_labels
 from shared.optim import optimizer_cls_and_kwargs
 from shared.outputs import remove_earlier_results
 from shared.predict import predict_in_order
@@ -204,7 +204,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 7. Preprocessing: tokenization into windows (chunk: every window of every note; truncate: the first one, and
     # what it cuts is counted and reported, never silent). Each window remembers its note.
-    max_length = max_sequence_length(data_args.max_seq_length, tokenizer, config)
+    max_length = max_sequence_length(requested_max_length(data_args, config, training_args.do_train), tokenizer, config)
     long_text = long_text_settings(data_args.long_text, data_args.stride, data_args.chunk_aggregation,
                                    data_args.train_windows, max_length, None if training_args.do_train else config)
     chunk = long_text.mode == "chunk"
@@ -350,9 +350,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # 12. Save: the model (plain, merged LoRA, or adapter + head), results and the model card. Every process takes
     # part in gathering FSDP-sharded weights (None otherwise); only the main one writes.
     cuts = decision_thresholds(label_names, thresholds) if multi_label else None  # config.json + thresholds.json
-    if training_args.do_train:  # config.json also says how the folder reads long notes
+    if training_args.do_train:  # config.json also says how the folder reads long notes (predict.py reads them too)
         save_trained(trainer, output_dir, model_args, tokenizer,
-                     config_updates={**long_text.as_config(), **({"decision_thresholds": cuts} if cuts else {}),
+                     config_updates={**long_text.as_config(), "max_seq_length": max_length,
+                                     **({"decision_thresholds": cuts} if cuts else {}),
                                      "calibration": calibration.saved() if calibration else None})
     if is_main:
         save_all_results(output_dir, results, thresholds=cuts)

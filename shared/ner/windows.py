@@ -253,7 +253,7 @@ def words_from_windows(windows: list[Window], window_preds: list[list[int]], n_w
 
 
 def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size: int = 64,
-                    decode=None) -> list:
+                    decode=None, progress: bool = False) -> list:
     """Predicted label id at every position of every window, in window order (an int32 array per window, padded to
     its batch's width).
 
@@ -276,7 +276,7 @@ def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size:
 
     # one int32 row per window, padded to its batch's width (positions past the window's length are never read)
     return predict_in_order(model, windows, _collate(pad_token_id), batch_size, [len(w.input_ids) for w in windows],
-                            to_ids)
+                            to_ids, progress)
 
 
 def word_probabilities(model, windows: list[Window], pad_token_id: int, n_words: list[int],

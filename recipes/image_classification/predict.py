@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Classify new images with a folder the image recipe trained (or its ONNX export), without the training stack.
+
+    python recipes/image_classification/predict.py --model_dir out --input scans/ --output_dir predictions
+    python recipes/image_classification/predict.py --model_dir out_onnx --backend onnx --input images.csv ...
+
+Steps, the same in every predict.py: 1 arguments -> 2 output folder -> 3 model folder -> 4 input -> 5 predict ->
+6 write. The input (class folders, a plain folder of images, a MedMNIST .npz (its test arrays), a CSV/JSONL/parquet
+table of image paths) is read and checked as train.py reads --test_dir/--test_file, then decoded and resized as in
+training; thresholds and calibration saved with the model are applied: the same predictions as train.py
+--do_predict on that folder.
+
+Outputs in --output_dir: predictions.csv (predictions.jsonl for a JSON table): row, label (when known), prediction
+and prob_<class>, no image paths unless --write_image_paths; predict_results.json (counts, speed, macro_f1 on
+labelled input).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+try:
+    import shared  # noqa: F401  (this project's package)
+except ImportError:
+    print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
+    raise SystemExit(2) from None
+
+from shared.args import PredictArguments, main_guard, parse_args, setup_logging
+from shared.inference import ImageClassifier, prediction_results, write_prediction_results
+from shared.outputs import StagedFolder, check_prediction_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageInputArguments:
+    _argument_group_name = "input"
+
+    image_column: str = field(default="image", metadata={"help": "Table column with the image path (relative to "
+                                                                 "the table)."})
+    label_column: str = field(default="label", metadata={"help": "Table column of gold labels, if any (then macro-F1 "
+                                                                 "is reported)."})
+    label_separator: str | None = field(default=None, metadata={"help": "Multi-label cells are split on this string, "
+                                                                        "and predictions written with it."})
+    skip_bad_images: bool = field(default=False, metadata={"help": "Skip unreadable images (counted) instead of "
+                                                                   "stopping with an error."})
+    write_image_paths: bool = field(default=False, metadata={"help": "Put image paths in predictions.csv (off: "
+                                                                     "paths may identify patients)."})
+
+
+@main_guard
+def main(args: list[str] | None = None) -> dict:
+    # 1. Arguments: command line > --config.
+    predict_args, input_args = parse_args(PredictArguments, ImageInputArguments, args=args, description=__doc__)
+    setup_logging()
+
+    # 2. The output folder, before anything is read: new, empty, or an earlier run's (--overwrite_output_dir).
+    check_prediction_dir(predict_args.output_dir, predict_args.overwrite_output_dir)
+
+    # 3. The model folder: labels, image size and normalisation, thresholds (the weights load when first used).
+    predictor = ImageClassifier(predict_args.model_dir, predict_args.backend, predict_args.batch_size)
+
+    # 4. Input: read, checked and decoded, one line naming the file (and row) on a mistake.
+    images = predictor.read(predict_args.input, input_args.image_column, input_args.label_column,
+                            input_args.label_separator)
+    decoded = predictor.decode(images, input_args.skip_bad_images)
+    logger.info("%d images from %s at %d px%s", len(decoded.kept), images.origin, predictor.image_size,
+                f" ({len(decoded.bad)} unreadable skipped)" if decoded.bad else "")
+
+    # 5. Predict.
+    start = time.perf_counter()
+    outputs = predictor.predict(decoded)
+    seconds = time.perf_counter() - start
+
+    # 6. Write: the predictions and predict_results.json, all or nothing.
+    with StagedFolder(predict_args.output_dir) as folder:
+        files = predictor.write(folder.path, images, decoded, outputs, input_args.label_separator,
+                                predict_args.input.lower().endswith((".json", ".jsonl")), input_args.write_image_paths)
+        gold = [images.labels[i] for i in decoded.kept] if images.labeled else None
+        metric = ("macro_f1", predictor.score(gold, outputs)) if gold is not None else None
+        results = prediction_results(predictor, len(decoded.kept), seconds, files, metric,
+                                     skipped_images=len(decoded.bad))
+        write_prediction_results(folder.path, results)
+    logger.info("predictions for %d images written to %s", len(decoded.kept), predict_args.output_dir)
+    return results
+
+
+if __name__ == "__main__":
+    main()

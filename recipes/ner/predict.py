@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Tag new notes with a folder the NER recipe trained (or its ONNX export), without the training stack.
+
+    python recipes/ner/predict.py --model_dir out --input notes/ --output_dir predictions
+    python recipes/ner/predict.py --model_dir out_onnx --backend onnx --input sentences.conll ...
+
+Steps, the same in every predict.py: 1 arguments -> 2 output folder -> 3 model folder -> 4 input -> 5 predict ->
+6 write. The input (an i2b2 folder of .txt [+ .con], a BRAT folder of .txt [+ .ann], CoNLL, JSON/JSONL) is read and
+checked as train.py reads --test_file, before the weights load; long sentences are cut into the windows the folder
+was trained with, never truncated, and a CRF folder is decoded with its constrained Viterbi: the same entities as
+train.py --do_predict on that folder.
+
+Outputs in --output_dir: the input written back in its own format with the predicted entities (.con files, .ann
+files, the CoNLL file, or JSON lines), which hold the note words (sensitive); predict_results.json (counts, speed,
+strict entity F1 on labelled input).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+try:
+    import shared  # noqa: F401  (this project's package)
+except ImportError:
+    print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
+    raise SystemExit(2) from None
+
+from shared.args import PredictArguments, main_guard, parse_args, setup_logging
+from shared.inference import EntityTagger, prediction_results, write_prediction_results
+from shared.ner.data import FORMATS
+from shared.outputs import StagedFolder, check_prediction_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NerInputArguments:
+    _argument_group_name = "input"
+
+    data_format: str = field(default="auto", metadata={
+        "help": "Input format; auto guesses from the path (.con -> i2b2, .ann -> BRAT, .json/.jsonl -> JSON, anything "
+                "else -> CoNLL). Annotations are optional.", "choices": list(FORMATS)})
+    tokens_column: str = field(default="tokens", metadata={"help": "JSON field holding the word list."})
+    tags_column: str = field(default="ner_tags", metadata={"help": "JSON field holding gold tags, if any (and where "
+                                                                   "predicted tags are written)."})
+    conll_tag_column: int = field(default=-1, metadata={"help": "CoNLL column (0-based, negative from the end) "
+                                                                "holding gold tags, if any."})
+
+
+@main_guard
+def main(args: list[str] | None = None) -> dict:
+    # 1. Arguments: command line > --config.
+    predict_args, input_args = parse_args(PredictArguments, NerInputArguments, args=args, description=__doc__)
+    setup_logging()
+
+    # 2. The output folder, before anything is read: new, empty, or an earlier run's (--overwrite_output_dir).
+    check_prediction_dir(predict_args.output_dir, predict_args.overwrite_output_dir)
+
+    # 3. The model folder: labels, tag scheme, windows, CRF (the weights load when first used).
+    predictor = EntityTagger(predict_args.model_dir, predict_args.backend, predict_args.batch_size)
+
+    # 4. Input: read and validated, one line naming file and line on a mistake.
+    split = predictor.read(predict_args.input, input_args.data_format, input_args.tokens_column,
+                           input_args.tags_column, input_args.conll_tag_column)
+    logger.info("%d sentences from %s (%s)", len(split), split.source, split.format)
+
+    # 5. Predict.
+    start = time.perf_counter()
+    outputs = predictor.predict(split.words)
+    seconds = time.perf_counter() - start
+
+    # 6. Write: the input in its own format with the predicted entities, and predict_results.json, all or nothing.
+    with StagedFolder(predict_args.output_dir) as folder:
+        files = predictor.write(folder.path, split, outputs)
+        metric = ("f1", predictor.score(split.tags, outputs)) if split.tags is not None else None
+        results = prediction_results(predictor, len(split), seconds, files, metric,
+                                     words=sum(len(w) for w in split.words))
+        write_prediction_results(folder.path, results)
+    logger.info("%d prediction file(s) written to %s", len(files), predict_args.output_dir)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,610 @@
+"""Prediction from a trained output folder, or from its ONNX export, without the training stack.
+
+One predictor per task reads a model folder the way the recipe's ``--do_predict`` does: the same tokenizer windows
+(long notes are never truncated silently), the same batches, float32 outputs, the decision thresholds saved in
+``config.json`` and the calibration already folded into the head. ``predict.py``, ``export_onnx.py``,
+``verify_onnx.py``, ``serve.py`` and ``benchmarks/bench_inference.py`` all predict through these classes.
+
+- :class:`TextClassifier`: notes (and note pairs) -> probabilities and decided labels.
+- :class:`EntityTagger`: words -> IOB2 tags; raw text -> entities with character offsets.
+- :class:`ImageClassifier`: images -> probabilities and decided labels.
+
+``backend="onnx"`` runs ``model.onnx`` of an export folder (``recipes/export_onnx.py``) with ONNX Runtime (the CUDA
+execution provider when installed and a GPU is present, else the CPU); everything around the graph (windows,
+aggregation, thresholds, a CRF's Viterbi decoding) is the same code as for PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from shared.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+EXPORT_INFO = "export.json"  # labels, thresholds, windows and the parity check of an export (export_onnx.py)
+BACKENDS = ("pytorch", "onnx")
+DEFAULT_MAX_LENGTH = 128  # the text and NER recipes' --max_seq_length default, for folders that saved none
+TASK_OF_HEAD = {"ForSequenceClassification": "text_classification", "ForTokenClassification": "ner",
+                "ForImageClassification": "image_classification"}
+PROGRESS_FROM = 20  # batches: shorter inputs predict without a progress bar
+
+
+def model_arguments(model_dir: str):
+    """The loading options of a model folder: safetensors only, no remote code (``shared.models.load_pretrained``)."""
+    from shared.args import ModelArguments
+
+    return ModelArguments(model_name_or_path=model_dir)
+
+
+def read_config(model_dir: str) -> dict:
+    """``config.json`` of a trained or exported folder, or a one-line error."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isdir(model_dir):
+        raise DataError("model folder does not exist", path=model_dir)
+    if not os.path.isfile(path):
+        raise DataError("not a trained model folder (no config.json); pass the --output_dir of a recipe's training "
+                        "run or of export_onnx.py", path=model_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read config.json: {str(e).splitlines()[0]}", path=model_dir) from None
+
+
+def folder_task(model_dir: str) -> str:
+    """Which recipe trained the folder: ``text_classification``, ``ner`` or ``image_classification``."""
+    architectures = read_config(model_dir).get("architectures") or []
+    for head, task in TASK_OF_HEAD.items():
+        if any(name.endswith(head) for name in architectures):
+            return task
+    raise DataError(f"config.json names no classifier this project trains (architectures: "
+                    f"{', '.join(architectures) or 'none'})", path=model_dir)
+
+
+def is_export(model_dir: str) -> bool:
+    return os.path.isfile(os.path.join(model_dir, ONNX_FILE))
+
+
+def _check_backend(model_dir: str, backend: str) -> None:
+    if backend not in BACKENDS:
+        raise DataError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    has_weights = any(name.endswith(".safetensors") and name != "crf.safetensors" for name in os.listdir(model_dir))
+    if backend == "onnx" and not is_export(model_dir):
+        raise DataError(f"no {ONNX_FILE} here: export the folder first (recipes/export_onnx.py --model_dir "
+                        f"{model_dir} --output_dir <export folder>) and pass that folder", path=model_dir)
+    if backend == "pytorch" and is_export(model_dir) and not has_weights:
+        raise DataError("an ONNX export holds no PyTorch weights: pass --backend onnx (or the trained folder)",
+                        path=model_dir)
+
+
+class OnnxModel:
+    """``model.onnx`` run by ONNX Runtime, called like a model in :func:`shared.predict.predict_in_order`: the batch's
+    tensors in, float32 logits out (inputs the graph does not take are ignored)."""
+
+    def __init__(self, path: str, providers: Sequence[str] | None = None, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DataError("--backend onnx needs ONNX Runtime: pip install onnxruntime (onnxruntime-gpu for CUDA)") \
+                from None
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # ONNX Runtime's own warnings carry no input, but are noise here
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(path, options, providers=list(providers))
+        except Exception as e:  # a corrupt or foreign file: InvalidGraph, Fail, ...
+            raise DataError(f"ONNX Runtime cannot load the model: {str(e).splitlines()[0][:300]}", path=path) from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.providers = self.session.get_providers()
+
+    def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
+        missing = [name for name in self.input_names if name not in inputs]
+        if missing:
+            raise DataError(f"the exported graph needs input(s) {', '.join(missing)} that this model's inputs lack")
+        feed = {name: inputs[name].cpu().numpy() for name in self.input_names}
+        return torch.from_numpy(self.session.run(None, feed)[0]).float()
+
+
+@dataclass
+class Outputs:
+    """What one pass over an input gave: ``logits`` (per example; NER: per window, its own positions), the decided
+    ``labels`` (classifiers: a name or a list of names; NER: IOB2 tags per example) and ``probs`` (classifiers)."""
+
+    logits: list[np.ndarray]
+    labels: list[Any]
+    probs: np.ndarray | None = None
+
+
+class _Predictor:
+    task: str
+    batch_size: int
+
+    def __init__(self, model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None,
+                 model=None):
+        _check_backend(model_dir, backend)
+        if folder_task(model_dir) != self.task:
+            raise DataError(f"this folder holds a {folder_task(model_dir).replace('_', ' ')} model, not a "
+                            f"{self.task.replace('_', ' ')} one: use recipes/{folder_task(model_dir)}/", path=model_dir)
+        if batch_size < 1:
+            raise DataError(f"--batch_size must be at least 1, got {batch_size}")
+        self.model_dir, self.backend, self.batch_size = model_dir, backend, batch_size
+        self.model_args = model_arguments(model_dir)
+        self.threads = threads
+        self._model = model  # a model already in memory (benchmarks); loaded lazily otherwise
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = (OnnxModel(os.path.join(self.model_dir, ONNX_FILE), threads=self.threads)
+                           if self.backend == "onnx" else self._load_torch())
+        return self._model
+
+    def _load_torch(self):
+        raise NotImplementedError
+
+    def progress(self, n_examples: int) -> bool:
+        return n_examples > PROGRESS_FROM * self.batch_size
+
+
+# ---------------------------------------------------------------------------------------------------------- text
+@dataclass
+class TextInput:
+    """A table to classify: its texts (and pairs), gold labels when it has a label column, and where rows are."""
+
+    table: Any  # shared.tables.Table
+    texts: list[str]
+    pairs: list[str] | None
+    gold: list | None  # label names (lists of names for multi-label) or None
+
+
+class TextClassifier(_Predictor):
+    """A text classifier folder: notes in overlapping windows (``chunk``) or truncated, as the folder was trained."""
+
+    task = "text_classification"
+
+    def __init__(self, model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None,
+                 model=None):
+        super().__init__(model_dir, backend, batch_size, threads, model)
+        from transformers import AutoConfig, AutoTokenizer
+
+        from shared.long_text import long_text_settings
+        from shared.models import load_pretrained, max_sequence_length, require_fast, trained_labels
+        from shared.reporting import saved_thresholds
+
+        self.config = load_pretrained(AutoConfig, self.model_args)
+        self.labels, self.multi_label = trained_labels(self.config)
+        self.tokenizer = load_pretrained(AutoTokenizer, self.model_args)
+        self.max_length = max_sequence_length(getattr(self.config, "max_seq_length", None) or DEFAULT_MAX_LENGTH,
+                                              self.tokenizer, self.config)
+        self.long_text = long_text_settings(None, None, None, None, self.max_length, self.config)
+        if self.long_text.mode == "chunk":
+            require_fast(self.tokenizer, "long notes are read in overlapping windows")
+        self.thresholds = saved_thresholds(self.config, self.labels) if self.multi_label else None
+
+    def _load_torch(self):
+        from transformers import AutoModelForSequenceClassification
+
+        from shared.models import load_trained
+
+        return load_trained(AutoModelForSequenceClassification, self.model_args)
+
+    def read(self, path: str, text_column: str = "text", text_pair_column: str | None = None,
+             label_column: str = "label", label_separator: str | None = None) -> TextInput:
+        """Read and validate a table (CSV/TSV/JSON/JSONL/parquet) as the recipe does; gold labels when present."""
+        from shared.labels import encode_labels, parse_label_column
+        from shared.tables import has_column, read_table, require_columns, require_text
+
+        table = read_table(path)
+        columns = [text_column] + ([text_pair_column] if text_pair_column else [])
+        require_columns(table, columns)
+        for column in columns:
+            require_text(table, column)
+        gold = None
+        if has_column(table, label_column):
+            gold = parse_label_column(table[label_column], table.where, label_separator, label_column)
+            if bool(gold) and isinstance(gold[0], list) != self.multi_label:
+                raise DataError(f"the '{label_column}' column is {'multi' if isinstance(gold[0], list) else 'single'}"
+                                f"-label but the model is {'multi' if self.multi_label else 'single'}-label", path)
+            encode_labels(gold, {name: i for i, name in enumerate(self.labels)}, self.multi_label, table.where,
+                          "the model's labels")  # an unknown label: one line naming its row
+        return TextInput(table, list(table[text_column]),
+                         list(table[text_pair_column]) if text_pair_column else None, gold)
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
+               where=None) -> tuple[list[dict], list[int], int]:
+        """(model inputs of every window, the note of every window, how many notes were truncated)."""
+        from shared.long_text import check_windows_fit, encode_windows
+
+        texts, pairs = list(texts), None if pairs is None else list(pairs)
+        if self.long_text.mode == "chunk":
+            check_windows_fit(self.tokenizer, texts, pairs, self.max_length, self.long_text.stride,
+                              where or (lambda i: ("<input>", i + 1)), "text")
+            encoded = encode_windows(self.tokenizer, texts, pairs, self.max_length, self.long_text.stride)
+            notes, truncated = encoded.pop("note"), 0
+        else:
+            lengths = self.tokenizer(texts, pairs, truncation=False, verbose=False)["input_ids"]
+            truncated = sum(len(ids) > self.max_length for ids in lengths)
+            encoded = dict(self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length))
+            notes = list(range(len(texts)))
+        names = list(encoded)
+        windows = [{name: encoded[name][k] for name in names} for k in range(len(notes))]
+        return windows, notes, truncated
+
+    def collate(self, windows: list[dict]) -> dict:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=8)(windows)
+
+    def window_logits(self, windows: list[dict]) -> list[np.ndarray]:
+        from shared.predict import predict_in_order
+
+        return predict_in_order(self.model, windows, self.collate, self.batch_size,
+                                [len(w["input_ids"]) for w in windows], progress=self.progress(len(windows)))
+
+    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, where=None) -> Outputs:
+        """Logits per note (windows aggregated), probabilities and decided labels."""
+        from shared.labels import decisions
+        from shared.long_text import notes_from_windows
+        from shared.metrics import sigmoid, softmax
+
+        windows, notes, truncated = self.encode(texts, pairs, where)
+        if truncated:
+            logger.warning("%d of %d notes are longer than %d tokens and were truncated (the folder was trained "
+                           "with --long_text truncate)", truncated, len(texts), self.max_length)
+        logits = notes_from_windows(np.stack(self.window_logits(windows)), notes, len(texts), self.long_text.aggregation)
+        probs = sigmoid(logits) if self.multi_label else softmax(logits)
+        return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
+
+    def score(self, gold: Sequence, outputs: Outputs) -> float:
+        """The recipe's headline selection metric: macro-F1 at the saved thresholds."""
+        from shared.labels import encode_labels
+        from shared.metrics import classifier_metrics
+
+        ids = encode_labels(gold, {n: i for i, n in enumerate(self.labels)}, self.multi_label, lambda i: ("", i))
+        return classifier_metrics(ids, outputs.probs, self.multi_label, self.thresholds)["macro_f1"]
+
+    def write(self, output_dir: str, inp: TextInput, outputs: Outputs, label_separator: str | None = None,
+              jsonl: bool = False) -> list[str]:
+        """``predictions.csv`` (the columns of the recipe's ``test_predictions.csv``) or ``predictions.jsonl``."""
+        return write_classifier_predictions(output_dir, range(len(inp.texts)), outputs, self.labels, self.multi_label,
+                                            label_separator, inp.gold, jsonl)
+
+    def sample(self, inp: TextInput, n: int):
+        """The first ``n`` rows as inputs for :meth:`predict` (the parity check)."""
+        n = min(n, len(inp.texts))
+        return (inp.texts[:n], None if inp.pairs is None else inp.pairs[:n]), (inp.gold[:n] if inp.gold else None)
+
+    def example_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> dict:
+        """A collated batch of real windows (the export's example inputs)."""
+        windows, _, _ = self.encode(texts, pairs)
+        return {k: v for k, v in self.collate(windows[:4]).items() if k != "length"}
+
+
+def write_classifier_predictions(output_dir: str, rows: Sequence[int], outputs: Outputs, label_names: list[str],
+                                 multi_label: bool, separator: str | None, gold: Sequence | None, jsonl: bool,
+                                 extra: dict[str, Sequence] | None = None) -> list[str]:
+    """The prediction table of a classifier: ``predictions.csv`` as the recipes' ``test_predictions.csv`` (``rows``:
+    the input row of each prediction, extra columns, label when known, prediction, prob_<class>), or the same
+    fields as ``predictions.jsonl``."""
+    from shared.labels import format_label_cell
+    from shared.reporting import atomic_write_text, predictions_csv
+
+    if jsonl:  # labels stay lists / names, probabilities numbers
+        lines = []
+        for k, row in enumerate(rows):
+            record = {"row": int(row), **{name: values[k] for name, values in (extra or {}).items()}}
+            if gold is not None:
+                record["label"] = gold[k]
+            record["prediction"] = outputs.labels[k]
+            record.update({f"prob_{name}": float(p) for name, p in zip(label_names, outputs.probs[k])})
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        path = os.path.join(output_dir, "predictions.jsonl")
+        atomic_write_text(path, "".join(lines))
+        return [path]
+
+    def cell(label):
+        return format_label_cell(label, separator)
+
+    table = predictions_csv(rows, [cell(p) for p in outputs.labels], outputs.probs, label_names,
+                            None if gold is None else [cell(g) for g in gold], extra)
+    path = os.path.join(output_dir, "predictions.csv")
+    atomic_write_text(path, table)
+    return [path]
+
+
+# ----------------------------------------------------------------------------------------------------------- NER
+class EntityTagger(_Predictor):
+    """A clinical NER folder (softmax or CRF): words -> IOB2 tags in sliding windows over subwords."""
+
+    task = "ner"
+
+    def __init__(self, model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None,
+                 model=None):
+        super().__init__(model_dir, backend, batch_size, threads, model)
+        from transformers import AutoConfig
+
+        from shared.long_text import default_stride
+        from shared.models import load_pretrained, max_sequence_length
+        from shared.ner.crf import has_crf
+        from shared.ner.windows import load_tokenizer, subword_maps
+
+        self.config = load_pretrained(AutoConfig, self.model_args)
+        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        self.label2id = {lab: i for i, lab in enumerate(self.labels)}
+        self.scheme = "BIOES" if any(lab[:2] in ("E-", "S-") for lab in self.labels) else "IOB2"
+        self.alignment = getattr(self.config, "label_alignment", "all")
+        self.use_crf = has_crf(model_dir)
+        self.tokenizer = load_tokenizer(self.model_args)
+        self.max_length = max_sequence_length(getattr(self.config, "max_seq_length", None) or DEFAULT_MAX_LENGTH,
+                                              self.tokenizer, self.config)
+        saved_stride = getattr(self.config, "stride", None)
+        self.stride = saved_stride if saved_stride is not None else default_stride(self.max_length)
+        self.b_to_i = subword_maps(self.labels)
+        self._crf = None
+
+    def _load_torch(self):
+        from transformers import AutoModelForTokenClassification
+
+        from shared.models import load_trained
+        from shared.ner.crf import CrfTokenClassifier
+
+        model = load_trained(AutoModelForTokenClassification, self.model_args)
+        if self.use_crf:
+            model = CrfTokenClassifier(model, self.labels)
+            model.load_crf(self.model_dir)
+        return model
+
+    @property
+    def emissions_model(self):
+        """The model whose logits are exported: the transformer under the CRF, if any."""
+        return self.model.model if self.use_crf and self.backend == "pytorch" else self.model
+
+    @property
+    def crf_decode(self):
+        """Constrained Viterbi of the folder's CRF (run outside an exported graph), or None (argmax)."""
+        if not self.use_crf:
+            return None
+        if self.backend == "pytorch":
+            return self.model.decode
+        if self._crf is None:
+            from shared.ner.crf import CrfTokenClassifier
+
+            self._crf = CrfTokenClassifier(torch.nn.Module(), self.labels)
+            self._crf.load_crf(self.model_dir)
+        return self._crf.decode
+
+    def read(self, path: str, data_format: str = "auto", tokens_column: str = "tokens",
+             tags_column: str = "ner_tags", conll_tag_column: int = -1):
+        """Read an i2b2 folder, BRAT folder, CoNLL or JSON file as the recipe does (tags optional)."""
+        from shared.ner.data import load_split
+        from shared.ner.tags import split_tag, validate_tags
+
+        split = load_split(path, data_format, None, tokens_column, tags_column, conll_tag_column, require_tags=False)
+        if not len(split):
+            raise DataError("no examples to predict", split.source)
+        if split.tags is not None:
+            split.tags, _ = validate_tags(split.tags, split.where)
+            known = {split_tag(lab)[1] for lab in self.labels if lab != "O"}
+            for tags, (file, line) in zip(split.tags, split.where):
+                for tag in tags:
+                    if tag != "O" and split_tag(tag)[1] not in known:
+                        raise DataError(f"entity type '{split_tag(tag)[1]}' is not one the model predicts (known: "
+                                        f"{', '.join(sorted(known))})", file, line)
+        return split
+
+    def windows(self, words: list[list[str]]):
+        from shared.ner.windows import make_windows
+
+        windows, unmapped = make_windows(self.tokenizer, words, self.max_length, self.stride, None, self.alignment,
+                                         self.b_to_i)
+        if n_unmapped := sum(len(u) for u in unmapped):
+            logger.warning("%d words produce no subword token (predicted O)", n_unmapped)
+        return windows
+
+    def predict(self, words: list[list[str]], with_logits: bool = False) -> Outputs:
+        """IOB2 tags for every word of every example (windows merged, nothing dropped); with ``with_logits`` also
+        every window's logits over its own positions (the parity check)."""
+        from shared.ner.tags import from_scheme
+        from shared.ner.windows import _collate, predict_windows, words_from_windows
+
+        windows = self.windows(words)
+        preds = predict_windows(self.model, windows, self.tokenizer.pad_token_id, self.batch_size,
+                                decode=self.crf_decode, progress=self.progress(len(windows)))
+        ids = words_from_windows(windows, preds, [len(w) for w in words], default=self.label2id["O"])
+        tags = [from_scheme([self.labels[i] for i in row], self.scheme) for row in ids]
+        logits = []
+        if with_logits:
+            from shared.predict import predict_in_order
+
+            raw = predict_in_order(self.emissions_model, windows, _collate(self.tokenizer.pad_token_id),
+                                   self.batch_size, [len(w.input_ids) for w in windows])
+            logits = [r[: len(w.input_ids)] for r, w in zip(raw, windows)]
+        return Outputs(logits, tags)
+
+    def score(self, gold: list[list[str]], outputs: Outputs) -> float:
+        """Strict entity-level F1 (seqeval, IOB2), the recipe's headline."""
+        from shared.ner.metrics import entity_metrics
+
+        return entity_metrics(gold, outputs.labels)["f1"]
+
+    def write(self, output_dir: str, split, outputs: Outputs) -> list[str]:
+        """The input written back in its own format with the predicted entities (``.con``, ``.ann``, CoNLL, JSON)."""
+        return split.write_predictions(outputs.labels, output_dir)
+
+    def sample(self, split, n: int):
+        n = min(n, len(split))
+        return (split.words[:n],), (split.tags[:n] if split.tags is not None else None)
+
+    def entities(self, text: str) -> list[dict]:
+        """Entities of a raw note with character offsets: lines are sentences, words as BRAT input is cut."""
+        from shared.ner.brat import BratDoc
+        from shared.ner.tags import spans_from_tags
+
+        sentences = BratDoc("request", "<request>", None, text).sentences()
+        tags = self.predict([[w for w, _, _ in s] for s in sentences]).labels
+        found = []
+        for words, sentence_tags in zip(sentences, tags):
+            for etype, first, last in spans_from_tags(sentence_tags):
+                start, end = words[first][1], words[last - 1][2]
+                found.append({"type": etype, "start": start, "end": end, "text": text[start:end]})
+        return found
+
+    def example_batch(self, words: list[list[str]]) -> dict:
+        from shared.ner.windows import _collate
+
+        windows = self.windows(words)[:4]
+        return _collate(self.tokenizer.pad_token_id)(windows)
+
+
+# -------------------------------------------------------------------------------------------------------- images
+class ImageClassifier(_Predictor):
+    """An image classifier folder: images decoded, converted to RGB and resized as in training, then normalised."""
+
+    task = "image_classification"
+
+    def __init__(self, model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None,
+                 model=None):
+        super().__init__(model_dir, backend, batch_size, threads, model)
+        from transformers import AutoConfig, AutoImageProcessor
+
+        from shared.images.backbone import normalization, processor_size
+        from shared.models import load_pretrained, trained_labels
+        from shared.reporting import saved_thresholds
+
+        self.config = load_pretrained(AutoConfig, self.model_args)
+        self.labels, self.multi_label = trained_labels(self.config)
+        self.processor = load_pretrained(AutoImageProcessor, self.model_args)
+        self.image_size = processor_size(self.processor)
+        self.resample = int(getattr(self.processor, "resample", 2) or 2)
+        self.mean, self.std = normalization(self.processor)
+        self.thresholds = (saved_thresholds(self.config, self.labels) if self.multi_label
+                           else getattr(self.config, "decision_threshold", None))
+
+    def _load_torch(self):
+        from transformers import AutoModelForImageClassification
+
+        from shared.images.backbone import reload_at_trained_size, set_image_size
+        from shared.models import load_trained
+
+        model = load_trained(AutoModelForImageClassification, self.model_args, prepare_base=reload_at_trained_size)
+        set_image_size(model, self.image_size)
+        return model
+
+    def read(self, path: str, image_column: str = "image", label_column: str = "label",
+             label_separator: str | None = None):
+        """Class folders, a folder of images (unlabelled), an ``.npz`` (its test arrays) or a table of paths."""
+        from shared.images.readers import IMAGE_SUFFIXES, ImageSet, encode_labels, read_images
+
+        if os.path.isdir(path) and not any(os.path.isdir(os.path.join(path, d)) and not d.startswith(".")
+                                           for d in os.listdir(path)):
+            found = sorted(os.path.join(path, f) for f in os.listdir(path)
+                           if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."))
+            if not found:
+                raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) and no class subfolders", path=path)
+            images = ImageSet(found, [None] * len(found), [(p, None) for p in found], path, self.multi_label)
+        else:
+            images = read_images(path, "test", image_column=image_column, label_column=label_column,
+                                 label_separator=label_separator)
+        if images.labeled:
+            if images.multi_label != self.multi_label:
+                raise DataError(f"the labels are {'multi' if images.multi_label else 'single'}-label but the model is "
+                                f"{'multi' if self.multi_label else 'single'}-label", path=path)
+            encode_labels(images, {name: i for i, name in enumerate(self.labels)})  # unknown classes: one line
+        return images
+
+    def decode(self, images, skip_bad: bool = False):
+        from shared.images.decode import decode_images
+
+        return decode_images(images, self.image_size, skip_bad, self.resample)
+
+    def pixels(self, decoded):
+        from shared.images.augment import PixelDataset
+
+        return PixelDataset(decoded.pixels, None, self.mean, self.std)
+
+    @staticmethod
+    def collate(items):
+        return {"pixel_values": torch.stack([item["pixel_values"] for item in items])}
+
+    def predict(self, decoded) -> Outputs:
+        """Logits, probabilities and decided labels of decoded images (``shared.images.decode.DecodedImages``)."""
+        from shared.labels import decisions
+        from shared.metrics import sigmoid, softmax
+        from shared.predict import predict_in_order
+
+        dataset = self.pixels(decoded)
+        logits = np.stack(predict_in_order(self.model, dataset, self.collate, self.batch_size,
+                                           progress=self.progress(len(dataset))))
+        probs = sigmoid(logits) if self.multi_label else softmax(logits)
+        return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
+
+    def score(self, gold: Sequence, outputs: Outputs) -> float:
+        from shared.labels import encode_labels
+        from shared.metrics import classifier_metrics
+
+        ids = encode_labels(gold, {n: i for i, n in enumerate(self.labels)}, self.multi_label, lambda i: ("", i))
+        return classifier_metrics(ids, outputs.probs, self.multi_label, self.thresholds)["macro_f1"]
+
+    def write(self, output_dir: str, images, decoded, outputs: Outputs, label_separator: str | None = None,
+              jsonl: bool = False, write_image_paths: bool = False) -> list[str]:
+        """``predictions.csv`` as the recipe's ``test_predictions.csv`` (rows of the input; paths only if asked)."""
+        kept = decoded.kept
+        gold = [images.labels[i] for i in kept] if images.labeled else None
+        extra = None
+        if write_image_paths:
+            extra = {"image": [images.sources[i] if isinstance(images.sources[i], str) else images.refs[i][0]
+                               for i in kept]}
+        return write_classifier_predictions(output_dir, kept, outputs, self.labels, self.multi_label,
+                                            label_separator, gold, jsonl, extra)
+
+    def sample(self, images, n: int):
+        chosen = images.select(range(min(n, len(images))))
+        decoded = self.decode(chosen)
+        return (decoded,), ([chosen.labels[i] for i in decoded.kept] if chosen.labeled else None)
+
+    def example_batch(self, decoded) -> dict:
+        dataset = self.pixels(decoded)
+        return self.collate([dataset[i] for i in range(min(4, len(dataset)))])
+
+
+PREDICTORS = {"text_classification": TextClassifier, "ner": EntityTagger, "image_classification": ImageClassifier}
+
+
+def load_predictor(model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None):
+    """The predictor of whichever task the folder was trained for."""
+    return PREDICTORS[folder_task(model_dir)](model_dir, backend, batch_size, threads)
+
+
+def prediction_results(predictor: _Predictor, examples: int, seconds: float, files: list[str],
+                       metric: tuple[str, float] | None = None, **counts) -> dict:
+    """``predict_results.json`` of a predict.py run: counts, speed, backend, the files written (names only) and, on
+    labelled input, the recipe's headline metric."""
+    return {
+        "examples": examples, **counts, "backend": predictor.backend,
+        **({"providers": predictor.model.providers} if predictor.backend == "onnx" else {}),
+        "predict_runtime": round(seconds, 3), "examples_per_second": round(examples / seconds, 3) if seconds else None,
+        **({metric[0]: metric[1]} if metric else {}),
+        "files": sorted(os.path.relpath(f, os.path.dirname(f)) for f in files),
+        "sensitive": "the prediction files hold input content (CoNLL/JSON/.con/.ann hold the note words)"
+                     if predictor.task == "ner" else "the prediction files hold no input text",
+    }
+
+
+def write_prediction_results(folder: str, results: dict) -> None:
+    from shared.outputs import PREDICT_RESULTS
+    from shared.reporting import atomic_write_json
+
+    atomic_write_json(os.path.join(folder, PREDICT_RESULTS), results)
