@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,6 +36,55 @@ DEFAULT_MAX_LENGTH = 128  # the text and NER recipes' --max_seq_length default, 
 TASK_OF_HEAD = {"ForSequenceClassification": "text_classification", "ForTokenClassification": "ner",
                 "ForImageClassification": "image_classification"}
 PROGRESS_FROM = 20  # batches: shorter inputs predict without a progress bar
+
+
+# ------------------------------------------------------------------------------------------------ input options
+@dataclass
+class TextInputArguments:
+    _argument_group_name = "input"
+
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, when the model was "
+                                                                         "trained on pairs."})
+    label_column: str = field(default="label", metadata={"help": "Column of gold labels, if the input has one "
+                                                                 "(then macro-F1 is reported); optional."})
+    label_separator: str | None = field(default=None, metadata={"help": "Multi-label cells are split on this string, "
+                                                                        "and predictions written with it (default: "
+                                                                        "JSON lists)."})
+
+
+@dataclass
+class NerInputArguments:
+    _argument_group_name = "input"
+
+    data_format: str = field(default="auto", metadata={
+        "help": "Input format; auto guesses from the path (.con -> i2b2, .ann -> BRAT, .json/.jsonl -> JSON, anything "
+                "else -> CoNLL). Annotations are optional.", "choices": ["auto", "i2b2", "brat", "conll", "json"]})
+    tokens_column: str = field(default="tokens", metadata={"help": "JSON field holding the word list."})
+    tags_column: str = field(default="ner_tags", metadata={"help": "JSON field holding gold tags, if any (and where "
+                                                                   "predicted tags are written)."})
+    conll_tag_column: int = field(default=-1, metadata={"help": "CoNLL column (0-based, negative from the end) "
+                                                                "holding gold tags, if any."})
+
+
+@dataclass
+class ImageInputArguments:
+    _argument_group_name = "input"
+
+    image_column: str = field(default="image", metadata={"help": "Table column with the image path (relative to "
+                                                                 "the table)."})
+    label_column: str = field(default="label", metadata={"help": "Table column of gold labels, if any (then macro-F1 "
+                                                                 "is reported)."})
+    label_separator: str | None = field(default=None, metadata={"help": "Multi-label cells are split on this string, "
+                                                                        "and predictions written with it."})
+    skip_bad_images: bool = field(default=False, metadata={"help": "Skip unreadable images (counted) instead of "
+                                                                   "stopping with an error."})
+    write_image_paths: bool = field(default=False, metadata={"help": "Put image paths in predictions.csv (off: "
+                                                                     "paths may identify patients)."})
+
+
+INPUT_ARGUMENTS = {"text_classification": TextInputArguments, "ner": NerInputArguments,
+                   "image_classification": ImageInputArguments}
 
 
 def model_arguments(model_dir: str):
@@ -157,6 +206,11 @@ class _Predictor:
 
     def progress(self, n_examples: int) -> bool:
         return n_examples > PROGRESS_FROM * self.batch_size
+
+    def examples(self, path: str, input_args, limit: int | None = None) -> tuple[tuple, list | None]:
+        """The first ``limit`` examples of an input as :meth:`predict` takes them, and their gold labels (or None):
+        what the parity check and the benchmarks run."""
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------------------- text
@@ -282,10 +336,12 @@ class TextClassifier(_Predictor):
         return write_classifier_predictions(output_dir, range(len(inp.texts)), outputs, self.labels, self.multi_label,
                                             label_separator, inp.gold, jsonl)
 
-    def sample(self, inp: TextInput, n: int):
-        """The first ``n`` rows as inputs for :meth:`predict` (the parity check)."""
-        n = min(n, len(inp.texts))
-        return (inp.texts[:n], None if inp.pairs is None else inp.pairs[:n]), (inp.gold[:n] if inp.gold else None)
+    def examples(self, path: str, input_args: TextInputArguments, limit: int | None = None):
+        inp = self.read(path, input_args.text_column, input_args.text_pair_column, input_args.label_column,
+                        input_args.label_separator)
+        n = len(inp.texts) if limit is None else min(limit, len(inp.texts))
+        return ((inp.texts[:n], None if inp.pairs is None else inp.pairs[:n]),
+                None if inp.gold is None else inp.gold[:n])
 
     def example_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> dict:
         """A collated batch of real windows (the export's example inputs)."""
@@ -444,9 +500,11 @@ class EntityTagger(_Predictor):
         """The input written back in its own format with the predicted entities (``.con``, ``.ann``, CoNLL, JSON)."""
         return split.write_predictions(outputs.labels, output_dir)
 
-    def sample(self, split, n: int):
-        n = min(n, len(split))
-        return (split.words[:n],), (split.tags[:n] if split.tags is not None else None)
+    def examples(self, path: str, input_args: NerInputArguments, limit: int | None = None):
+        split = self.read(path, input_args.data_format, input_args.tokens_column, input_args.tags_column,
+                          input_args.conll_tag_column)
+        n = len(split) if limit is None else min(limit, len(split))
+        return (split.words[:n],), (None if split.tags is None else split.tags[:n])
 
     def entities(self, text: str) -> list[dict]:
         """Entities of a raw note with character offsets: lines are sentences, words as BRAT input is cut."""
@@ -570,9 +628,10 @@ class ImageClassifier(_Predictor):
         return write_classifier_predictions(output_dir, kept, outputs, self.labels, self.multi_label,
                                             label_separator, gold, jsonl, extra)
 
-    def sample(self, images, n: int):
-        chosen = images.select(range(min(n, len(images))))
-        decoded = self.decode(chosen)
+    def examples(self, path: str, input_args: ImageInputArguments, limit: int | None = None):
+        images = self.read(path, input_args.image_column, input_args.label_column, input_args.label_separator)
+        chosen = images if limit is None else images.select(range(min(limit, len(images))))
+        decoded = self.decode(chosen, input_args.skip_bad_images)
         return (decoded,), ([chosen.labels[i] for i in decoded.kept] if chosen.labeled else None)
 
     def example_batch(self, decoded) -> dict:
@@ -608,3 +667,27 @@ def write_prediction_results(folder: str, results: dict) -> None:
     from shared.reporting import atomic_write_json
 
     atomic_write_json(os.path.join(folder, PREDICT_RESULTS), results)
+
+
+def parse_task_arguments(arguments_cls, args: list[str] | None, description: str, folder_flag: str = "model_dir"):
+    """``(arguments, input arguments, task)`` for a command that serves any task (export, verify, serve): the
+    folder named by ``--<folder_flag>`` says which recipe trained it, and so which input options exist."""
+    import argparse
+    import sys
+
+    from shared.args import parse_args, read_config
+
+    argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument(f"--{folder_flag}")
+    peek.add_argument("--config")
+    known, _ = peek.parse_known_args(argv)
+    folder = getattr(known, folder_flag)
+    if folder is None and known.config:
+        folder = read_config(known.config)[0].get(folder_flag)
+    if folder is None:  # --help, or the missing required flag, reported by the full parser
+        description += "\n\nInput options (columns, formats) depend on the task: give --model_dir to list them."
+        return (*parse_args(arguments_cls, args=argv, description=description), None, None)
+    task = folder_task(str(folder))
+    arguments, input_arguments = parse_args(arguments_cls, INPUT_ARGUMENTS[task], args=argv, description=description)
+    return arguments, input_arguments, task

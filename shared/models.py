@@ -58,7 +58,8 @@ def load_pretrained(auto_cls, model_args, name: str | None = None, **kwargs):
         kwargs.setdefault("use_safetensors", not model_args.allow_pickle_weights)
     kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
     if os.path.isdir(name):
-        if not is_processor:  # the config too: a folder without safe weights fails on its first load
+        onnx_export = is_config and os.path.isfile(os.path.join(name, "model.onnx"))  # no PyTorch weights by design
+        if not (is_processor or onnx_export):  # the config too: a folder without safe weights fails on its first load
             has_safetensors = any(f.endswith(".safetensors") for f in os.listdir(name))
             if not has_safetensors and not model_args.allow_pickle_weights:
                 raise DataError(

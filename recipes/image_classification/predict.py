@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
 
 try:
     import shared  # noqa: F401  (this project's package)
@@ -29,26 +28,10 @@ except ImportError:
     raise SystemExit(2) from None
 
 from shared.args import PredictArguments, main_guard, parse_args, setup_logging
-from shared.inference import ImageClassifier, prediction_results, write_prediction_results
+from shared.inference import ImageClassifier, ImageInputArguments, prediction_results, write_prediction_results
 from shared.outputs import StagedFolder, check_prediction_dir
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ImageInputArguments:
-    _argument_group_name = "input"
-
-    image_column: str = field(default="image", metadata={"help": "Table column with the image path (relative to "
-                                                                 "the table)."})
-    label_column: str = field(default="label", metadata={"help": "Table column of gold labels, if any (then macro-F1 "
-                                                                 "is reported)."})
-    label_separator: str | None = field(default=None, metadata={"help": "Multi-label cells are split on this string, "
-                                                                        "and predictions written with it."})
-    skip_bad_images: bool = field(default=False, metadata={"help": "Skip unreadable images (counted) instead of "
-                                                                   "stopping with an error."})
-    write_image_paths: bool = field(default=False, metadata={"help": "Put image paths in predictions.csv (off: "
-                                                                     "paths may identify patients)."})
 
 
 @main_guard

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
 
 try:
     import shared  # noqa: F401  (this project's package)
@@ -29,25 +28,10 @@ except ImportError:
     raise SystemExit(2) from None
 
 from shared.args import PredictArguments, main_guard, parse_args, setup_logging
-from shared.inference import EntityTagger, prediction_results, write_prediction_results
-from shared.ner.data import FORMATS
+from shared.inference import EntityTagger, NerInputArguments, prediction_results, write_prediction_results
 from shared.outputs import StagedFolder, check_prediction_dir
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class NerInputArguments:
-    _argument_group_name = "input"
-
-    data_format: str = field(default="auto", metadata={
-        "help": "Input format; auto guesses from the path (.con -> i2b2, .ann -> BRAT, .json/.jsonl -> JSON, anything "
-                "else -> CoNLL). Annotations are optional.", "choices": list(FORMATS)})
-    tokens_column: str = field(default="tokens", metadata={"help": "JSON field holding the word list."})
-    tags_column: str = field(default="ner_tags", metadata={"help": "JSON field holding gold tags, if any (and where "
-                                                                   "predicted tags are written)."})
-    conll_tag_column: int = field(default=-1, metadata={"help": "CoNLL column (0-based, negative from the end) "
-                                                                "holding gold tags, if any."})
 
 
 @main_guard

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
 
 try:
     import shared  # noqa: F401  (this project's package)
@@ -27,24 +26,10 @@ except ImportError:
     raise SystemExit(2) from None
 
 from shared.args import PredictArguments, main_guard, parse_args, setup_logging
-from shared.inference import TextClassifier, prediction_results, write_prediction_results
+from shared.inference import TextClassifier, TextInputArguments, prediction_results, write_prediction_results
 from shared.outputs import StagedFolder, check_prediction_dir
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TextInputArguments:
-    _argument_group_name = "input"
-
-    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
-    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, when the model was "
-                                                                         "trained on pairs."})
-    label_column: str = field(default="label", metadata={"help": "Column of gold labels, if the input has one "
-                                                                 "(then macro-F1 is reported); optional."})
-    label_separator: str | None = field(default=None, metadata={"help": "Multi-label cells are split on this string, "
-                                                                        "and predictions written with it (default: "
-                                                                        "JSON lists)."})
 
 
 @main_guard

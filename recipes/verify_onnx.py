@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Check an ONNX export against the PyTorch folder it came from: the parity gate of export_onnx.py, on its own.
+
+    python recipes/verify_onnx.py --model_dir out --onnx_dir out_onnx --input data/test.csv
+
+Runs both on the first --max_examples examples of --input (any format the task's predict.py reads; give
+--model_dir to list the input options). An fp32 export passes when every decision is the same and every logit
+within --tolerance; an int8 export (export.json says which) when the metric on labelled input falls by at most
+--max_metric_drop. Prints the measured parity as one JSON line; exit status 2 and one line when it fails, for
+example after the graph was edited or the folder mixed up with another model's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+
+try:
+    import shared  # noqa: F401  (this project's package)
+except ImportError:
+    print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
+    raise SystemExit(2) from None
+
+from shared.args import main_guard, setup_logging
+from shared.errors import DataError
+from shared.inference import PREDICTORS, folder_task, parse_task_arguments
+from shared.onnx_export import DEFAULT_MAX_METRIC_DROP, DEFAULT_TOLERANCE, check_parity, read_export_info
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VerifyArguments:
+    _argument_group_name = "verify"
+
+    model_dir: str = field(metadata={"help": "The trained PyTorch folder (a recipe's --output_dir)."})
+    onnx_dir: str = field(metadata={"help": "The export folder written by export_onnx.py."})
+    input: str = field(metadata={"help": "Real inputs to compare on, in any format the task's predict.py reads."})
+    tolerance: float = field(default=DEFAULT_TOLERANCE, metadata={"help": "Largest absolute logit difference an "
+                                                                          "fp32 export may show."})
+    max_metric_drop: float = field(default=DEFAULT_MAX_METRIC_DROP, metadata={
+        "help": "int8 exports on labelled input: the largest fall of the metric (0-1) accepted."})
+    max_examples: int = field(default=256, metadata={"help": "How many input examples to compare on."})
+    batch_size: int = field(default=64, metadata={"help": "Windows / images per forward pass."})
+
+    def __post_init__(self):
+        if self.tolerance <= 0 or self.max_metric_drop < 0:
+            raise DataError("--tolerance must be positive and --max_metric_drop at least 0")
+        if self.max_examples < 1:
+            raise DataError(f"--max_examples must be at least 1, got {self.max_examples}")
+
+
+@main_guard
+def main(args: list[str] | None = None) -> dict:
+    # 1. Arguments: command line > --config; the folder's task adds its input options.
+    verify_args, input_args, task = parse_task_arguments(VerifyArguments, args, __doc__)
+    setup_logging()
+
+    # 2. Both folders: the same task and labels, an export folder written by export_onnx.py.
+    info = read_export_info(verify_args.onnx_dir)
+    if folder_task(verify_args.onnx_dir) != task:
+        raise DataError(f"the export holds a {info.get('task')} model, --model_dir a {task} one",
+                        path=verify_args.onnx_dir)
+    reference = PREDICTORS[task](verify_args.model_dir, "pytorch", verify_args.batch_size)
+    exported = PREDICTORS[task](verify_args.onnx_dir, "onnx", verify_args.batch_size)
+    if exported.labels != reference.labels:
+        raise DataError("the export's labels differ from the PyTorch folder's: not an export of this model",
+                        path=verify_args.onnx_dir)
+
+    # 3. The inputs, read and validated as predict.py reads them; 4. the gate.
+    inputs, gold = reference.examples(verify_args.input, input_args, verify_args.max_examples)
+    report = check_parity(reference, exported, inputs, gold, info.get("quantization", "none") != "none",
+                          verify_args.tolerance, verify_args.max_metric_drop, where=verify_args.onnx_dir)
+    print(json.dumps({"verified": verify_args.onnx_dir, "quantization": info.get("quantization", "none"), **report}))
+    return report
+
+
+if __name__ == "__main__":
+    main()

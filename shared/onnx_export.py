@@ -1,0 +1,220 @@
+"""ONNX export of a trained folder, gated on parity with PyTorch: nothing is reported exported that predicts otherwise.
+
+:func:`export_folder` writes ``model.onnx`` (``torch.onnx.export`` with the dynamo exporter; dynamic batch axis, and
+sequence axis for text), the tokenizer or image processor, ``config.json`` (labels, thresholds, windows) and
+``export.json`` (what a non-Python consumer needs, and the parity measured). A CRF folder exports the emission
+scores; its ``crf.safetensors`` is copied and Viterbi runs outside the graph, as in PyTorch.
+
+:func:`check_parity` is the gate, also a command of its own (``recipes/verify_onnx.py``): it runs the PyTorch folder
+and the ONNX graph on real inputs and refuses (``DataError``: exit 2, one line) when
+
+- fp32: the largest absolute logit difference exceeds ``tolerance``, or any decided label differs;
+- int8 (``--quantize int8``, ONNX Runtime dynamic quantization): the metric on labelled input falls by more than
+  ``max_metric_drop`` (without labels: more than ``MAX_INT8_DISAGREEMENT`` of the decisions change). Logits of a
+  quantized graph differ by design, so they are reported, not gated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.errors import DataError
+from shared.inference import EXPORT_INFO, ONNX_FILE, Outputs
+
+logger = logging.getLogger(__name__)
+
+OPSET = 18
+DEFAULT_TOLERANCE = 1e-3  # largest |logit difference| fp32 ONNX Runtime may show against PyTorch fp32
+DEFAULT_MAX_METRIC_DROP = 0.01  # int8: the metric may fall by at most one point (0.01 on a 0-1 scale)
+MAX_INT8_DISAGREEMENT = 0.02  # int8 on unlabelled input: at most 2% of the decisions may change
+FLOAT_PARITY, INT8_PARITY = "logits", "metric"
+
+
+class _Logits(torch.nn.Module):
+    """The model as a graph of positional tensors to logits (what the exporter traces)."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors):
+        return self.model(**dict(zip(self.names, tensors))).logits
+
+
+def plain_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A float32 model without adapters: LoRA folders are merged for export (the weights stay as trained)."""
+    if hasattr(model, "peft_config"):
+        model = model.merge_and_unload()
+    return model.float().eval()
+
+
+def export_graph(model: torch.nn.Module, batch: dict[str, torch.Tensor], path: str) -> list[str]:
+    """Write ``model`` as ONNX to ``path``, traced on ``batch`` (real inputs); batch (and sequence) axes dynamic."""
+    names = list(batch)
+    batch_dim = torch.export.Dim("batch", min=1, max=4096)
+    sequence_dim = torch.export.Dim("sequence", min=2, max=8192)
+    shapes = tuple({0: batch_dim, **({1: sequence_dim} if batch[name].dim() == 2 else {})} for name in names)
+    tensors = tuple(batch[name] for name in names)
+    for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch._dynamo", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # rewrite passes log at INFO; missing torchvision ops warn
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter notes on axis names and deprecations, nothing to act on
+        program = torch.onnx.export(_Logits(model, names).eval(), tensors, None, input_names=names,
+                                    output_names=["logits"], dynamic_shapes={"tensors": shapes}, opset_version=OPSET, dynamo=True,
+                                    verbose=False, report=False, optimize=True)
+    program.save(path, external_data=False)
+    return names
+
+
+def quantize_int8(source: str, target: str) -> None:
+    """ONNX Runtime dynamic quantization: int8 weights of the MatMul/Gemm layers (activations quantized on the fly)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # the quantizer logs a line per tensor it leaves in float, on the root logger
+    try:
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def logit_difference(reference: Outputs, other: Outputs) -> float:
+    """The largest absolute difference between two passes' logits (NER: over every window's positions)."""
+    return max((float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
+                for a, b in zip(reference.logits, other.logits) if np.size(a)), default=0.0)
+
+
+def disagreement(reference: Outputs, other: Outputs) -> float:
+    """The share of examples whose decided label (NER: tag sequence) differs."""
+    changed = sum(a != b for a, b in zip(reference.labels, other.labels))
+    return changed / max(len(reference.labels), 1)
+
+
+def run(predictor, inputs: tuple) -> Outputs:
+    if predictor.task == "ner":
+        return predictor.predict(*inputs, with_logits=True)
+    return predictor.predict(*inputs)
+
+
+def check_parity(torch_predictor, onnx_predictor, inputs: tuple, gold: list | None, quantized: bool,
+                 tolerance: float = DEFAULT_TOLERANCE, max_metric_drop: float = DEFAULT_MAX_METRIC_DROP,
+                 where: str | None = None) -> dict[str, Any]:
+    """Compare the PyTorch folder and the ONNX graph on ``inputs``; the report, or a one-line :class:`DataError`."""
+    reference, exported = run(torch_predictor, inputs), run(onnx_predictor, inputs)
+    report: dict[str, Any] = {
+        "examples": len(reference.labels), "gate": INT8_PARITY if quantized else FLOAT_PARITY,
+        "max_abs_logit_difference": logit_difference(reference, exported),
+        "changed_decisions": disagreement(reference, exported),
+    }
+    if gold is not None:
+        report["metric"] = "f1" if torch_predictor.task == "ner" else "macro_f1"
+        report["metric_pytorch"] = torch_predictor.score(gold, reference)
+        report["metric_onnx"] = onnx_predictor.score(gold, exported)
+        report["metric_change"] = report["metric_onnx"] - report["metric_pytorch"]
+    examples = f"on {report['examples']} example(s)"
+    if not quantized:
+        if report["max_abs_logit_difference"] > tolerance:
+            raise DataError(f"ONNX parity failed {examples}: the largest logit difference from PyTorch is "
+                            f"{report['max_abs_logit_difference']:.3g} (tolerance {tolerance:g})", path=where)
+        if report["changed_decisions"] > 0:
+            raise DataError(f"ONNX parity failed {examples}: {report['changed_decisions']:.1%} of the predictions "
+                            "differ from PyTorch", path=where)
+    elif gold is not None:
+        if report["metric_change"] < -max_metric_drop:
+            raise DataError(f"int8 quantization lowers {report['metric']} from {report['metric_pytorch']:.4f} to "
+                            f"{report['metric_onnx']:.4f} {examples} (more than --max_metric_drop "
+                            f"{max_metric_drop:g}); export without --quantize", path=where)
+    elif report["changed_decisions"] > MAX_INT8_DISAGREEMENT:
+        raise DataError(f"int8 quantization changes {report['changed_decisions']:.1%} of the predictions {examples} "
+                        f"(more than {MAX_INT8_DISAGREEMENT:.0%}; give labelled input to gate on the metric)",
+                        path=where)
+    return report
+
+
+def export_info(predictor, input_names: list[str], quantize: str | None, parity: dict) -> dict:
+    """``export.json``: what a consumer of ``model.onnx`` needs besides the tokenizer / image processor files."""
+    import onnxruntime
+
+    info: dict[str, Any] = {
+        "task": predictor.task, "onnx_file": ONNX_FILE, "opset": OPSET, "inputs": input_names, "outputs": ["logits"],
+        "quantization": quantize or "none", "onnxruntime_version": onnxruntime.__version__,
+    }
+    if predictor.task == "ner":
+        info.update(labels=predictor.labels, tag_scheme=predictor.scheme, max_length=predictor.max_length,
+                    stride=predictor.stride, label_alignment=predictor.alignment,
+                    crf=predictor.use_crf, decoding="constrained Viterbi over crf.safetensors" if predictor.use_crf
+                    else "argmax per subword; a word takes its first subword's tag")
+    else:
+        thresholds = predictor.thresholds
+        info.update(labels=predictor.labels, multi_label=predictor.multi_label,
+                    probabilities="sigmoid" if predictor.multi_label else "softmax",
+                    decision_thresholds=None if thresholds is None else
+                    (dict(zip(predictor.labels, map(float, np.broadcast_to(thresholds, len(predictor.labels)))))
+                     if predictor.multi_label else float(thresholds)))
+        if predictor.task == "text_classification":
+            long_text = predictor.long_text
+            info.update(max_length=predictor.max_length, long_text=long_text.mode, stride=long_text.stride,
+                        window_aggregation=long_text.aggregation)
+        else:
+            info.update(image_size=predictor.image_size, mean=list(predictor.mean), std=list(predictor.std),
+                        resample=predictor.resample, channels="RGB")
+    info["parity"] = parity
+    return info
+
+
+def export_folder(torch_predictor, inputs: tuple, gold: list | None, folder: str, quantize: str | None = None,
+                  tolerance: float = DEFAULT_TOLERANCE, max_metric_drop: float = DEFAULT_MAX_METRIC_DROP) -> dict:
+    """Export ``torch_predictor``'s folder into ``folder`` (an empty staging folder) and gate it on ``inputs``.
+    Returns the contents of ``export.json``."""
+    from shared.inference import PREDICTORS
+
+    task = torch_predictor.task
+    model = plain_model(torch_predictor.emissions_model if task == "ner" else torch_predictor.model)
+    if task == "ner" and torch_predictor.use_crf:  # the merged model replaces the adapter one in both passes
+        torch_predictor.model.model = model
+    else:
+        torch_predictor._model = model
+    batch = torch_predictor.example_batch(*inputs)
+    logger.info("exporting %s to ONNX (opset %d)", type(model).__name__, OPSET)
+    float_path = os.path.join(folder, ONNX_FILE)
+    names = export_graph(model, batch, float_path)
+    processing = torch_predictor.processor if task == "image_classification" else torch_predictor.tokenizer
+    processing.save_pretrained(folder)
+    torch_predictor.config.save_pretrained(folder)
+    if task == "ner" and torch_predictor.use_crf:
+        from shared.ner.crf import CRF_WEIGHTS
+
+        shutil.copy2(os.path.join(torch_predictor.model_dir, CRF_WEIGHTS), os.path.join(folder, CRF_WEIGHTS))
+    if quantize == "int8":
+        quantized = os.path.join(folder, "model.int8.onnx")
+        quantize_int8(float_path, quantized)
+        os.replace(quantized, float_path)  # the folder holds one graph: what predict --backend onnx runs
+    onnx_predictor = PREDICTORS[task](folder, "onnx", torch_predictor.batch_size)
+    parity = check_parity(torch_predictor, onnx_predictor, inputs, gold, quantize is not None, tolerance,
+                          max_metric_drop)
+    info = export_info(torch_predictor, names, quantize, parity)
+    from shared.reporting import atomic_write_json
+
+    atomic_write_json(os.path.join(folder, EXPORT_INFO), info)
+    return info
+
+
+def read_export_info(folder: str) -> dict:
+    path = os.path.join(folder, EXPORT_INFO)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError:
+        raise DataError(f"not an export folder (no {EXPORT_INFO}); write one with recipes/export_onnx.py",
+                        path=folder) from None
+    except ValueError as e:
+        raise DataError(f"cannot read {EXPORT_INFO}: {str(e).splitlines()[0]}", path=folder) from None
