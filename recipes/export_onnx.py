@@ -37,6 +37,7 @@ from shared.onnx_export import DEFAULT_MAX_METRIC_DROP, DEFAULT_TOLERANCE, expor
 from shared.outputs import StagedFolder
 
 logger = logging.getLogger(__name__)
+USAGE = "%(prog)s --model_dir DIR --input PATH --output_dir DIR [--quantize int8] [options]"
 
 
 @dataclass
@@ -67,7 +68,7 @@ class ExportArguments:
 @main_guard
 def main(args: list[str] | None = None) -> dict:
     # 1. Arguments: command line > --config; the folder's task adds its input options.
-    export_args, input_args, task = parse_task_arguments(ExportArguments, args, __doc__)
+    export_args, input_args, task = parse_task_arguments(ExportArguments, args, __doc__, USAGE)
     setup_logging()
 
     # 2. The output folder, before anything is read: new or empty (an export is never merged into other files).

@@ -29,6 +29,7 @@ from shared.inference import PREDICTORS, folder_task, parse_task_arguments
 from shared.onnx_export import DEFAULT_MAX_METRIC_DROP, DEFAULT_TOLERANCE, check_parity, read_export_info
 
 logger = logging.getLogger(__name__)
+USAGE = "%(prog)s --model_dir DIR --onnx_dir DIR --input PATH [options]"
 
 
 @dataclass
@@ -55,7 +56,7 @@ class VerifyArguments:
 @main_guard
 def main(args: list[str] | None = None) -> dict:
     # 1. Arguments: command line > --config; the folder's task adds its input options.
-    verify_args, input_args, task = parse_task_arguments(VerifyArguments, args, __doc__)
+    verify_args, input_args, task = parse_task_arguments(VerifyArguments, args, __doc__, USAGE)
     setup_logging()
 
     # 2. Both folders: the same task and labels, an export folder written by export_onnx.py.

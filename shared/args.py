@@ -226,6 +226,9 @@ class TrainingArguments(transformers.TrainingArguments):
     )
 
 
+PREDICT_USAGE = "%(prog)s --model_dir DIR --input PATH --output_dir DIR [--backend pytorch|onnx] [options]"
+
+
 @dataclass
 class PredictArguments:
     """What every deployment command takes: the trained (or exported) folder, the input and where results go."""
@@ -411,7 +414,7 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: list[str] | None = None,
-               description: str | None = None):
+               description: str | None = None, usage: str | None = None):
     """Parse dataclass arguments from the command line, optionally seeded by ``--config file.yaml|json``.
 
     Precedence: command-line flags > config file > ``defaults`` (the recipe's own) > dataclass defaults. A user
@@ -420,7 +423,8 @@ def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: l
     """
     argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
     config_path, argv = _split_config_flag(argv)
-    parser = ArgumentParser(dataclass_types, description=description and description.strip().splitlines()[0])
+    parser = ArgumentParser(dataclass_types, description=description and description.strip().splitlines()[0],
+                            **({"usage": usage} if usage else {}))
     actions = parser.by_dest()
     unknown = sorted(set(defaults or {}) - set(actions))
     if unknown:
@@ -441,7 +445,16 @@ def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: l
     for action in parser._actions:  # a value from the config satisfies a required flag
         if action.dest in merged:
             action.required = False
-    namespace, remaining = parser.parse_known_args(argv)  # --help exits here; type / choice errors are DataErrors
+    try:
+        namespace, remaining = parser.parse_known_args(argv)  # --help exits here; type / choice errors are DataErrors
+    except DataError as e:
+        if "arguments are required" in str(e):  # a misspelt required flag: name the misspelling, not the absence
+            options = parser.option_names()
+            for arg in argv:
+                name = arg.split("=", 1)[0]
+                if name.startswith("--") and not any(o.startswith(name) for o in options):  # abbreviations are fine
+                    raise DataError(f"unknown option {name}" + _closest(name, options)) from None
+        raise
     given = from_config | _given_on_command_line(parser, argv)
     for arg in remaining:
         name = arg.split("=", 1)[0]

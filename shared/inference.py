@@ -111,10 +111,18 @@ def read_config(model_dir: str) -> dict:
 
 def folder_task(model_dir: str) -> str:
     """Which recipe trained the folder: ``text_classification``, ``ner`` or ``image_classification``."""
-    architectures = read_config(model_dir).get("architectures") or []
+    config = read_config(model_dir)
+    architectures = config.get("architectures") or []
     for head, task in TASK_OF_HEAD.items():
         if any(name.endswith(head) for name in architectures):
             return task
+    if os.path.isfile(os.path.join(model_dir, "adapter_config.json")) and config.get("id2label"):
+        # a LoRA adapter folder carries its base model's config (architectures: BertModel, ...) with our labels
+        if "label_alignment" in config:  # what the NER recipe saves
+            return "ner"
+        if os.path.isfile(os.path.join(model_dir, "preprocessor_config.json")):
+            return "image_classification"
+        return "text_classification"
     raise DataError(f"config.json names no classifier this project trains (architectures: "
                     f"{', '.join(architectures) or 'none'})", path=model_dir)
 
@@ -669,7 +677,8 @@ def write_prediction_results(folder: str, results: dict) -> None:
     atomic_write_json(os.path.join(folder, PREDICT_RESULTS), results)
 
 
-def parse_task_arguments(arguments_cls, args: list[str] | None, description: str, folder_flag: str = "model_dir"):
+def parse_task_arguments(arguments_cls, args: list[str] | None, description: str, usage: str,
+                         folder_flag: str = "model_dir"):
     """``(arguments, input arguments, task)`` for a command that serves any task (export, verify, serve): the
     folder named by ``--<folder_flag>`` says which recipe trained it, and so which input options exist."""
     import argparse
@@ -687,7 +696,8 @@ def parse_task_arguments(arguments_cls, args: list[str] | None, description: str
         folder = read_config(known.config)[0].get(folder_flag)
     if folder is None:  # --help, or the missing required flag, reported by the full parser
         description += "\n\nInput options (columns, formats) depend on the task: give --model_dir to list them."
-        return (*parse_args(arguments_cls, args=argv, description=description), None, None)
+        return (*parse_args(arguments_cls, args=argv, description=description, usage=usage), None, None)
     task = folder_task(str(folder))
-    arguments, input_arguments = parse_args(arguments_cls, INPUT_ARGUMENTS[task], args=argv, description=description)
+    arguments, input_arguments = parse_args(arguments_cls, INPUT_ARGUMENTS[task], args=argv, description=description,
+                                            usage=usage)
     return arguments, input_arguments, task

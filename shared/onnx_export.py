@@ -75,8 +75,18 @@ def export_graph(model: torch.nn.Module, batch: dict[str, torch.Tensor], path: s
 
 
 def quantize_int8(source: str, target: str) -> None:
-    """ONNX Runtime dynamic quantization: int8 weights of the MatMul/Gemm layers (activations quantized on the fly)."""
+    """ONNX Runtime dynamic quantization: int8 weights of the MatMul/Gemm layers (activations quantized on the fly),
+    after ONNX Runtime's recommended pre-processing (shape inference and graph optimisation; the symbolic shape pass
+    does not complete on the exporter's dynamic axes, and is skipped)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = target + ".prepared.onnx"
+    try:
+        quant_pre_process(source, prepared, skip_symbolic_shape=True)
+        source = prepared
+    except Exception as e:  # an optimisation the graph does not allow: quantize the graph as exported
+        logger.warning("quantization pre-processing skipped (%s)", str(e).splitlines()[0][:200])
 
     root = logging.getLogger()
     level = root.level
@@ -85,6 +95,8 @@ def quantize_int8(source: str, target: str) -> None:
         quantize_dynamic(source, target, weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
+        if os.path.exists(prepared):
+            os.remove(prepared)
 
 
 def logit_difference(reference: Outputs, other: Outputs) -> float:

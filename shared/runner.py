@@ -25,10 +25,11 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def recipe_file(recipe: str | os.PathLike, entry: str = "train") -> Path:
-    """``recipes/<recipe>/<entry>.py`` for a recipe name, or the entry point of a recipe folder or file path."""
+    """``recipes/<recipe>/<entry>.py`` for a recipe name, the entry point of a recipe folder, a file path, or a
+    command of the recipes folder itself (``export_onnx.py``, ``verify_onnx.py``, ``serve.py``)."""
     path = Path(recipe)
-    if path.suffix == ".py":
-        return path.resolve()
+    if path.suffix == ".py":  # a script: a path, or a command of the recipes folder ("export_onnx.py")
+        return (RECIPES / path if not path.exists() and len(path.parts) == 1 else path).resolve()
     if not path.is_dir() and os.sep not in str(recipe) and "/" not in str(recipe):
         path = RECIPES / str(recipe)
     file = path.resolve() / f"{entry}.py"

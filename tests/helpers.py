@@ -116,3 +116,53 @@ def recipe_case(task, tiny_bert_dir, tmp_path_factory):
         train = ["--model_name_or_path", model, "--train_dir", str(IMAGE_SAMPLE / "folders" / "train"),
                  "--per_device_train_batch_size", "8", "--num_train_epochs", "1", "--learning_rate", "1e-3"]
     return train + data + EVAL, data + EVAL
+
+
+def ner_corpora(root) -> dict[str, dict[str, str]]:
+    """The sample notes (a few of them) in each format: i2b2 folders, BRAT folders, CoNLL and JSON lines files under
+    ``root``: ``{split: {format: path}}``."""
+    import json
+    import shutil
+
+    from shared.ner.i2b2 import read_i2b2
+
+    root = Path(root)
+    out = {}
+    for split, n in (("train", 8), ("validation", 2), ("test", 2)):
+        notes = read_i2b2(os.path.join(NER_SAMPLE, split))[:n]
+        i2b2_dir = root / "i2b2" / split
+        brat_dir = root / "brat" / split
+        os.makedirs(i2b2_dir)
+        os.makedirs(brat_dir)
+        conll_lines, json_lines = [], []
+        for note in notes:
+            shutil.copy(note.txt_path, i2b2_dir)
+            shutil.copy(note.con_path, i2b2_dir)
+            # BRAT: the same text, concepts as character offsets
+            starts, pos = [], 0
+            for line in note.text.split("\n"):
+                offs, p = [], 0
+                for tok in line.split():
+                    p = line.index(tok, p)
+                    offs.append(pos + p)
+                    p += len(tok)
+                starts.append(offs)
+                pos += len(line) + 1
+            ann = []
+            for k, c in enumerate(note.concepts, start=1):
+                s = starts[c.line - 1][c.start]
+                e = starts[c.line - 1][c.end] + len(note.lines[c.line - 1][c.end])
+                ann.append(f"T{k}\t{c.type} {s} {e}\t{note.text[s:e]}")
+            (brat_dir / f"{note.doc_id}.txt").write_text(note.text)
+            (brat_dir / f"{note.doc_id}.ann").write_text("".join(a + "\n" for a in ann))
+            for toks, tags in zip(note.lines, note.line_tags()):
+                if toks:
+                    conll_lines += [f"{t}\t{g}" for t, g in zip(toks, tags)] + [""]
+                    json_lines.append(json.dumps({"tokens": toks, "ner_tags": tags}))
+        os.makedirs(root / "conll", exist_ok=True)
+        os.makedirs(root / "json", exist_ok=True)
+        (root / "conll" / f"{split}.tsv").write_text("\n".join(conll_lines) + "\n")
+        (root / "json" / f"{split}.jsonl").write_text("\n".join(json_lines) + "\n")
+        out[split] = {"i2b2": str(i2b2_dir), "brat": str(brat_dir), "conll": str(root / "conll" / f"{split}.tsv"),
+                      "json": str(root / "json" / f"{split}.jsonl")}
+    return out

@@ -27,7 +27,7 @@ except ImportError:
     print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
     raise SystemExit(2) from None
 
-from shared.args import PredictArguments, main_guard, parse_args, setup_logging
+from shared.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
 from shared.inference import EntityTagger, NerInputArguments, prediction_results, write_prediction_results
 from shared.outputs import StagedFolder, check_prediction_dir
 
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 @main_guard
 def main(args: list[str] | None = None) -> dict:
     # 1. Arguments: command line > --config.
-    predict_args, input_args = parse_args(PredictArguments, NerInputArguments, args=args, description=__doc__)
+    predict_args, input_args = parse_args(PredictArguments, NerInputArguments, args=args,
+                                             description=__doc__, usage=PREDICT_USAGE)
     setup_logging()
 
     # 2. The output folder, before anything is read: new, empty, or an earlier run's (--overwrite_output_dir).

@@ -9,7 +9,7 @@ import pytest
 
 from shared.ner.i2b2 import read_i2b2
 from shared.runner import load_recipe
-from tests.helpers import NER_SAMPLE, real_asset
+from tests.helpers import NER_SAMPLE, ner_corpora, real_asset
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -79,46 +79,7 @@ def tiny_model(tiny_ner_model):
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     """The sample notes (a few of them) in each format: i2b2 folders, BRAT folders, CoNLL and JSON lines files."""
-    root = tmp_path_factory.mktemp("corpora")
-    out = {}
-    for split, n in (("train", 8), ("validation", 2), ("test", 2)):
-        notes = read_i2b2(os.path.join(NER_SAMPLE, split))[:n]
-        i2b2_dir = root / "i2b2" / split
-        brat_dir = root / "brat" / split
-        os.makedirs(i2b2_dir)
-        os.makedirs(brat_dir)
-        conll_lines, json_lines = [], []
-        for note in notes:
-            shutil.copy(note.txt_path, i2b2_dir)
-            shutil.copy(note.con_path, i2b2_dir)
-            # BRAT: the same text, concepts as character offsets
-            starts, pos = [], 0
-            for line in note.text.split("\n"):
-                offs, p = [], 0
-                for tok in line.split():
-                    p = line.index(tok, p)
-                    offs.append(pos + p)
-                    p += len(tok)
-                starts.append(offs)
-                pos += len(line) + 1
-            ann = []
-            for k, c in enumerate(note.concepts, start=1):
-                s = starts[c.line - 1][c.start]
-                e = starts[c.line - 1][c.end] + len(note.lines[c.line - 1][c.end])
-                ann.append(f"T{k}\t{c.type} {s} {e}\t{note.text[s:e]}")
-            (brat_dir / f"{note.doc_id}.txt").write_text(note.text)
-            (brat_dir / f"{note.doc_id}.ann").write_text("".join(a + "\n" for a in ann))
-            for toks, tags in zip(note.lines, note.line_tags()):
-                if toks:
-                    conll_lines += [f"{t}\t{g}" for t, g in zip(toks, tags)] + [""]
-                    json_lines.append(json.dumps({"tokens": toks, "ner_tags": tags}))
-        os.makedirs(root / "conll", exist_ok=True)
-        os.makedirs(root / "json", exist_ok=True)
-        (root / "conll" / f"{split}.tsv").write_text("\n".join(conll_lines) + "\n")
-        (root / "json" / f"{split}.jsonl").write_text("\n".join(json_lines) + "\n")
-        out[split] = {"i2b2": str(i2b2_dir), "brat": str(brat_dir), "conll": str(root / "conll" / f"{split}.tsv"),
-                      "json": str(root / "json" / f"{split}.jsonl")}
-    return out
+    return ner_corpora(tmp_path_factory.mktemp("corpora"))
 
 
 def run(recipe, model, corpora, fmt, out, *extra):

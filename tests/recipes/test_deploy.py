@@ -1,0 +1,336 @@
+"""Deployment: predict.py for every task and input format gives what train.py --do_predict gives on the same folder;
+the ONNX export predicts the same (and its parity gate refuses a graph altered after export); bad input to
+predict.py is one line, exit status 2, nothing written."""
+
+import csv
+import re
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from shared.runner import run_recipe
+from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, TEXT_SAMPLE, assert_one_line, ner_corpora, run_cli
+
+QUIET = ["--bf16", "false", "--bootstrap_resamples", "0"]
+
+
+def read_table(path):
+    if str(path).endswith(".jsonl"):
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def same_predictions(expected_csv, got, atol=0.0):
+    """The recipe's test_predictions.csv and a predict.py table (CSV or JSONL) hold the same rows and decisions,
+    with probabilities equal (or within ``atol``)."""
+    expected, actual = read_table(expected_csv), read_table(got)
+    assert len(expected) == len(actual) > 0
+    for e, a in zip(expected, actual):
+        assert int(e["row"]) == int(a["row"])
+        prediction = a["prediction"] if isinstance(a["prediction"], str) else json.dumps(a["prediction"])
+        assert e["prediction"] == prediction
+        probs = [k for k in e if k.startswith("prob_")]
+        np.testing.assert_allclose([float(a[k]) for k in probs], [float(e[k]) for k in probs], rtol=0, atol=atol)
+
+
+def predict(task, model_dir, data, out, *extra):
+    return run_recipe(task, ["--model_dir", model_dir, "--input", data, "--output_dir", out, *extra], entry="predict")
+
+
+# ------------------------------------------------------------------------------------------------ trained folders
+@pytest.fixture(scope="module")
+def text_folder(tiny_bert_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("text") / "model"
+    run_recipe("text_classification", [
+        "--model_name_or_path", tiny_bert_dir, "--train_file", TEXT_SAMPLE / "train.csv", "--validation_file",
+        TEXT_SAMPLE / "validation.csv", "--max_train_samples", "60", "--max_eval_samples", "24", "--output_dir", out,
+        "--do_train", "--do_eval", "--num_train_epochs", "1", "--max_seq_length", "24", *QUIET])
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def ner_corpus(tmp_path_factory):
+    return ner_corpora(tmp_path_factory.mktemp("ner_corpora"))
+
+
+@pytest.fixture(scope="module")
+def ner_folder(tiny_ner_model, tmp_path_factory):
+    """A CRF tagger (the case a plain export cannot hold) with windows shorter than the sentences."""
+    out = tmp_path_factory.mktemp("ner") / "model"
+    run_recipe("ner", [
+        "--model_name_or_path", tiny_ner_model, "--train_file", NER_SAMPLE / "train", "--output_dir", out,
+        "--do_train", "--use_crf", "--num_train_epochs", "2", "--learning_rate", "5e-3", "--max_seq_length", "32",
+        "--stride", "8", "--optim", "adamw_torch", "--max_train_samples", "60", *QUIET])
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tiny_vit, tmp_path_factory):
+    out = tmp_path_factory.mktemp("image") / "model"
+    run_recipe("image_classification", [
+        "--model_name_or_path", tiny_vit, "--train_dir", IMAGE_SAMPLE / "folders" / "train", "--validation_dir",
+        IMAGE_SAMPLE / "folders" / "validation", "--output_dir", out, "--do_train", "--do_eval",
+        "--num_train_epochs", "1", "--learning_rate", "1e-3", "--decision_threshold", "0.4", *QUIET])
+    return str(out)
+
+
+# ------------------------------------------------------------------------------------------------ predict.py
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_text_predict_matches_do_predict(text_folder, fmt, tmp_path):
+    data = tmp_path / f"notes.{fmt}"
+    rows = read_table(TEXT_SAMPLE / "test.csv")[:30]
+    rows[3]["text"] = " ".join([rows[3]["text"]] * 12)  # longer than a window: read in windows, not truncated
+    if fmt == "csv":
+        with open(data, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "label"])
+            writer.writeheader()
+            writer.writerows({"text": r["text"], "label": r["label"]} for r in rows)
+    else:
+        data.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in rows))
+    run_recipe("text_classification", ["--model_name_or_path", text_folder, "--test_file", data, "--output_dir",
+                                       tmp_path / "do_predict", "--do_predict", *QUIET])
+    results = predict("text_classification", text_folder, data, tmp_path / "predict")
+    written = tmp_path / "predict" / ("predictions.csv" if fmt == "csv" else "predictions.jsonl")
+    if fmt == "csv":  # byte for byte
+        assert written.read_text() == (tmp_path / "do_predict" / "test_predictions.csv").read_text()
+    same_predictions(tmp_path / "do_predict" / "test_predictions.csv", written)
+    assert results["examples"] == 30 and 0 <= results["macro_f1"] <= 1
+    assert results["files"] == [written.name]
+    saved = json.loads((tmp_path / "predict" / "predict_results.json").read_text())
+    assert saved["backend"] == "pytorch" and "text" not in json.dumps(saved).replace("no input text", "")
+
+
+@pytest.mark.parametrize("fmt", ["i2b2", "brat", "conll", "json"])
+def test_ner_predict_matches_do_predict_in_the_input_format(ner_folder, ner_corpus, fmt, tmp_path):
+    data = ner_corpus["test"][fmt]
+    run_recipe("ner", ["--model_name_or_path", ner_folder, "--test_file", data, "--output_dir",
+                       tmp_path / "do_predict", "--do_predict", *QUIET])
+    results = predict("ner", ner_folder, data, tmp_path / "predict")
+    expected = {name: (tmp_path / "do_predict" / "test_predictions" / name).read_text()
+                for name in os.listdir(tmp_path / "do_predict" / "test_predictions")}
+    got = {name: (tmp_path / "predict" / name).read_text() for name in os.listdir(tmp_path / "predict")
+           if name != "predict_results.json"}
+    assert got == expected and len(got) >= 1
+    assert sorted(results["files"]) == sorted(expected) and "f1" in results
+
+
+@pytest.mark.parametrize("source", ["folders", "test.csv", "sample.npz"])
+def test_image_predict_matches_do_predict(image_folder, tiny_vit, source, tmp_path):
+    data = IMAGE_SAMPLE / "folders" / "test" if source == "folders" else IMAGE_SAMPLE / source
+    flag = "--test_dir" if source == "folders" else "--test_file"
+    if source == "sample.npz":  # its classes are "0" and "1": a model of its own (8 px, not the processor's size)
+        image_folder = str(tmp_path / "npz_model")
+        run_recipe("image_classification", ["--model_name_or_path", tiny_vit, "--train_file", data, "--output_dir",
+                                            image_folder, "--do_train", "--num_train_epochs", "1", "--image_size",
+                                            "16", *QUIET])
+    run_recipe("image_classification", ["--model_name_or_path", image_folder, flag, data, "--output_dir",
+                                        tmp_path / "do_predict", "--do_predict", *QUIET])
+    predict("image_classification", image_folder, data, tmp_path / "predict")
+    assert ((tmp_path / "predict" / "predictions.csv").read_text()
+            == (tmp_path / "do_predict" / "test_predictions.csv").read_text())
+
+
+def test_image_predict_reads_a_plain_folder_and_applies_the_saved_threshold(image_folder, tmp_path):
+    plain = tmp_path / "scans"
+    plain.mkdir()
+    for folder in sorted((IMAGE_SAMPLE / "folders" / "test").iterdir()):
+        for image in sorted(folder.iterdir())[:3]:
+            shutil.copy(image, plain / f"{folder.name}_{image.name}")
+    results = predict("image_classification", image_folder, plain, tmp_path / "predict")
+    rows = read_table(tmp_path / "predict" / "predictions.csv")
+    assert results["examples"] == len(rows) == 6 and "label" not in rows[0] and "macro_f1" not in results
+    config = json.loads((open(os.path.join(image_folder, "config.json"))).read())
+    assert config["decision_threshold"] == 0.4
+    names = [k[len("prob_"):] for k in rows[0] if k.startswith("prob_")]
+    for row in rows:  # binary: the second class when its probability reaches the saved 0.4
+        assert row["prediction"] == (names[1] if float(row[f"prob_{names[1]}"]) >= 0.4 else names[0])
+
+
+def test_predict_on_a_lora_adapter_folder_matches_do_predict(tiny_bert_dir, tmp_path):
+    out = tmp_path / "lora"
+    run_recipe("text_classification", [
+        "--model_name_or_path", tiny_bert_dir, "--train_file", TEXT_SAMPLE / "train.csv", "--max_train_samples", "40",
+        "--output_dir", out, "--do_train", "--use_lora", "--num_train_epochs", "1", *QUIET])
+    assert (out / "adapter_config.json").is_file()
+    data = TEXT_SAMPLE / "validation.csv"
+    run_recipe("text_classification", ["--model_name_or_path", out, "--test_file", data, "--output_dir",
+                                       tmp_path / "do_predict", "--do_predict", *QUIET])
+    predict("text_classification", str(out), data, tmp_path / "predict")
+    assert ((tmp_path / "predict" / "predictions.csv").read_text()
+            == (tmp_path / "do_predict" / "test_predictions.csv").read_text())
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def write_csv(path, header, rows, newline="\n"):
+    path.write_text(newline.join([",".join(header), *[",".join(r) for r in rows]]) + newline, encoding="utf-8")
+    return path
+
+
+def test_predict_bad_input_is_one_line_before_anything_is_written(text_folder, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    # through the real command line: a file without the text column (CRLF, BOM), a misspelt flag
+    missing = tmp_path / "notes.csv"
+    missing.write_bytes("\ufeffnote,label\r\nchest pain,cardiology\r\n".encode("utf-8"))
+    result = run_cli("text_classification", ["--model_dir", text_folder, "--input", missing, "--output_dir", out],
+                     entry="predict")
+    assert_one_line(result.returncode, result.stderr, r".*notes\.csv: .*'text'.*", out)
+    result = run_cli("text_classification", ["--model_dir", text_folder, "--input", missing, "--ouput_dir", out],
+                     entry="predict")
+    assert_one_line(result.returncode, result.stderr, r"unknown option --ouput_dir.*--output_dir.*", out)
+    # in-process, the same one-line errors: a label the model does not know (trailing space), the wrong task's
+    # folder, an ONNX backend without an export
+    unknown = write_csv(tmp_path / "unknown.csv", ["text", "label"], [["chest pain", "cardiology"],
+                                                                       ["cough", "oncology "]], newline="\r\n")
+    for model_dir, extra, expected in [
+        (text_folder, [], r".*unknown\.csv:3: .*oncology.*"),
+        (image_folder, [], r".*image classification model.*recipes/image_classification/"),
+        (text_folder, ["--backend", "onnx"], r".*no model\.onnx here: export the folder first.*"),
+    ]:
+        status, err = _predict_status(model_dir, unknown, out, capsys, *extra)
+        assert_one_line(status, err, expected, out)
+
+
+def test_predict_refuses_a_folder_of_other_files_and_replaces_only_its_own(text_folder, tmp_path, capsys):
+    data = str(TEXT_SAMPLE / "validation.csv")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    status, err = _predict_status(text_folder, data, other, capsys, "--overwrite_output_dir")
+    assert status == 2 and "predict.py did not write" in err and (other / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "out"
+    predict("text_classification", text_folder, data, out)
+    status, err = _predict_status(text_folder, data, out, capsys)
+    assert status == 2 and "--overwrite_output_dir" in err
+    predict("text_classification", text_folder, str(TEXT_SAMPLE / "test.csv"), out, "--overwrite_output_dir")
+    assert json.loads((out / "predict_results.json").read_text())["examples"] == len(read_table(TEXT_SAMPLE / "test.csv"))
+    assert not [n for n in os.listdir(tmp_path) if ".partial-" in n]  # the staging folder is gone
+
+
+def _predict_status(model_dir, data, out, capsys, *extra):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        predict("text_classification", model_dir, data, out, *extra)
+    return info.value.code, capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ ONNX
+def export(model_dir, data, out, *extra):
+    from shared.runner import run_recipe as run
+
+    return run("export_onnx.py", ["--model_dir", model_dir, "--input", data, "--output_dir", out, *extra])
+
+
+@pytest.fixture(scope="module")
+def text_export(text_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("text_onnx") / "export"
+    info = export(text_folder, TEXT_SAMPLE / "validation.csv", out)
+    return str(out), info
+
+
+def test_onnx_export_of_a_text_classifier_predicts_like_pytorch(text_folder, text_export, tmp_path):
+    out, info = text_export
+    assert sorted(os.listdir(out)) == ["config.json", "export.json", "model.onnx", "tokenizer.json",
+                                       "tokenizer_config.json"]
+    saved = json.loads(open(os.path.join(out, "export.json")).read())
+    assert saved["parity"]["max_abs_logit_difference"] < 1e-3 and saved["parity"]["changed_decisions"] == 0
+    assert saved["labels"] == info["labels"] and saved["max_length"] == 24 and saved["long_text"] == "chunk"
+    assert saved["inputs"][:1] == ["input_ids"]
+    data = TEXT_SAMPLE / "test.csv"
+    predict("text_classification", text_folder, data, tmp_path / "pytorch")
+    results = predict("text_classification", out, data, tmp_path / "onnx", "--backend", "onnx",
+                      "--batch_size", "7")  # other batches than the export's: dynamic axes
+    assert results["backend"] == "onnx" and results["providers"][-1] == "CPUExecutionProvider"
+    same_predictions(tmp_path / "pytorch" / "predictions.csv", tmp_path / "onnx" / "predictions.csv", atol=1e-5)
+
+
+def test_verify_passes_an_export_and_refuses_one_altered_after_export(text_folder, text_export, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    out, _ = text_export
+    data = str(TEXT_SAMPLE / "test.csv")
+    report = run_recipe("verify_onnx.py", ["--model_dir", text_folder, "--onnx_dir", out, "--input", data])
+    assert report["changed_decisions"] == 0 and report["examples"] == len(read_table(data))
+    altered = tmp_path / "altered"
+    shutil.copytree(out, altered)
+    graph = onnx.load(str(altered / "model.onnx"))
+    weights = [w for w in graph.graph.initializer if w.name.endswith("classifier.weight")]
+    assert len(weights) == 1
+    changed = numpy_helper.to_array(weights[0]).copy()
+    changed[0] += 0.05  # a small nudge to one class's weights: decisions may all survive, logits do not
+    weights[0].CopyFrom(numpy_helper.from_array(changed, weights[0].name))
+    onnx.save(graph, str(altered / "model.onnx"))
+    bad = run_cli("verify_onnx.py", ["--model_dir", text_folder, "--onnx_dir", altered, "--input", data])
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert re.fullmatch(r"error: .*altered: ONNX parity failed on \d+ example\(s\): the largest logit difference "
+                        r"from PyTorch is [\d.e-]+ \(tolerance 0\.001\)", bad.stderr.strip().splitlines()[-1])
+
+
+def test_int8_export_is_gated_on_the_metric_and_reports_its_change(text_folder, text_export, tmp_path):
+    out = tmp_path / "int8"
+    info = export(text_folder, TEXT_SAMPLE / "validation.csv", out, "--quantize", "int8")
+    parity = info["parity"]
+    assert info["quantization"] == "int8" and parity["gate"] == "metric"
+    assert parity["metric"] == "macro_f1" and parity["metric_change"] == pytest.approx(
+        parity["metric_onnx"] - parity["metric_pytorch"])
+    assert os.path.getsize(out / "model.onnx") < 0.5 * os.path.getsize(os.path.join(text_export[0], "model.onnx"))
+    results = predict("text_classification", str(out), TEXT_SAMPLE / "validation.csv", tmp_path / "pred",
+                      "--backend", "onnx")
+    assert results["macro_f1"] == pytest.approx(parity["metric_onnx"])
+
+
+def test_the_gate_refuses_a_metric_drop_and_changed_decisions():
+    from shared.errors import DataError
+    from shared.inference import Outputs
+    from shared.onnx_export import check_parity
+
+    class Fixed:  # a predictor whose outputs are given
+        task = "text_classification"
+
+        def __init__(self, labels, logits):
+            self.outputs = Outputs([np.asarray(x) for x in logits], labels, np.asarray(logits))
+
+        def predict(self, *inputs):
+            return self.outputs
+
+        def score(self, gold, outputs):
+            return float(np.mean([g == p for g, p in zip(gold, outputs.labels)]))
+
+    reference = Fixed(["a", "b", "a", "b"], [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    worse = Fixed(["a", "b", "a", "a"], [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.6, 0.4]])
+    gold = ["a", "b", "a", "b"]
+    with pytest.raises(DataError, match="int8 quantization lowers macro_f1 from 1.0000 to 0.7500"):
+        check_parity(reference, worse, (), gold, quantized=True, max_metric_drop=0.01)
+    assert check_parity(reference, worse, (), gold, quantized=True, max_metric_drop=0.3)["metric_change"] == -0.25
+    with pytest.raises(DataError, match="changes 25.0% of the predictions"):
+        check_parity(reference, worse, (), None, quantized=True)
+    with pytest.raises(DataError, match="logit difference from PyTorch is 0.6"):
+        check_parity(reference, worse, (), gold, quantized=False)
+
+
+def test_onnx_export_of_a_crf_tagger_decodes_outside_the_graph(ner_folder, ner_corpus, tmp_path):
+    out = tmp_path / "export"
+    info = export(ner_folder, ner_corpus["validation"]["i2b2"], out, "--max_examples", "40")
+    assert info["crf"] is True and (out / "crf.safetensors").is_file() and info["parity"]["changed_decisions"] == 0
+    for fmt in ("brat", "conll"):
+        data = ner_corpus["test"][fmt]
+        predict("ner", ner_folder, data, tmp_path / f"pytorch_{fmt}")
+        predict("ner", str(out), data, tmp_path / f"onnx_{fmt}", "--backend", "onnx")
+        for name in os.listdir(tmp_path / f"pytorch_{fmt}"):
+            if name != "predict_results.json":
+                assert (tmp_path / f"onnx_{fmt}" / name).read_text() == (tmp_path / f"pytorch_{fmt}" / name).read_text()
+
+
+def test_onnx_export_of_an_image_classifier_predicts_like_pytorch(image_folder, tmp_path):
+    out = tmp_path / "export"
+    info = export(image_folder, IMAGE_SAMPLE / "folders" / "validation", out)
+    assert info["image_size"] == 32 and info["decision_thresholds"] == 0.4 and info["inputs"] == ["pixel_values"]
+    data = IMAGE_SAMPLE / "test.csv"
+    predict("image_classification", image_folder, data, tmp_path / "pytorch")
+    predict("image_classification", str(out), data, tmp_path / "onnx", "--backend", "onnx", "--batch_size", "5")
+    same_predictions(tmp_path / "pytorch" / "predictions.csv", tmp_path / "onnx" / "predictions.csv", atol=1e-5)
