@@ -65,7 +65,7 @@ def ner_folder(tiny_ner_model, tmp_path_factory):
     run_recipe("ner", [
         "--model_name_or_path", tiny_ner_model, "--train_file", NER_SAMPLE / "train", "--output_dir", out,
         "--do_train", "--use_crf", "--num_train_epochs", "2", "--learning_rate", "5e-3", "--max_seq_length", "32",
-        "--stride", "8", "--optim", "adamw_torch", "--max_train_samples", "60", *QUIET])
+        "--stride", "8", "--optim", "adamw_torch", *QUIET])
     return str(out)
 
 
@@ -334,3 +334,112 @@ def test_onnx_export_of_an_image_classifier_predicts_like_pytorch(image_folder, 
     predict("image_classification", image_folder, data, tmp_path / "pytorch")
     predict("image_classification", str(out), data, tmp_path / "onnx", "--backend", "onnx", "--batch_size", "5")
     same_predictions(tmp_path / "pytorch" / "predictions.csv", tmp_path / "onnx" / "predictions.csv", atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ HTTP service
+@pytest.fixture
+def serve():
+    """Start recipes/serve.py's application with uvicorn on a free localhost port; yields a function
+    ``start(serve.py arguments) -> base URL``. Servers stop at the end of the test."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from shared.runner import load_recipe
+
+    servers = []
+
+    def start(*args):
+        app, _ = load_recipe("serve.py").build_app([str(a) for a in args])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                               access_log=False))
+        threading.Thread(target=server.run, daemon=True).start()
+        servers.append(server)
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.should_exit = True
+
+
+CANARY = "zebra-canary-7f3a"
+
+
+def test_service_classifies_notes_and_bounds_requests(serve, text_folder, caplog, capfd):
+    import httpx
+
+    url = serve("--model_dir", text_folder, "--max_request_bytes", "2000", "--max_items", "3")
+    health = httpx.get(f"{url}/health").json()
+    assert health["task"] == "text_classification" and health["backend"] == "pytorch"
+    note = f"crushing chest pain radiating to the left arm {CANARY}"
+    one = httpx.post(f"{url}/predict", json={"text": note})
+    assert one.status_code == 200
+    body = one.json()
+    assert body["prediction"] in health["labels"] and sum(body["probabilities"].values()) == pytest.approx(1.0)
+    # the same answer as predict.py gives for the same note
+    expected = TextClassifierFor(text_folder).predict([note])
+    assert body["prediction"] == expected.labels[0]
+    np.testing.assert_allclose([body["probabilities"][k] for k in health["labels"]], expected.probs[0], atol=1e-6)
+    many = httpx.post(f"{url}/predict", json={"texts": [note, "wheeze and cough"]}).json()["results"]
+    assert len(many) == 2 and many[0]["prediction"] == body["prediction"]
+    for request, status, says in [
+        (dict(json={"texts": ["a"] * 4}), 413, "at most 3"),
+        (dict(content=b"x" * 2500, headers={"content-type": "application/json"}), 413, "larger than 2000 bytes"),
+        (dict(content=b"{not json", headers={"content-type": "application/json"}), 400, "not valid UTF-8 JSON"),
+        (dict(json={"txt": note}), 400, "needs 'text'"),
+        (dict(json={"text": note, "extra": 1}), 400, "unknown field"),
+        (dict(json={"text": ""}), 400, "not a non-empty string"),
+        (dict(content=b"abc", headers={"content-type": "text/plain"}), 415, "JSON body"),
+    ]:
+        response = httpx.post(f"{url}/predict", **request)
+        assert response.status_code == status and says in response.json()["error"]
+        assert CANARY not in response.text
+    out, err = capfd.readouterr()
+    assert CANARY not in caplog.text + out + err  # no request content in any log
+
+
+def TextClassifierFor(folder):
+    from shared.inference import TextClassifier
+
+    return TextClassifier(folder)
+
+
+def test_service_gives_entities_with_character_offsets(serve, ner_folder, ner_corpus):
+    import httpx
+
+    from shared.inference import EntityTagger
+
+    url = serve("--model_dir", ner_folder)
+    note = open(os.path.join(ner_corpus["test"]["brat"], sorted(os.listdir(ner_corpus["test"]["brat"]))[0])).read()
+    entities = httpx.post(f"{url}/predict", json={"text": note}).json()["entities"]
+    assert entities == EntityTagger(ner_folder).entities(note) and entities
+    for entity in entities:
+        assert note[entity["start"]:entity["end"]] == entity["text"] and entity["type"] in {"problem", "test",
+                                                                                           "treatment"}
+
+
+def test_service_classifies_an_image_posted_as_its_file_with_the_onnx_backend(serve, image_folder, tmp_path):
+    import httpx
+
+    out = tmp_path / "export"
+    export(image_folder, IMAGE_SAMPLE / "folders" / "validation", out)
+    url = serve("--model_dir", out, "--backend", "onnx")
+    image = sorted((IMAGE_SAMPLE / "folders" / "test" / "opacity").iterdir())[0]
+    response = httpx.post(f"{url}/predict", content=image.read_bytes(), headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    predict("image_classification", image_folder, image.parent, tmp_path / "pred", "--batch_size", "1")
+    row = read_table(tmp_path / "pred" / "predictions.csv")[0]
+    assert response.json()["prediction"] == row["prediction"]
+    assert response.json()["probabilities"]["opacity"] == pytest.approx(float(row["prob_opacity"]), abs=1e-5)
+    bad = httpx.post(f"{url}/predict", content=b"not an image", headers={"content-type": "image/png"})
+    assert bad.status_code == 400 and "not an image" in bad.json()["error"]
+    assert httpx.post(f"{url}/predict", json={"text": "x"}).status_code == 415

@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Serve a trained or exported folder over HTTP (FastAPI + uvicorn; pip install -e ".[deploy]").
+
+    python recipes/serve.py --model_dir out --port 8000
+    python recipes/serve.py --model_dir out_onnx --backend onnx --host 0.0.0.0 --port 8000
+    curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"text": "chest pain on exertion"}'
+    curl -s localhost:8000/predict -H 'Content-Type: image/png' --data-binary @scan.png
+
+Any of the three recipes' folders: POST /predict takes {"text": ...} / {"texts": [...]} (classifiers and NER; a
+note's entities come with character offsets) or an image file as the body; GET /health says the task, labels and
+backend. Bodies are bounded (--max_request_bytes, --max_items: 413 beyond), malformed ones get a 4xx with one line
+why; nothing of a request is logged. It listens on 127.0.0.1 unless --host says otherwise. The README's Deploy
+section has a Dockerfile that runs it offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+try:
+    import shared  # noqa: F401  (this project's package)
+except ImportError:
+    print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
+    raise SystemExit(2) from None
+
+from shared.args import main_guard, parse_args, setup_logging
+from shared.errors import DataError
+from shared.inference import BACKENDS, load_predictor
+from shared.service import MAX_ITEMS, MAX_REQUEST_BYTES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeArguments:
+    _argument_group_name = "service"
+
+    model_dir: str = field(metadata={"help": "A recipe's --output_dir, or an export_onnx.py folder (--backend onnx)."})
+    backend: str = field(default="pytorch", metadata={"help": "'pytorch' or 'onnx' (ONNX Runtime).",
+                                                      "choices": list(BACKENDS)})
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface, e.g. "
+                                                             "in a container)."})
+    port: int = field(default=8000, metadata={"help": "Port to listen on."})
+    max_request_bytes: int = field(default=MAX_REQUEST_BYTES, metadata={"help": "Largest request body accepted."})
+    max_items: int = field(default=MAX_ITEMS, metadata={"help": "Most texts in one request."})
+    batch_size: int = field(default=64, metadata={"help": "Windows / images per forward pass."})
+    threads: int | None = field(default=None, metadata={"help": "ONNX Runtime intra-op threads (default: all cores)."})
+
+    def __post_init__(self):
+        if not 0 < self.port < 65536:
+            raise DataError(f"--port must be in 1..65535, got {self.port}")
+        if self.max_request_bytes < 1 or self.max_items < 1:
+            raise DataError("--max_request_bytes and --max_items must be at least 1")
+
+
+def build_app(args: list[str] | None = None):
+    """(the application, the parsed arguments): what main serves, and what tests start on a port of their own."""
+    (serve_args,) = parse_args(ServeArguments, args=args, description=__doc__,
+                               usage="%(prog)s --model_dir DIR [--backend onnx] [--host H] [--port P] [options]")
+    try:
+        from shared.service import create_app
+
+        import fastapi  # noqa: F401
+    except ImportError:
+        raise DataError('serve.py needs FastAPI and uvicorn: pip install -e ".[deploy]"') from None
+    predictor = load_predictor(serve_args.model_dir, serve_args.backend, serve_args.batch_size, serve_args.threads)
+    return create_app(predictor, serve_args.max_request_bytes, serve_args.max_items), serve_args
+
+
+@main_guard
+def main(args: list[str] | None = None) -> None:
+    setup_logging()
+    try:
+        import uvicorn
+    except ImportError:
+        raise DataError('serve.py needs FastAPI and uvicorn: pip install -e ".[deploy]"') from None
+    app, serve_args = build_app(args)
+    logger.info("serving %s (%s) on http://%s:%d", serve_args.model_dir, serve_args.backend, serve_args.host,
+                serve_args.port)
+    uvicorn.run(app, host=serve_args.host, port=serve_args.port, access_log=False, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
