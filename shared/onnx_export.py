@@ -31,7 +31,7 @@ from shared.inference import EXPORT_INFO, ONNX_FILE, Outputs
 
 logger = logging.getLogger(__name__)
 
-OPSET = 18
+OPSET = 17
 DEFAULT_TOLERANCE = 1e-3  # largest |logit difference| fp32 ONNX Runtime may show against PyTorch fp32
 DEFAULT_MAX_METRIC_DROP = 0.01  # int8: the metric may fall by at most one point (0.01 on a 0-1 scale)
 MAX_INT8_DISAGREEMENT = 0.02  # int8 on unlabelled input: at most 2% of the decisions may change
@@ -57,21 +57,75 @@ def plain_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export_graph(model: torch.nn.Module, batch: dict[str, torch.Tensor], path: str) -> list[str]:
-    """Write ``model`` as ONNX to ``path``, traced on ``batch`` (real inputs); batch (and sequence) axes dynamic."""
+    """Write ``model`` as ONNX to ``path``, traced on ``batch`` (real inputs); batch (and sequence) axes dynamic.
+
+    The TorchScript exporter with eager attention gives the graph ONNX Runtime's transformer optimizer can fuse
+    (attention, LayerNorm, GELU: :func:`optimize_graph`); the dynamo exporter's decomposed attention is not fused
+    and ran no faster than PyTorch here (benchmarks/README.md). Where the TorchScript exporter is gone or fails, the
+    dynamo exporter writes the graph instead.
+    """
     names = list(batch)
-    batch_dim = torch.export.Dim("batch", min=1, max=4096)
-    sequence_dim = torch.export.Dim("sequence", min=2, max=8192)
-    shapes = tuple({0: batch_dim, **({1: sequence_dim} if batch[name].dim() == 2 else {})} for name in names)
     tensors = tuple(batch[name] for name in names)
+    sequence = {name: batch[name].dim() == 2 for name in names}
+    if hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")  # the attention pattern the optimizer fuses
+        except (ValueError, ImportError):
+            pass
     for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch._dynamo", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)  # rewrite passes log at INFO; missing torchvision ops warn
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter notes on axis names and deprecations, nothing to act on
+        try:
+            axes = {name: ({0: "batch", 1: "sequence"} if sequence[name] else {0: "batch"}) for name in names}
+            axes["logits"] = {0: "batch", 1: "sequence"} if any(sequence.values()) and _per_token(model) else {0: "batch"}
+            torch.onnx.export(_Logits(model, names).eval(), tensors, path, input_names=names, output_names=["logits"],
+                              dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+            return names
+        except Exception as e:  # noqa: BLE001  (any exporter failure: the other exporter gets its turn)
+            logger.info("TorchScript exporter failed (%s); using the dynamo exporter", type(e).__name__)
+        batch_dim = torch.export.Dim("batch", min=1, max=4096)
+        sequence_dim = torch.export.Dim("sequence", min=2, max=8192)
+        shapes = tuple({0: batch_dim, **({1: sequence_dim} if sequence[name] else {})} for name in names)
         program = torch.onnx.export(_Logits(model, names).eval(), tensors, None, input_names=names,
-                                    output_names=["logits"], dynamic_shapes={"tensors": shapes}, opset_version=OPSET, dynamo=True,
-                                    verbose=False, report=False, optimize=True)
+                                    output_names=["logits"], dynamic_shapes={"tensors": shapes},
+                                    opset_version=OPSET, dynamo=True, verbose=False, report=False, optimize=True)
     program.save(path, external_data=False)
     return names
+
+
+def _per_token(model: torch.nn.Module) -> bool:
+    return type(model).__name__.endswith("ForTokenClassification")
+
+
+# config.model_type -> the optimizer's model type; others are exported unfused
+OPTIMIZER_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert",
+                         "electra": "bert", "camembert": "bert", "vit": "vit", "deit": "vit", "dinov2": "vit"}
+
+
+def optimize_graph(path: str, config) -> dict[str, int]:
+    """ONNX Runtime's transformer optimizer on a BERT- or ViT-family graph (fused attention, LayerNorm, GELU), in
+    place; the fused operators it made (empty: nothing fused, the graph kept as exported)."""
+    model_type = OPTIMIZER_MODEL_TYPES.get(getattr(config, "model_type", None))
+    heads, hidden = getattr(config, "num_attention_heads", 0), getattr(config, "hidden_size", 0)
+    if model_type is None or not heads or not hidden:
+        return {}
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    quiet = logging.getLogger("onnxruntime")  # "failed to fuse" notes per pattern
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        optimized = optimize_model(path, model_type=model_type, num_heads=heads, hidden_size=hidden)
+    except Exception as e:  # noqa: BLE001  (an unfamiliar graph: keep it unfused)
+        logger.warning("ONNX Runtime's transformer optimizer skipped (%s)", type(e).__name__)
+        return {}
+    finally:
+        quiet.setLevel(level)
+    fused = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+    if fused:
+        optimized.save_model_to_file(path)
+    return fused
 
 
 def quantize_int8(source: str, target: str) -> None:
@@ -92,7 +146,8 @@ def quantize_int8(source: str, target: str) -> None:
     level = root.level
     root.setLevel(logging.WARNING)  # the quantizer logs a line per tensor it leaves in float, on the root logger
     try:
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        # DefaultTensorType: outputs of the optimizer's fused operators have no inferred type; they are float
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1})
     finally:
         root.setLevel(level)
         if os.path.exists(prepared):
@@ -199,6 +254,7 @@ def export_folder(torch_predictor, inputs: tuple, gold: list | None, folder: str
     logger.info("exporting %s to ONNX (opset %d)", type(model).__name__, OPSET)
     float_path = os.path.join(folder, ONNX_FILE)
     names = export_graph(model, batch, float_path)
+    fused = optimize_graph(float_path, model.config)
     processing = torch_predictor.processor if task == "image_classification" else torch_predictor.tokenizer
     processing.save_pretrained(folder)
     torch_predictor.config.save_pretrained(folder)
@@ -214,6 +270,7 @@ def export_folder(torch_predictor, inputs: tuple, gold: list | None, folder: str
     parity = check_parity(torch_predictor, onnx_predictor, inputs, gold, quantize is not None, tolerance,
                           max_metric_drop)
     info = export_info(torch_predictor, names, quantize, parity)
+    info["fused_operators"] = fused
     from shared.reporting import atomic_write_json
 
     atomic_write_json(os.path.join(folder, EXPORT_INFO), info)
