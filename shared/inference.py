@@ -695,7 +695,8 @@ def parse_task_arguments(arguments_cls, args: list[str] | None, description: str
     if folder is None and known.config:
         folder = read_config(known.config)[0].get(folder_flag)
     if folder is None:  # --help, or the missing required flag, reported by the full parser
-        description += "\n\nInput options (columns, formats) depend on the task: give --model_dir to list them."
+        description = (description.strip().splitlines()[0] + " Input options (columns, formats) depend on the task: "
+                       "give --model_dir to list them.")
         return (*parse_args(arguments_cls, args=argv, description=description, usage=usage), None, None)
     task = folder_task(str(folder))
     arguments, input_arguments = parse_args(arguments_cls, INPUT_ARGUMENTS[task], args=argv, description=description,

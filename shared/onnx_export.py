@@ -1,7 +1,8 @@
 """ONNX export of a trained folder, gated on parity with PyTorch: nothing is reported exported that predicts otherwise.
 
-:func:`export_folder` writes ``model.onnx`` (``torch.onnx.export`` with the dynamo exporter; dynamic batch axis, and
-sequence axis for text), the tokenizer or image processor, ``config.json`` (labels, thresholds, windows) and
+:func:`export_folder` writes ``model.onnx`` (``torch.onnx.export``, dynamic batch axis and sequence axis for text;
+BERT- and ViT-family graphs then fused by ONNX Runtime's transformer optimizer), the tokenizer or image processor,
+``config.json`` (labels, thresholds, windows) and
 ``export.json`` (what a non-Python consumer needs, and the parity measured). A CRF folder exports the emission
 scores; its ``crf.safetensors`` is copied and Viterbi runs outside the graph, as in PyTorch.
 
@@ -112,9 +113,9 @@ def optimize_graph(path: str, config) -> dict[str, int]:
         return {}
     from onnxruntime.transformers.optimizer import optimize_model
 
-    quiet = logging.getLogger("onnxruntime")  # "failed to fuse" notes per pattern
+    quiet = logging.getLogger()  # the optimizer's modules log every pass at INFO through the root logger
     level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    quiet.setLevel(logging.WARNING)
     try:
         optimized = optimize_model(path, model_type=model_type, num_heads=heads, hidden_size=hidden)
     except Exception as e:  # noqa: BLE001  (an unfamiliar graph: keep it unfused)

@@ -183,3 +183,19 @@ def test_options_a_recipe_cannot_honour_are_refused(task, extra, expected, tiny_
         args = ["--model_name_or_path", str(tiny_bert_dir), *(text_data() if task == "text_classification" else ner_data())]
     status, err = run_in_process(task, [*args, "--output_dir", str(out), *extra], capsys)
     assert_one_line(status, err, expected, out)
+
+
+# ------------------------------------------------------------------------------------------------ deployment commands
+@pytest.mark.parametrize("command", ["text_classification/predict.py", "ner/predict.py",
+                                     "image_classification/predict.py", "export_onnx.py", "verify_onnx.py",
+                                     "serve.py"])
+def test_deployment_commands_help_exits_0_and_reads(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_recipe(ROOT / "recipes" / command, ["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and out.startswith("usage:") and "--model_dir" in out
+    assert "--model_name_or_path" not in out.split("\n")[0]  # its own usage line, not train.py's
+    if command.endswith("predict.py"):
+        assert "--backend" in out and "--input" in out and "--overwrite_output_dir" in out
+    if command in ("export_onnx.py", "verify_onnx.py"):
+        assert "depend on the task" in " ".join(out.split())  # input options listed once --model_dir names a folder

@@ -15,6 +15,7 @@ from shared.runner import run_recipe
 from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, TEXT_SAMPLE, assert_one_line, ner_corpora, run_cli
 
 QUIET = ["--bf16", "false", "--bootstrap_resamples", "0"]
+CANARY = "zebra-canary-7f3a"  # a string that must appear in no log and no prediction table
 
 
 def read_table(path):
@@ -163,6 +164,15 @@ def test_predict_on_a_lora_adapter_folder_matches_do_predict(tiny_bert_dir, tmp_
     predict("text_classification", str(out), data, tmp_path / "predict")
     assert ((tmp_path / "predict" / "predictions.csv").read_text()
             == (tmp_path / "do_predict" / "test_predictions.csv").read_text())
+
+
+def test_text_predictions_and_logs_hold_no_note_text(text_folder, tmp_path, caplog, capfd):
+    data = write_csv(tmp_path / "notes.csv", ["text"], [[f"chest pain {CANARY}"], [f"cough {CANARY} wheeze"]])
+    predict("text_classification", text_folder, data, tmp_path / "out")
+    for name in os.listdir(tmp_path / "out"):
+        assert CANARY not in (tmp_path / "out" / name).read_text()
+    out, err = capfd.readouterr()
+    assert CANARY not in caplog.text + out + err
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -370,8 +380,6 @@ def serve():
     for server in servers:
         server.should_exit = True
 
-
-CANARY = "zebra-canary-7f3a"
 
 
 def test_service_classifies_notes_and_bounds_requests(serve, text_folder, caplog, capfd):

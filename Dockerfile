@@ -1,0 +1,25 @@
+# The prediction service (recipes/serve.py) for a trained or exported folder, CPU only.
+#
+#   docker build -t medical-recipes-serve .
+#   docker run --rm -p 8000:8000 -v "$PWD/out_onnx:/model:ro" -e BACKEND=onnx medical-recipes-serve
+#
+# The build needs the package indexes only (PyPI and PyTorch's CPU wheel index; point PIP_INDEX_URL /
+# TORCH_INDEX_URL at a mirror inside a hospital network). The model is mounted read-only at run time, never baked
+# into the image; the container runs offline (HF_HUB_OFFLINE) as a non-root user and logs no request content.
+FROM python:3.11-slim
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg \
+    BACKEND=pytorch PORT=8000
+
+WORKDIR /app
+RUN pip install "torch==2.13.0" --index-url "${TORCH_INDEX_URL}"
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY recipes ./recipes
+RUN pip install -e ".[deploy]" && useradd --create-home --uid 10001 serve
+USER serve
+
+EXPOSE 8000
+CMD ["sh", "-c", "exec python recipes/serve.py --model_dir /model --backend \"$BACKEND\" --host 0.0.0.0 --port \"$PORT\""]
