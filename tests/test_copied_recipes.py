@@ -25,7 +25,7 @@ FAST = ["--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "1", "-
 def test_a_copied_recipe_runs_beside_the_original(task, tiny_bert_dir, tiny_ner_model, tmp_path):
     copy = tmp_path / "my_recipes" / f"my_{task}"
     shutil.copytree(ROOT / "recipes" / task, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    assert sorted(p.name for p in copy.iterdir()) == ["README.md", "configs", "sample_data", "train.py"]
+    assert sorted(p.name for p in copy.iterdir()) == ["README.md", "configs", "predict.py", "sample_data", "train.py"]
     model = tiny_ner_model if task == "ner" else str(tiny_bert_dir)
     original = load_recipe(task)
     copied = load_recipe(copy)
