@@ -342,7 +342,7 @@ class TextClassifier(_Predictor):
               jsonl: bool = False) -> list[str]:
         """``predictions.csv`` (the columns of the recipe's ``test_predictions.csv``) or ``predictions.jsonl``."""
         return write_classifier_predictions(output_dir, range(len(inp.texts)), outputs, self.labels, self.multi_label,
-                                            label_separator, inp.gold, jsonl)
+                                            self.thresholds, label_separator, inp.gold, jsonl)
 
     def examples(self, path: str, input_args: TextInputArguments, limit: int | None = None):
         inp = self.read(path, input_args.text_column, input_args.text_pair_column, input_args.label_column,
@@ -358,13 +358,12 @@ class TextClassifier(_Predictor):
 
 
 def write_classifier_predictions(output_dir: str, rows: Sequence[int], outputs: Outputs, label_names: list[str],
-                                 multi_label: bool, separator: str | None, gold: Sequence | None, jsonl: bool,
-                                 extra: dict[str, Sequence] | None = None) -> list[str]:
+                                 multi_label: bool, thresholds, separator: str | None, gold: Sequence | None,
+                                 jsonl: bool, extra: dict[str, Sequence] | None = None) -> list[str]:
     """The prediction table of a classifier: ``predictions.csv`` as the recipes' ``test_predictions.csv`` (``rows``:
     the input row of each prediction, extra columns, label when known, prediction, prob_<class>), or the same
     fields as ``predictions.jsonl``."""
-    from shared.labels import format_label_cell
-    from shared.reporting import atomic_write_text, predictions_csv
+    from shared.reporting import atomic_write_text, write_predictions
 
     if jsonl:  # labels stay lists / names, probabilities numbers
         lines = []
@@ -379,14 +378,8 @@ def write_classifier_predictions(output_dir: str, rows: Sequence[int], outputs: 
         atomic_write_text(path, "".join(lines))
         return [path]
 
-    def cell(label):
-        return format_label_cell(label, separator)
-
-    table = predictions_csv(rows, [cell(p) for p in outputs.labels], outputs.probs, label_names,
-                            None if gold is None else [cell(g) for g in gold], extra)
-    path = os.path.join(output_dir, "predictions.csv")
-    atomic_write_text(path, table)
-    return [path]
+    return [write_predictions(output_dir, rows, outputs.probs, label_names, multi_label, thresholds, separator, gold,
+                              extra, name="predictions.csv")]
 
 
 # ----------------------------------------------------------------------------------------------------------- NER
@@ -634,7 +627,7 @@ class ImageClassifier(_Predictor):
             extra = {"image": [images.sources[i] if isinstance(images.sources[i], str) else images.refs[i][0]
                                for i in kept]}
         return write_classifier_predictions(output_dir, kept, outputs, self.labels, self.multi_label,
-                                            label_separator, gold, jsonl, extra)
+                                            self.thresholds, label_separator, gold, jsonl, extra)
 
     def examples(self, path: str, input_args: ImageInputArguments, limit: int | None = None):
         images = self.read(path, input_args.image_column, input_args.label_column, input_args.label_separator)

@@ -321,8 +321,8 @@ def predictions_csv(rows: Sequence[int], predicted: Sequence[str], probs: np.nda
 
 def write_predictions(output_dir: str, rows: Sequence[int], probs: np.ndarray, label_names: list[str],
                       multi_label: bool, thresholds=None, separator: str | None = None, gold: Sequence | None = None,
-                      extra: dict[str, Sequence] | None = None) -> None:
-    """``test_predictions.csv`` of a classifier (:func:`predictions_csv`): the decided label of every row
+                      extra: dict[str, Sequence] | None = None, name: str = "test_predictions.csv") -> str:
+    """``test_predictions.csv`` (or ``name``: predict.py's ``predictions.csv``) of a classifier (:func:`predictions_csv`): the decided label of every row
     (:func:`shared.labels.decisions`), the gold label when known, label lists written as the input writes them."""
     from shared.labels import decisions, format_label_cell
 
@@ -332,4 +332,6 @@ def write_predictions(output_dir: str, rows: Sequence[int], probs: np.ndarray, l
     predicted = [cell(p) for p in decisions(probs, label_names, multi_label, thresholds)]
     table = predictions_csv(rows, predicted, probs, label_names, None if gold is None else [cell(g) for g in gold],
                             extra)
-    atomic_write_text(os.path.join(output_dir, "test_predictions.csv"), table)
+    path = os.path.join(output_dir, name)
+    atomic_write_text(path, table)
+    return path
