@@ -33,15 +33,15 @@ except ImportError:
 from shared.args import main_guard, setup_logging
 from shared.errors import DataError
 from shared.inference import PREDICTORS, parse_task_arguments
-from shared.onnx_export import DEFAULT_MAX_METRIC_DROP, DEFAULT_TOLERANCE, export_folder
+from shared.onnx_export import ParityArguments, export_folder
 from shared.outputs import StagedFolder
 
 logger = logging.getLogger(__name__)
 USAGE = "%(prog)s --model_dir DIR --input PATH --output_dir DIR [--quantize int8] [options]"
 
 
-@dataclass
-class ExportArguments:
+@dataclass(kw_only=True)
+class ExportArguments(ParityArguments):
     _argument_group_name = "export"
 
     model_dir: str = field(metadata={"help": "A recipe's --output_dir (the trained folder)."})
@@ -50,19 +50,6 @@ class ExportArguments:
     output_dir: str = field(metadata={"help": "The export folder (new or empty)."})
     quantize: str = field(default="none", metadata={"help": "'int8': ONNX Runtime dynamic int8 quantization of the "
                                                             "weights, gated on the metric.", "choices": ["none", "int8"]})
-    tolerance: float = field(default=DEFAULT_TOLERANCE, metadata={"help": "Largest absolute logit difference fp32 "
-                                                                          "ONNX Runtime may show against PyTorch."})
-    max_metric_drop: float = field(default=DEFAULT_MAX_METRIC_DROP, metadata={
-        "help": "--quantize int8 on labelled input: the largest fall of the metric (macro-F1 / entity F1, 0-1) "
-                "accepted."})
-    max_examples: int = field(default=256, metadata={"help": "How many input examples the check runs."})
-    batch_size: int = field(default=64, metadata={"help": "Windows / images per forward pass."})
-
-    def __post_init__(self):
-        if self.tolerance <= 0 or self.max_metric_drop < 0:
-            raise DataError("--tolerance must be positive and --max_metric_drop at least 0")
-        if self.max_examples < 1:
-            raise DataError(f"--max_examples must be at least 1, got {self.max_examples}")
 
 
 @main_guard

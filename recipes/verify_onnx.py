@@ -26,31 +26,19 @@ except ImportError:
 from shared.args import main_guard, setup_logging
 from shared.errors import DataError
 from shared.inference import PREDICTORS, folder_task, parse_task_arguments
-from shared.onnx_export import DEFAULT_MAX_METRIC_DROP, DEFAULT_TOLERANCE, check_parity, read_export_info
+from shared.onnx_export import ParityArguments, check_parity, read_export_info
 
 logger = logging.getLogger(__name__)
 USAGE = "%(prog)s --model_dir DIR --onnx_dir DIR --input PATH [options]"
 
 
-@dataclass
-class VerifyArguments:
+@dataclass(kw_only=True)
+class VerifyArguments(ParityArguments):
     _argument_group_name = "verify"
 
     model_dir: str = field(metadata={"help": "The trained PyTorch folder (a recipe's --output_dir)."})
     onnx_dir: str = field(metadata={"help": "The export folder written by export_onnx.py."})
     input: str = field(metadata={"help": "Real inputs to compare on, in any format the task's predict.py reads."})
-    tolerance: float = field(default=DEFAULT_TOLERANCE, metadata={"help": "Largest absolute logit difference an "
-                                                                          "fp32 export may show."})
-    max_metric_drop: float = field(default=DEFAULT_MAX_METRIC_DROP, metadata={
-        "help": "int8 exports on labelled input: the largest fall of the metric (0-1) accepted."})
-    max_examples: int = field(default=256, metadata={"help": "How many input examples to compare on."})
-    batch_size: int = field(default=64, metadata={"help": "Windows / images per forward pass."})
-
-    def __post_init__(self):
-        if self.tolerance <= 0 or self.max_metric_drop < 0:
-            raise DataError("--tolerance must be positive and --max_metric_drop at least 0")
-        if self.max_examples < 1:
-            raise DataError(f"--max_examples must be at least 1, got {self.max_examples}")
 
 
 @main_guard

@@ -192,9 +192,10 @@ class _Predictor:
     def __init__(self, model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None,
                  model=None):
         _check_backend(model_dir, backend)
-        if folder_task(model_dir) != self.task:
-            raise DataError(f"this folder holds a {folder_task(model_dir).replace('_', ' ')} model, not a "
-                            f"{self.task.replace('_', ' ')} one: use recipes/{folder_task(model_dir)}/", path=model_dir)
+        task = folder_task(model_dir)
+        if task != self.task:
+            raise DataError(f"this folder holds a {task.replace('_', ' ')} model, not a "
+                            f"{self.task.replace('_', ' ')} one: use recipes/{task}/", path=model_dir)
         if batch_size < 1:
             raise DataError(f"--batch_size must be at least 1, got {batch_size}")
         self.model_dir, self.backend, self.batch_size = model_dir, backend, batch_size
@@ -221,6 +222,29 @@ class _Predictor:
         raise NotImplementedError
 
 
+class _Classifier(_Predictor):
+    """Text and image classifiers: labels, optional multi-label sigmoid, the decision thresholds saved with them."""
+
+    labels: list[str]
+    multi_label: bool
+    thresholds: Any
+
+    def outputs(self, logits: np.ndarray) -> Outputs:
+        from shared.labels import decisions
+        from shared.metrics import sigmoid, softmax
+
+        probs = sigmoid(logits) if self.multi_label else softmax(logits)
+        return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
+
+    def score(self, gold: Sequence, outputs: Outputs) -> float:
+        """The recipe's headline selection metric: macro-F1 at the saved thresholds."""
+        from shared.labels import encode_labels
+        from shared.metrics import classifier_metrics
+
+        ids = encode_labels(gold, {n: i for i, n in enumerate(self.labels)}, self.multi_label, lambda i: ("", i))
+        return classifier_metrics(ids, outputs.probs, self.multi_label, self.thresholds)["macro_f1"]
+
+
 # ---------------------------------------------------------------------------------------------------------- text
 @dataclass
 class TextInput:
@@ -232,7 +256,7 @@ class TextInput:
     gold: list | None  # label names (lists of names for multi-label) or None
 
 
-class TextClassifier(_Predictor):
+class TextClassifier(_Classifier):
     """A text classifier folder: notes in overlapping windows (``chunk``) or truncated, as the folder was trained."""
 
     task = "text_classification"
@@ -318,25 +342,14 @@ class TextClassifier(_Predictor):
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, where=None) -> Outputs:
         """Logits per note (windows aggregated), probabilities and decided labels."""
-        from shared.labels import decisions
         from shared.long_text import notes_from_windows
-        from shared.metrics import sigmoid, softmax
 
         windows, notes, truncated = self.encode(texts, pairs, where)
         if truncated:
             logger.warning("%d of %d notes are longer than %d tokens and were truncated (the folder was trained "
                            "with --long_text truncate)", truncated, len(texts), self.max_length)
         logits = notes_from_windows(np.stack(self.window_logits(windows)), notes, len(texts), self.long_text.aggregation)
-        probs = sigmoid(logits) if self.multi_label else softmax(logits)
-        return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
-
-    def score(self, gold: Sequence, outputs: Outputs) -> float:
-        """The recipe's headline selection metric: macro-F1 at the saved thresholds."""
-        from shared.labels import encode_labels
-        from shared.metrics import classifier_metrics
-
-        ids = encode_labels(gold, {n: i for i, n in enumerate(self.labels)}, self.multi_label, lambda i: ("", i))
-        return classifier_metrics(ids, outputs.probs, self.multi_label, self.thresholds)["macro_f1"]
+        return self.outputs(logits)
 
     def write(self, output_dir: str, inp: TextInput, outputs: Outputs, label_separator: str | None = None,
               jsonl: bool = False) -> list[str]:
@@ -529,7 +542,7 @@ class EntityTagger(_Predictor):
 
 
 # -------------------------------------------------------------------------------------------------------- images
-class ImageClassifier(_Predictor):
+class ImageClassifier(_Classifier):
     """An image classifier folder: images decoded, converted to RGB and resized as in training, then normalised."""
 
     task = "image_classification"
@@ -600,22 +613,12 @@ class ImageClassifier(_Predictor):
 
     def predict(self, decoded) -> Outputs:
         """Logits, probabilities and decided labels of decoded images (``shared.images.decode.DecodedImages``)."""
-        from shared.labels import decisions
-        from shared.metrics import sigmoid, softmax
         from shared.predict import predict_in_order
 
         dataset = self.pixels(decoded)
         logits = np.stack(predict_in_order(self.model, dataset, self.collate, self.batch_size,
                                            progress=self.progress(len(dataset))))
-        probs = sigmoid(logits) if self.multi_label else softmax(logits)
-        return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
-
-    def score(self, gold: Sequence, outputs: Outputs) -> float:
-        from shared.labels import encode_labels
-        from shared.metrics import classifier_metrics
-
-        ids = encode_labels(gold, {n: i for i, n in enumerate(self.labels)}, self.multi_label, lambda i: ("", i))
-        return classifier_metrics(ids, outputs.probs, self.multi_label, self.thresholds)["macro_f1"]
+        return self.outputs(logits)
 
     def write(self, output_dir: str, images, decoded, outputs: Outputs, label_separator: str | None = None,
               jsonl: bool = False, write_image_paths: bool = False) -> list[str]:

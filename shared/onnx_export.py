@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,24 @@ DEFAULT_MAX_METRIC_DROP = 0.01  # int8: the metric may fall by at most one point
 MAX_INT8_DISAGREEMENT = 0.02  # int8 on unlabelled input: at most 2% of the decisions may change
 FLOAT_PARITY, INT8_PARITY = "logits", "metric"
 
+
+
+@dataclass(kw_only=True)
+class ParityArguments:
+    """The parity gate's options, shared by export_onnx.py and verify_onnx.py (each adds its folders and input)."""
+
+    tolerance: float = field(default=DEFAULT_TOLERANCE, metadata={
+        "help": "Largest absolute logit difference an fp32 export may show against PyTorch."})
+    max_metric_drop: float = field(default=DEFAULT_MAX_METRIC_DROP, metadata={
+        "help": "int8 on labelled input: the largest fall of the metric (macro-F1 / entity F1, 0-1) accepted."})
+    max_examples: int = field(default=256, metadata={"help": "How many input examples the check runs."})
+    batch_size: int = field(default=64, metadata={"help": "Windows / images per forward pass."})
+
+    def __post_init__(self):
+        if self.tolerance <= 0 or self.max_metric_drop < 0:
+            raise DataError("--tolerance must be positive and --max_metric_drop at least 0")
+        if self.max_examples < 1:
+            raise DataError(f"--max_examples must be at least 1, got {self.max_examples}")
 
 class _Logits(torch.nn.Module):
     """The model as a graph of positional tensors to logits (what the exporter traces)."""
