@@ -553,6 +553,7 @@ class ImageClassifier(_Classifier):
         from transformers import AutoConfig, AutoImageProcessor
 
         from shared.images.backbone import normalization, processor_size
+        from shared.images.pixels import PixelMapping
         from shared.models import load_pretrained, trained_labels
         from shared.reporting import saved_thresholds
 
@@ -564,6 +565,7 @@ class ImageClassifier(_Classifier):
         self.mean, self.std = normalization(self.processor)
         self.thresholds = (saved_thresholds(self.config, self.labels) if self.multi_label
                            else getattr(self.config, "decision_threshold", None))
+        self.mapping = PixelMapping.load(model_dir)  # DICOM / 16-bit values -> 8 bits as in training
 
     def _load_torch(self):
         from transformers import AutoModelForImageClassification
@@ -600,7 +602,7 @@ class ImageClassifier(_Classifier):
     def decode(self, images, skip_bad: bool = False):
         from shared.images.decode import decode_images
 
-        return decode_images(images, self.image_size, skip_bad, self.resample)
+        return decode_images(images, self.image_size, skip_bad, self.resample, self.mapping)
 
     def pixels(self, decoded):
         from shared.images.augment import PixelDataset

@@ -73,7 +73,8 @@ def sort_label_names(names, natural: Sequence[str] | None = None) -> list[str]:
 def require_classes(label_names: list[str], multi_label: bool, source: str) -> list[str]:
     """``label_names`` of the training data, or a DataError when single-label data has only one class."""
     if not multi_label and len(label_names) < 2:
-        raise DataError("training data has a single class; classification needs at least two", path=source)
+        raise DataError("training data has a single class; classification needs at least two (--max_train_samples "
+                        "keeps the first N examples: a file sorted by label holds one class there)", path=source)
     return label_names
 
 

@@ -278,6 +278,8 @@ def export_folder(torch_predictor, inputs: tuple, gold: list | None, folder: str
     processing = torch_predictor.processor if task == "image_classification" else torch_predictor.tokenizer
     processing.save_pretrained(folder)
     torch_predictor.config.save_pretrained(folder)
+    if task == "image_classification":
+        torch_predictor.mapping.save(folder)  # DICOM / 16-bit images map to 8 bits as in training
     if task == "ner" and torch_predictor.use_crf:
         from shared.ner.crf import CRF_WEIGHTS
 

@@ -3,7 +3,8 @@
     GET  /health   -> {"status": "ok", "task", "labels", "backend"}
     POST /predict  text classifier: {"text": "...", "text_pair": "..."} or {"texts": [...], "text_pairs": [...]}
                    NER:             {"text": "a note"} or {"texts": [...]}: entities with character offsets
-                   images:          the image file itself as the body (Content-Type image/png, image/jpeg, ...)
+                   images:          the image file itself as the body (Content-Type image/png, image/jpeg, ...,
+                                    application/dicom for a .dcm)
 
 Answers are JSON: ``prediction`` and ``probabilities`` per text or image (the saved thresholds and calibration
 applied, as in predict.py), ``entities`` (type, start, end, text) per note. Requests are bounded
@@ -72,7 +73,8 @@ def answer(predictor, raw: bytes, content_type: str, max_items: int = MAX_ITEMS)
     """The JSON answer to one POST /predict body, or :class:`BadRequest`."""
     content_type = (content_type or "").split(";")[0].strip().lower()
     if predictor.task == "image_classification":
-        if not (content_type.startswith("image/") or content_type == "application/octet-stream"):
+        if not (content_type.startswith("image/") or content_type in ("application/octet-stream",
+                                                                       "application/dicom")):
             raise BadRequest(415, "send the image file itself as the body, with an image/* Content-Type")
         return _image_answer(predictor, raw)
     if content_type not in ("application/json", ""):
@@ -105,14 +107,24 @@ def _image_answer(predictor, raw: bytes) -> dict:
 
     from shared.images.readers import ImageSet
 
+    from shared.errors import DataError
+    from shared.images.pixels import is_dicom
+
     if not raw:
         raise BadRequest(400, "the body is empty; send the image file")
+    if is_dicom(raw):  # decoded with the folder's pixel mapping; header values are never read into the answer
+        source = {"bytes": raw}
+    else:
+        try:
+            source = Image.open(io.BytesIO(raw))
+            source.load()
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise BadRequest(400, "the body is not an image PIL can read (PNG, JPEG, TIFF, BMP, ...) or a DICOM "
+                                  "file") from None
     try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise BadRequest(400, "the body is not an image PIL can read (PNG, JPEG, TIFF, BMP, ...)") from None
-    decoded = predictor.decode(ImageSet([image], [None], [("<request>", None)], "<request>"))
+        decoded = predictor.decode(ImageSet([source], [None], [("<request>", None)], "<request>"))
+    except DataError as e:  # e.g. compressed DICOM without its decoder: the reason only
+        raise BadRequest(400, e.reason) from None
     return _classified(predictor, predictor.predict(decoded))[0]
 
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Fine-tune an image classifier (ViT, DeiT, DINOv2, BEiT, Swin, ...) on medical images.
+"""Fine-tune an image classifier (ViT, DeiT, DINOv2, BEiT, Swin, ...; ResNet, ConvNeXt, EfficientNet) on medical images.
 
     python recipes/image_classification/train.py --config recipes/image_classification/configs/sample.yaml
     python recipes/image_classification/train.py --model_name_or_path <folder> --train_dir xray/train \\
         --validation_dir xray/val --test_dir xray/test --output_dir out --do_train --do_eval --do_predict
 
 Inputs: class folders (--train_dir), MedMNIST .npz (--train_file x.npz: its val_*/test_* arrays serve --do_eval /
---do_predict unless other files are given), CSV/JSONL tables with an image-path column, saved or Hub datasets.
+--do_predict unless other files are given), CSV/JSONL tables with an image-path column, saved or Hub datasets;
+images may be DICOM (.dcm) and 16-bit, mapped to 8 bits by one window for the run (--window; pixel_mapping.json).
 Images are decoded, converted to RGB and resized ONCE into a uint8 tensor; training augments on the fly (crop,
 flip, rotation, brightness/contrast), evaluation never does.
 
@@ -15,7 +16,7 @@ Steps, the same in every recipe: 1 arguments -> 2 logging, output folder, checkp
 
 Outputs in --output_dir: the model and image processor (loads with pipeline("image-classification")),
 all_results.json (+ train_/eval_/test_results.json), {eval,test}_report.json, {eval,test}_confusion_matrix.png,
-{eval,test}_roc.png, {eval,test}_reliability.png, test_predictions.csv, thresholds.json (multi-label),
+{eval,test}_roc.png, {eval,test}_reliability.png, test_predictions.csv, thresholds.json (multi-label), pixel_mapping.json,
 test_explanations/ + test_explanations.json (--explain N: heat maps over the images, sensitive) and the model card
 README.md. With a validation split the probabilities are calibrated (temperature scaling folded into the head).
 """
@@ -48,9 +49,10 @@ from shared.images.augment import AugmentConfig, Augmenter, PixelDataset
 from shared.images.backbone import configure_processor, normalization, processor_size, reload_at_trained_size
 from shared.images.backbone import set_image_size
 from shared.images.decode import decode_images
+from shared.images.pixels import PixelMapping, dicom_groups, fit_pixel_mapping, is_dicom, parse_window
 from shared.images.readers import encode_labels, label_names_for, read_hub_split, read_images
 from shared.imbalance import oversample, training_loss
-from shared.labels import label_counts, require_classes
+from shared.labels import label_counts, names_in, require_classes
 from shared.lora import count_parameters, save_trained
 from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
 from shared.metrics import selection_macro_f1, tune_thresholds
@@ -63,7 +65,7 @@ from shared.reporting import saved_thresholds, score_and_report, write_model_car
 from shared.resume import EpochSeededSampling, data_seed, train_with_resume
 from shared.splits import carve_splits, check_split_sources, file_groups, sample_limit
 from shared.splits import splits_to_carve
-from shared.tables import load_splits
+from shared.tables import has_column, load_splits, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +113,13 @@ class ImageDataArguments(DataArguments):
         default=False,
         metadata={"help": "Put image paths in test_predictions.csv (off: paths may identify patients)."},
     )
+    window: str | None = field(
+        default=None,
+        metadata={"help": "DICOM / 16-bit images: map CENTER,WIDTH (after the modality LUT, e.g. Hounsfield units) "
+                          "to 8 bits, or a CT preset: lung, mediastinum, soft_tissue, bone, brain. Default: a DICOM "
+                          "file's own window, else the 0.5-99.5th percentiles of the training images (saved in "
+                          "pixel_mapping.json and used by evaluation and predict.py)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,6 +140,8 @@ class ImageDataArguments(DataArguments):
             raise DataError(f"--decision_threshold must be in (0, 1), got {self.decision_threshold}")
         if self.label_separator == "":
             raise DataError("--label_separator is empty")
+        if self.window is not None:
+            parse_window(self.window)
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(
@@ -178,6 +189,19 @@ def read_splits(data_args: ImageDataArguments, wanted: list[str]) -> dict:
     return splits
 
 
+def training_groups(data_args: ImageDataArguments, train) -> list[str]:
+    """--group_column: a column of a table training file, or a DICOM attribute of every training image (PatientID,
+    StudyInstanceUID, ...), read only to keep each group in one split and never written."""
+    table = data_args.train_file if data_args.train_file and not data_args.train_file.endswith(".npz") else None
+    if table and has_column(read_table(table), data_args.group_column):
+        return file_groups(table, data_args.group_column)[: len(train)]
+    if not any(is_dicom(source) for source in train.sources[:1]):
+        raise DataError(f"--group_column '{data_args.group_column}' is not a column of a table training file "
+                        "(CSV/JSONL/parquet), and the training images are not DICOM files whose attribute it could be",
+                        path=table or train.origin)
+    return dicom_groups(train.sources, data_args.group_column, train.origin)
+
+
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
@@ -197,10 +221,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if carve:
         train, groups = splits["train"], None
         if data_args.group_column:
-            if data_args.train_file is None or data_args.train_file.endswith(".npz"):
-                raise DataError("--group_column names a column of a table training file (CSV/JSONL/parquet); image "
-                                "folders, .npz files and hub datasets have no such column")
-            groups = file_groups(data_args.train_file, data_args.group_column)[: len(train)]
+            groups = training_groups(data_args, train)
         strata = None if train.multi_label else train.labels
         for split, idx in carve_splits(len(train), data_args, carve, training_args.seed, strata, groups).items():
             splits[split], split_rows[split] = train.select(idx), idx
@@ -214,6 +235,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if "train" in splits:
         multi_label = splits["train"].multi_label
         label_names = require_classes(label_names_for([splits["train"]]), multi_label, splits["train"].origin)
+        if not multi_label:  # an .npz names classes by id: every one must occur in the training images themselves
+            require_classes(sorted(names_in(splits["train"].labels)), multi_label, splits["train"].origin)
     else:
         label_names, multi_label = trained_labels(load_pretrained(AutoConfig, model_args))
     known_as = "the training data" if "train" in splits else "the model's labels"
@@ -237,12 +260,18 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 7. Preprocessing: every image decoded once (RGB, resized); bad images stop here or are skipped and counted.
     resample = int(getattr(processor, "resample", 2) or 2)
-    configure_processor(processor, image_size, resample)
+    processor = configure_processor(processor, image_size, resample)  # the processor saved: what training does
     mean, std = normalization(processor)
+    if "train" in splits:  # DICOM / 16-bit values -> 8 bits by one rule for the run, saved with the model
+        mapping = fit_pixel_mapping(splits["train"].sources, data_args.window)
+    else:
+        mapping = (PixelMapping.given(data_args.window) if data_args.window
+                   else PixelMapping.load(model_args.model_name_or_path))
+    logger.info("pixel mapping above 8 bits: %s", mapping.describe())
     decoded, decode_seconds = {}, {}
     for split, images in splits.items():
         start = time.perf_counter()
-        decoded[split] = decode_images(images, image_size, data_args.skip_bad_images, resample)
+        decoded[split] = decode_images(images, image_size, data_args.skip_bad_images, resample, mapping)
         decode_seconds[split] = time.perf_counter() - start
     label_ids = {split: encoded[split][d.kept] for split, d in decoded.items() if split in encoded}
     augmenter = Augmenter(data_args.augment_config()) if data_args.augment else None
@@ -357,6 +386,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                      config_updates={**({"decision_thresholds": cuts} if cuts else {}),
                                      "decision_threshold": None if multi_label else data_args.decision_threshold,
                                      "calibration": calibration.saved() if calibration else None})
+        if is_main:
+            mapping.save(output_dir)
     if is_main:
         save_all_results(output_dir, results, thresholds=cuts)
         write_model_card(
@@ -376,6 +407,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "learning_rate": training_args.learning_rate,
                 "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
                 "image_size": image_size,
+                "pixel mapping (DICOM, 16-bit)": mapping.describe(),
                 "augmentation": data_args.augment_config() if data_args.augment else "none",
                 "bf16": training_args.bf16,
                 "class_weighting": model_args.class_weighting,

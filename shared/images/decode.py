@@ -1,5 +1,8 @@
 """Decoding: every image of a split opened once, converted to RGB and resized into one ``uint8`` tensor.
 
+DICOM files and images above 8 bits go through the run's :class:`shared.images.pixels.PixelMapping` (a window,
+never a per-image stretch) before the conversion.
+
 A corrupt or unreadable image is a :class:`DataError` naming the file (and the table row it came from), or, with
 ``skip_bad=True``, it is dropped and counted. Image paths are only ever put in error messages, never in logs.
 """
@@ -18,18 +21,25 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import DataError
+from shared.images.pixels import HIGH_DEPTH_MODES, PixelMapping, dicom_to_uint8, is_dicom
 from shared.images.readers import ImageSet
 
 logger = logging.getLogger(__name__)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16-bit and float grayscale (common for X-rays) are rescaled to 8 bits, not clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+def bit_range(image_or_array) -> tuple[float, float] | None:
+    """The value range of a high-depth image's storage type (the mapping's last resort); None for floats."""
+    if isinstance(image_or_array, np.ndarray):
+        dtype = image_or_array.dtype
+        return (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) if np.issubdtype(dtype, np.integer) else None
+    return None if image_or_array.mode == "F" else (0.0, 65535.0)  # PIL opens 16-bit PNG / TIFF as I;16 or I
+
+
+def to_rgb(image: Image.Image, mapping: PixelMapping | None = None, where: str = "<image>") -> Image.Image:
+    """Any PIL mode -> RGB. 16-bit and float grayscale (common for X-rays) go through the run's pixel mapping."""
+    if image.mode in HIGH_DEPTH_MODES:
         array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        array = (array - low) / (high - low) * 255 if high > low else np.zeros_like(array)
-        image = Image.fromarray(array.round().astype(np.uint8), mode="L")
+        image = Image.fromarray((mapping or PixelMapping()).to_uint8(array, bit_range(image), where), mode="L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))  # transparent -> black, like an empty film
@@ -37,7 +47,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(source: Any, where: tuple[str, int | None] = ("<image>", None)) -> Image.Image:
+def open_image(source: Any, where: tuple[str, int | None] = ("<image>", None),
+               mapping: PixelMapping | None = None) -> Image.Image:
     """Load one image as RGB PIL, fully decoded (a truncated file fails here, not mid-training)."""
     path, line = where
     try:
@@ -45,8 +56,13 @@ def open_image(source: Any, where: tuple[str, int | None] = ("<image>", None)) -
             image = source
         elif isinstance(source, np.ndarray):
             array = source[..., 0] if source.ndim == 3 and source.shape[-1] == 1 else source
+            if array.dtype != np.uint8:  # a 16-bit (or integer) .npz
+                array = (mapping or PixelMapping()).to_uint8(array, bit_range(array), path)
             image = Image.fromarray(array)
-        elif isinstance(source, dict):  # datasets Image(decode=False)
+        elif isinstance(source, dict):  # datasets Image(decode=False), or a request body
+            if source.get("bytes") and is_dicom(source["bytes"]):
+                array = dicom_to_uint8(io.BytesIO(source["bytes"]), mapping or PixelMapping(), path)
+                return Image.fromarray(array).convert("RGB")
             if source.get("bytes"):
                 image = Image.open(io.BytesIO(source["bytes"]))
             else:
@@ -54,11 +70,20 @@ def open_image(source: Any, where: tuple[str, int | None] = ("<image>", None)) -
         else:
             if not os.path.isfile(source):
                 raise FileNotFoundError("file does not exist")
+            if is_dicom(source):
+                try:
+                    return Image.fromarray(dicom_to_uint8(source, mapping or PixelMapping())).convert("RGB")
+                except DataError as e:
+                    if line is None:
+                        raise
+                    raise DataError(f"cannot read image '{source}': {e.reason}", path=path, line=line) from None
             image = Image.open(source)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. PIL's "truncated data" warnings; we fail loudly instead
             image.load()
-        return to_rgb(image)
+        return to_rgb(image, mapping, source if isinstance(source, str) else path)
+    except DataError:
+        raise
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         name = source if isinstance(source, str) else path
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -77,7 +102,8 @@ class DecodedImages:
 
 
 def decode_images(
-    images: ImageSet, size: int | tuple[int, int], skip_bad: bool = False, resample: int = Image.BICUBIC
+    images: ImageSet, size: int | tuple[int, int], skip_bad: bool = False, resample: int = Image.BICUBIC,
+    mapping: PixelMapping | None = None,
 ) -> DecodedImages:
     """Decode, convert to RGB and resize every image once.
 
@@ -89,7 +115,7 @@ def decode_images(
     kept, bad = [], []
     for i, (source, ref) in enumerate(zip(images.sources, images.refs)):
         try:
-            image = open_image(source, ref)
+            image = open_image(source, ref, mapping)
         except DataError as e:
             if not skip_bad:
                 raise

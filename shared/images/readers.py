@@ -16,7 +16,7 @@ import numpy as np
 
 from shared.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm", ".dicom")
 NPZ_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
 
@@ -206,14 +206,14 @@ def read_images(path: str, split: str, **table_kwargs) -> ImageSet:
 
 
 def _to_uint8(array: np.ndarray, path: str, key: str) -> np.ndarray:
+    """uint8 as it is; floats in [0, 1] scaled to 0-255; other integers (16-bit scans) kept for the run's window."""
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
         return np.round(array * 255).astype(np.uint8)  # images stored as floats in [0, 1]
-    if np.issubdtype(array.dtype, np.integer) and array.size and 0 <= array.min() and array.max() <= 255:
-        return array.astype(np.uint8)
-    raise DataError(f"{key} must be uint8 (0-255) or floats in [0, 1], got {array.dtype}", path=path)
-
+    if np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize <= 4:
+        return array  # mapped to 8 bits by shared.images.pixels (a window, the same for every image)
+    raise DataError(f"{key} must be uint8, 16-bit integers or floats in [0, 1], got {array.dtype}", path=path)
 
 # ----------------------------------------------------------------------------------------------------- labels
 def label_names_for(sets: Sequence[ImageSet]) -> list[str]:

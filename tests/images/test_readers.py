@@ -10,6 +10,7 @@ from PIL import Image
 
 from shared.errors import DataError
 from shared.images.decode import decode_images, open_image
+from shared.images.pixels import PixelMapping
 from shared.images.readers import (
     encode_labels,
     label_names_for,
@@ -65,7 +66,9 @@ def test_rgba_16bit_and_palette_images_convert(tmp_path):
     rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent -> black
     assert open_image(rgba).getpixel((0, 0)) == (0, 0, 0)
     sixteen = Image.fromarray(np.array([[0, 1000], [2000, 4000]], dtype=np.uint16))
-    assert np.asarray(open_image(sixteen))[..., 0].tolist() == [[0, 64], [128, 255]]  # rescaled, not clipped to 255
+    # a window (the run's, or --window), never the image's own min-max; without one, the 16-bit range
+    assert np.asarray(open_image(sixteen, mapping=PixelMapping((2000, 4000))))[..., 0].tolist() == [[0, 64], [128, 255]]
+    assert np.asarray(open_image(sixteen))[..., 0].tolist() == [[0, 4], [8, 16]]
     palette = Image.new("P", (3, 3), 5)
     assert open_image(palette).mode == "RGB"
 
@@ -111,7 +114,7 @@ def test_npz_multi_label(tmp_path):
         (np.zeros((3, 4, 4), np.uint8), np.array([0, 1]), "3 images but .* 2 labels"),
         (np.zeros((3, 4, 4, 4, 4), np.uint8), np.array([0, 1, 0]), "3-D volumes"),
         (np.zeros((3, 4, 4), np.uint8), np.array([0, -1, 0]), r"train_labels\[1\] is not a non-negative"),
-        (np.full((3, 4, 4), 300, np.int32), np.array([0, 1, 0]), "must be uint8"),
+        (np.full((3, 4, 4), 2.5, np.float32), np.array([0, 1, 0]), "must be uint8"),
     ],
 )
 def test_npz_errors(tmp_path, images, labels, match):
