@@ -113,6 +113,12 @@ class ImageDataArguments(DataArguments):
         default=False,
         metadata={"help": "Put image paths in test_predictions.csv (off: paths may identify patients)."},
     )
+    image_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Decode images once into this folder (a raw uint8 file per split, read image by image) "
+                          "instead of memory: for data larger than RAM, reused by later runs on the same files, "
+                          "shared by all processes. It holds image content: keep it where the data may live."},
+    )
     window: str | None = field(
         default=None,
         metadata={"help": "DICOM / 16-bit images: map CENTER,WIDTH (after the modality LUT, e.g. Hounsfield units) "
@@ -271,7 +277,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     decoded, decode_seconds = {}, {}
     for split, images in splits.items():
         start = time.perf_counter()
-        decoded[split] = decode_images(images, image_size, data_args.skip_bad_images, resample, mapping)
+        decoded[split] = decode_images(images, image_size, data_args.skip_bad_images, resample, mapping,
+                                       data_args.image_cache_dir)
         decode_seconds[split] = time.perf_counter() - start
     label_ids = {split: encoded[split][d.kept] for split, d in decoded.items() if split in encoded}
     augmenter = Augmenter(data_args.augment_config()) if data_args.augment else None
@@ -279,8 +286,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                   augmenter if split == "train" else None, seed=data_seed(training_args))
               for split, d in decoded.items()}
     for split, d in decoded.items():
-        logger.info("%s: %d images at %d px%s", split, len(d.kept), image_size,
-                    f" ({len(d.bad)} unreadable skipped)" if d.bad else "")
+        logger.info("%s: %d images at %d px%s%s", split, len(d.kept), image_size,
+                    f" ({len(d.bad)} unreadable skipped)" if d.bad else "",
+                    ", read from the image cache" if d.cache_hit else (", decoded into the image cache"
+                                                                       if data_args.image_cache_dir else ""))
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
     # (shared/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling; the

@@ -94,24 +94,18 @@ def open_image(source: Any, where: tuple[str, int | None] = ("<image>", None),
 
 @dataclass
 class DecodedImages:
-    """``pixels`` uint8 ``(N, 3, size, size)`` for the ``kept`` indices of the set; ``bad`` lists skipped refs."""
+    """``pixels`` uint8 ``(N, 3, size, size)`` for the ``kept`` indices of the set (a tensor in memory, or
+    :class:`shared.images.cache.DiskPixels`); ``bad`` lists skipped refs; ``cache_hit``: read from the disk cache."""
 
     pixels: torch.Tensor
     kept: list[int]
     bad: list[str] = field(default_factory=list)
+    cache_hit: bool = False
 
 
-def decode_images(
-    images: ImageSet, size: int | tuple[int, int], skip_bad: bool = False, resample: int = Image.BICUBIC,
-    mapping: PixelMapping | None = None,
-) -> DecodedImages:
-    """Decode, convert to RGB and resize every image once.
-
-    Images are resized to exactly ``size`` (no crop, so nothing at the edge of a scan is cut off). A bad image
-    raises :class:`DataError`, or is skipped and listed in ``bad`` with ``skip_bad``.
-    """
-    height, width = (size, size) if isinstance(size, int) else size
-    out = torch.empty((len(images), 3, height, width), dtype=torch.uint8)
+def _decode_each(images: ImageSet, width: int, height: int, skip_bad: bool, resample: int,
+                 mapping: PixelMapping | None, write) -> tuple[list[int], list[str]]:
+    """Decode every image in order, ``write(chw_uint8)`` each readable one; ``(kept, bad)``."""
     kept, bad = [], []
     for i, (source, ref) in enumerate(zip(images.sources, images.refs)):
         try:
@@ -123,10 +117,42 @@ def decode_images(
             continue
         if image.size != (width, height):
             image = image.resize((width, height), resample=resample)
-        out[len(kept)] = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+        write(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
         kept.append(i)
-    if bad:
-        logger.warning("skipped %d unreadable image(s) in %s", len(bad), os.path.basename(images.origin))
     if not kept:
         raise DataError("no readable images", path=images.origin)
-    return DecodedImages(out[: len(kept)].clone() if len(kept) < len(images) else out, kept, bad)
+    return kept, bad
+
+
+def decode_images(
+    images: ImageSet, size: int | tuple[int, int], skip_bad: bool = False, resample: int = Image.BICUBIC,
+    mapping: PixelMapping | None = None, cache_dir: str | None = None,
+) -> DecodedImages:
+    """Decode, convert to RGB and resize every image once: into memory, or with ``cache_dir`` into the disk cache
+    (:mod:`shared.images.cache`), or read from it when an earlier run decoded the same inputs the same way.
+
+    Images are resized to exactly ``size`` (no crop, so nothing at the edge of a scan is cut off). A bad image
+    raises :class:`DataError`, or is skipped and listed in ``bad`` with ``skip_bad``.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    if cache_dir:
+        from shared.images.cache import cache_key, cached_decode
+
+        key = cache_key(images.sources, (height, width), resample, mapping, skip_bad)
+        pixels, kept, bad, hit = cached_decode(
+            cache_dir, key, len(images), (3, height, width),
+            lambda write: _decode_each(images, width, height, skip_bad, resample, mapping, write))
+        decoded = DecodedImages(pixels, kept, bad, hit)
+    else:
+        out = torch.empty((len(images), 3, height, width), dtype=torch.uint8)
+
+        def write(chw):
+            out[len(kept_so_far)] = torch.from_numpy(chw.copy())
+            kept_so_far.append(None)
+
+        kept_so_far: list = []
+        kept, bad = _decode_each(images, width, height, skip_bad, resample, mapping, write)
+        decoded = DecodedImages(out[: len(kept)].clone() if len(kept) < len(images) else out, kept, bad)
+    if decoded.bad:
+        logger.warning("skipped %d unreadable image(s) in %s", len(decoded.bad), os.path.basename(images.origin))
+    return decoded

@@ -1,0 +1,106 @@
+"""The disk cache of decoded images (--image_cache_dir): the same pixels as decoding into memory, reused while the
+inputs and the decoding are unchanged, decoded by one process at a time, and never left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shared.errors import DataError
+from shared.images.augment import PixelDataset
+from shared.images.cache import DiskPixels
+from shared.images.decode import decode_images
+from shared.images.pixels import PixelMapping
+from shared.images.readers import read_image_folder
+from shared.runner import run_recipe
+from tests.helpers import IMAGE_SAMPLE
+
+
+def folder_of_images(root, n=6, bad=False):
+    rng = np.random.default_rng(1)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
+    if bad:
+        (root / "a" / "3.png").write_bytes(b"not a png")
+    return read_image_folder(str(root))
+
+
+def entries(cache):
+    return sorted(n for n in os.listdir(cache) if not n.endswith(".lock"))
+
+
+def test_cache_gives_the_in_memory_pixels_and_is_reused(tmp_path):
+    images, cache = folder_of_images(tmp_path / "data"), tmp_path / "cache"
+    memory = decode_images(images, 8)
+    first = decode_images(images, 8, cache_dir=str(cache))
+    second = decode_images(images, 8, cache_dir=str(cache))
+    assert isinstance(first.pixels, DiskPixels) and not first.cache_hit and second.cache_hit
+    assert first.pixels.shape == tuple(memory.pixels.shape) == (12, 3, 8, 8)
+    assert torch.equal(torch.stack([second.pixels[i] for i in range(12)]), memory.pixels)
+    view = second.pixels[torch.tensor([5, 0, 5])]  # oversampling selects rows, repeats included
+    assert len(view) == 3 and torch.equal(view[2], memory.pixels[5]) and torch.equal(view[1], memory.pixels[0])
+    dataset = PixelDataset(second.pixels, np.zeros(12, np.int64))
+    assert torch.equal(dataset[4]["pixel_values"], PixelDataset(memory.pixels, np.zeros(12, np.int64))[4]["pixel_values"])
+    assert len(entries(cache)) == 1
+    # another size, another pixel mapping or a changed file is another entry
+    decode_images(images, 6, cache_dir=str(cache))
+    decode_images(images, 8, mapping=PixelMapping((100.0, 50.0), "--window"), cache_dir=str(cache))
+    assert len(entries(cache)) == 3
+    path = images.sources[0]
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(path)
+    os.utime(path, ns=(1, 1))
+    changed = decode_images(images, 8, cache_dir=str(cache))
+    assert not changed.cache_hit and changed.pixels[0].sum() == 0 and len(entries(cache)) == 4
+
+
+def test_skipped_images_and_an_interrupted_decode(tmp_path):
+    images, cache = folder_of_images(tmp_path / "data", bad=True), tmp_path / "cache"
+    memory = decode_images(images, 8, skip_bad=True)
+    cached = decode_images(images, 8, skip_bad=True, cache_dir=str(cache))
+    assert cached.kept == memory.kept and len(cached.bad) == 1 and len(cached.pixels) == 11
+    assert torch.equal(cached.pixels[3], memory.pixels[3])
+    again = decode_images(images, 8, skip_bad=True, cache_dir=str(cache))
+    assert again.cache_hit and again.bad == cached.bad
+    before = entries(cache)
+    with pytest.raises(DataError, match="3.png"):  # without --skip_bad_images: the error, and no entry kept
+        decode_images(images, 8, cache_dir=str(cache))
+    assert entries(cache) == before
+
+
+def test_one_process_decodes_the_others_read(tmp_path):
+    images, cache = folder_of_images(tmp_path / "data"), str(tmp_path / "cache")
+    results = []
+
+    def decode():
+        results.append(decode_images(images, 8, cache_dir=cache))
+
+    threads = [threading.Thread(target=decode) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.cache_hit for r in results) == [False, True, True] and len(entries(tmp_path / "cache")) == 1
+
+
+def test_recipe_second_run_reads_the_cache(tiny_vit, tmp_path, caplog):
+    args = ["--model_name_or_path", tiny_vit, "--train_dir", str(IMAGE_SAMPLE / "folders" / "train"),
+            "--validation_dir", str(IMAGE_SAMPLE / "folders" / "validation"), "--do_train", "--do_eval",
+            "--image_size", "16", "--num_train_epochs", "1",
+            "--image_cache_dir", str(tmp_path / "cache"), "--report_to", "none"]
+    first = run_recipe("image_classification", [*args, "--output_dir", str(tmp_path / "one")])
+    caplog.clear()
+    second = run_recipe("image_classification", [*args, "--output_dir", str(tmp_path / "two")])
+    assert re.search(r"train: \d+ images at 16 px, read from the image cache", caplog.text)
+    assert first["eval_macro_f1"] == second["eval_macro_f1"] and first["train_loss"] == second["train_loss"]
+    assert len(entries(tmp_path / "cache")) == 2  # train and validation
+    meta = json.loads(open(os.path.join(tmp_path / "cache", entries(tmp_path / "cache")[0], "meta.json")).read())
+    assert meta["shape"][1:] == [3, 16, 16]
