@@ -126,6 +126,24 @@ def launch(audit, task: str, args: list[str], audit_root: Path, launcher: str = 
     return proc, lines
 
 
+def launch_two_nodes(audit, task: str, args: list[str], audit_root: Path):
+    """Two "machines" of one process each on localhost (torchrun --nnodes 2, static rendezvous on 127.0.0.1):
+    the multi-node launch line of recipes/accelerate_configs/multi_node.yaml. Returns (stderr of both, audit lines)."""
+    env, factory = audit
+    logs = factory.mktemp("mn_logs")
+    env = {**env, "MP_AUDIT_ROOT": str(audit_root), "MP_AUDIT_LOGS": str(logs)}
+    port = str(free_port())
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+                               "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port,
+                               str(ROOT / "recipes" / task / "train.py"), *args, "--use_cpu", "true"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for rank in (0, 1)]
+    errors = [node.communicate(timeout=400)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+    lines = [line for path in sorted(logs.iterdir()) for line in path.read_text().splitlines()]
+    return "".join(errors), lines
+
+
 def check_clean_two_process_run(proc, audit_lines, output_dir: Path):
     exits = [line for line in audit_lines if line.startswith("exit ")]
     assert exits == ["exit process_group_alive=False"] * 2, audit_lines  # two workers, both ended their group
@@ -215,6 +233,15 @@ def test_two_processes_match_one(task, tiny_bert_dir, tmp_path_factory, audit):
                                        "--do_eval", "--do_predict"], base, launcher)
     check_clean_two_process_run(proc, lines, two)
     assert_same_outputs(one, two)
+    if task == "image_classification":  # two machines of one process each, sharing one image cache
+        nodes = base / "eval_nodes"
+        cache = tmp_path_factory.mktemp("mn_cache")  # outside the audited folder: the lock is any process's to take
+        stderr, lines = launch_two_nodes(audit, task, ["--model_name_or_path", str(trained), *eval_args,
+                                                       "--output_dir", str(nodes), "--do_eval", "--do_predict",
+                                                       "--image_cache_dir", str(cache)], base)
+        check_clean_two_process_run(subprocess.CompletedProcess([], 0, "", stderr), lines, nodes)
+        assert_same_outputs(one, nodes)
+        assert len([n for n in os.listdir(cache) if not n.endswith(".lock")]) == 2  # validation, test: once each
     results = json.loads((two / "all_results.json").read_text())
     assert_same_numbers({k: v for k, v in single.items() if k.startswith(("eval_", "test_"))}, results, "results")
     n_test = {"text_classification": 13, "ner": 21, "image_classification": 13}[task]
@@ -244,6 +271,7 @@ EXPECTED = {  # file -> (distributed_type, mixed_precision, num_processes)
     "multi_gpu_ddp": ("MULTI_GPU", "bf16", 2),
     "fsdp": ("FSDP", "bf16", 2),
     "deepspeed_zero2": ("DEEPSPEED", "bf16", 2),
+    "multi_node": ("MULTI_GPU", "bf16", 8),
 }
 
 
