@@ -27,7 +27,22 @@ ATTENTION_PROJECTIONS = [
 ]
 
 
+# Convolutional backbones, by config.model_type (PEFT's LoRA wraps nn.Conv2d as it wraps nn.Linear):
+# - ResNet: `convolution`, the conv of every ResNetConvLayer (stem, blocks, shortcuts), as in PEFT's own ResNet tests;
+# - ConvNeXt: `pwconv1`/`pwconv2`, the pointwise (Linear) MLP of each block, which holds most of its weights (the
+#   7x7 depthwise conv beside it has 49 weights per channel);
+# - EfficientNet: the 1x1 convolutions, `expand_conv`/`project_conv` of each MBConv block and the `top_conv` before
+#   pooling (the depthwise convs and squeeze-excitation convs are small).
+CONV_TARGETS = {
+    "resnet": ["convolution"],
+    "convnext": ["pwconv1", "pwconv2"],
+    "efficientnet": ["expand_conv", "project_conv", "top_conv"],
+}
+
+
 def default_lora_targets(model: nn.Module) -> list[str]:
+    if (targets := CONV_TARGETS.get(getattr(model.config, "model_type", None))) is not None:
+        return list(targets)
     leaf_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
     for candidates in ATTENTION_PROJECTIONS:
         if all(c in leaf_names for c in candidates):
@@ -46,8 +61,25 @@ def head_modules(model: nn.Module) -> list[str]:
     ]
 
 
+def batch_norm_modules(model: nn.Module) -> list[str]:
+    """The names (last component) of the model's batch-norm layers. In train mode they update their running
+    statistics even when frozen, so under LoRA they are trained and saved with the adapter (as PEFT's own tests of
+    ResNet do: ``modules_to_save=["classifier", "normalization"]``); otherwise a reloaded adapter would normalise
+    with the checkpoint's statistics, not those the model was trained and evaluated with. A name that other kinds of
+    module also carry is given in full."""
+    batch_norm, other = [], set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            batch_norm.append(name)
+        elif name:
+            other.add(name.rsplit(".", 1)[-1])
+    leaves = (name.rsplit(".", 1)[-1] for name in batch_norm)
+    return sorted({leaf if leaf not in other else name for name, leaf in zip(batch_norm, leaves)})
+
+
 def apply_lora(model: nn.Module, model_args, extra_modules_to_save: list[str] | None = None):
-    """Wrap ``model`` with LoRA adapters; the head (and ``extra_modules_to_save``) stays fully trainable."""
+    """Wrap ``model`` with LoRA adapters; the head, batch-norm layers (:func:`batch_norm_modules`) and
+    ``extra_modules_to_save`` stay fully trainable and are saved with the adapter."""
     from peft import LoraConfig, get_peft_model
 
     targets = model_args.lora_targets() or default_lora_targets(model)
@@ -56,7 +88,7 @@ def apply_lora(model: nn.Module, model_args, extra_modules_to_save: list[str] | 
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
         target_modules=targets,
-        modules_to_save=head_modules(model) + list(extra_modules_to_save or []),
+        modules_to_save=head_modules(model) + batch_norm_modules(model) + list(extra_modules_to_save or []),
     )
     try:
         peft_model = get_peft_model(model, config)
