@@ -246,12 +246,16 @@ def grad_cam(model, pixel_values: torch.Tensor, targets: Sequence[int]) -> np.nd
 def heat_maps(model, pixel_values: torch.Tensor, targets: Sequence[int]) -> tuple[np.ndarray, str]:
     """Where the model looked, per image (examples x grid rows x grid columns, each scaled to a maximum of 1), and
     the method: attention rollout for ViT-style models (those with a patch size), Grad-CAM of the explained class
-    for CNNs. Measured on a planted-cue set (tests/recipes/test_explanations.py), Grad-CAM on a ViT's patch tokens
+    for CNNs (ResNet, ConvNeXt, EfficientNet: on the last stage's / block's feature map). Measured on a planted-cue
+    set (tests/recipes/test_explanations.py), Grad-CAM on a ViT's patch tokens
     found the cue in 5 of 40 images, rollout in 40 of 40."""
+    from shared.images.backbone import is_convolutional
+
+    config = _transformers_model(model).config
     was_training = model.training
     model.eval()
-    try:
-        if getattr(_transformers_model(model).config, "patch_size", None) is not None:
+    try:  # ConvNeXt has a patch size too (its stem's stride), and no attention
+        if getattr(config, "patch_size", None) is not None and not is_convolutional(config):
             cam, method = attention_rollout(model, pixel_values), "attention rollout"
         else:
             cam, method = grad_cam(model, pixel_values, targets), "Grad-CAM"
