@@ -54,19 +54,21 @@ class ModelArguments:
     lora_target_modules: str | None = field(
         default=None,
         metadata={"help": "Comma-separated module names to adapt (a list in a config file); default: the attention "
-                          "query/value projections of the architecture."},
+                          "query/value projections of the architecture (CNNs: their convolutions, see the image "
+                          "recipe's README)."},
     )
     merge_lora: bool = field(
         default=False,
         metadata={"help": "Merge the trained adapters into the base weights and save a plain model (no PEFT needed)."},
     )
     freeze_embeddings: bool = field(
-        default=False, metadata={"help": "Keep the input (token or patch) embeddings fixed."}
+        default=False, metadata={"help": "Keep the input (token or patch) embeddings, a CNN's stem, fixed."}
     )
     freeze_layers: float = field(
         default=0,
-        metadata={"help": "Freeze the embeddings and the bottom encoder layers: a whole number N freezes N layers, a "
-                          "fraction in (0, 1) that share of the model's layers, rounded down; 0 trains everything."},
+        metadata={"help": "Freeze the embeddings and the bottom encoder layers (a CNN's stages): a whole number N "
+                          "freezes N layers, a fraction in (0, 1) that share of the model's layers, rounded down; 0 "
+                          "trains everything."},
     )
     attn_implementation: str | None = field(
         default=None,
