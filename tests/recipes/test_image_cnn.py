@@ -59,13 +59,18 @@ def tiny_cnns(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=ARCHS)
 def trained(request, tiny_cnns, tmp_path_factory):
-    """One small run per architecture: train, evaluate (calibrated), predict with image paths, explain 2 images."""
+    """One small run per architecture, configured by a YAML file: train, evaluate (calibrated), predict with image
+    paths, explain 2 images."""
+    import yaml
+
     arch = request.param
-    out = tmp_path_factory.mktemp(f"{arch}_run") / "model"
-    results = train(tiny_cnns[arch], out, "--do_eval", "--do_predict", "--train_dir", str(FOLDERS / "train"),
-                    "--validation_dir", str(FOLDERS / "validation"), "--test_dir", str(FOLDERS / "test"),
-                    "--write_image_paths", "--explain", "2")
-    return arch, out, results
+    folder = tmp_path_factory.mktemp(f"{arch}_run")
+    config = {"do_eval": True, "do_predict": True, "train_dir": str(FOLDERS / "train"),
+              "validation_dir": str(FOLDERS / "validation"), "test_dir": str(FOLDERS / "test"),
+              "write_image_paths": True, "explain": 2}
+    (folder / "run.yaml").write_text(yaml.safe_dump(config))
+    results = train(tiny_cnns[arch], folder / "model", "--config", str(folder / "run.yaml"))
+    return arch, folder / "model", results
 
 
 # ------------------------------------------------------------------------------------------------ end to end
