@@ -273,7 +273,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     else:
         mapping = (PixelMapping.given(data_args.window) if data_args.window
                    else PixelMapping.load(model_args.model_name_or_path))
-    logger.info("pixel mapping above 8 bits: %s", mapping.describe())
+    if mapping.window is not None:  # 8-bit data has nothing to map
+        logger.info("pixel mapping above 8 bits: %s", mapping.describe())
     decoded, decode_seconds = {}, {}
     for split, images in splits.items():
         start = time.perf_counter()
