@@ -59,16 +59,27 @@ def files(task: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ preparation
+def shuffled_npz(path: Path, out: Path, n: int) -> Path:
+    """A MedMNIST .npz whose train arrays are a seeded random ``n`` of the original's (val / test unchanged)."""
+    data = dict(np.load(path))
+    keep = np.random.default_rng(0).permutation(len(data["train_labels"]))[:n]
+    data["train_images"], data["train_labels"] = data["train_images"][keep], data["train_labels"][keep]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **data)
+    return out
+
+
 def fine_tune(task: str, out: Path, train_examples: int) -> dict:
     from shared.runner import run_recipe
 
     f = files(task)
     args = ["--model_name_or_path", IMAGE_MODEL if task == "image" else TEXT_MODEL, "--output_dir", out,
-            "--do_train", "--num_train_epochs", "2", "--max_train_samples", train_examples, "--seed", "42"]
-    if task == "image":
-        args += ["--train_file", f["train"], "--image_size", "56"]
+            "--do_train", "--num_train_epochs", "2", "--seed", "42"]
+    if task == "image":  # PneumoniaMNIST's train split is sorted by label: a seeded random subset, not the first N
+        args += ["--train_file", shuffled_npz(f["train"], out.parent / "train_subset.npz", train_examples),
+                 "--image_size", "56", "--do_eval", "--max_eval_samples", "200"]
     else:
-        args += ["--train_file", f["train"]]
+        args += ["--train_file", f["train"], "--max_train_samples", train_examples]
     return run_recipe(TASKS[task][0], [str(a) for a in args])
 
 

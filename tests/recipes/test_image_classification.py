@@ -286,3 +286,14 @@ def test_defaults_follow_a_small_training_set_and_flags_win(tiny_vit, tmp_path):
     assert derived["eval_macro_f1"] == pytest.approx(derived["train_best_eval_macro_f1"])
     given = run(tiny_vit, tmp_path / "given", *files)
     assert given["train_batch_size"] == 16 and given["epoch"] == 2
+
+
+def test_a_training_subset_of_one_class_is_refused(tiny_vit, tmp_path):
+    """An .npz sorted by label (PneumoniaMNIST's train split is): its first N images may all be one class, while the
+    file still names two; training on them would learn one answer. One line, before the model loads."""
+    images = np.zeros((8, 6, 6), np.uint8)
+    np.savez(tmp_path / "sorted.npz", train_images=images, train_labels=np.array([1] * 6 + [0] * 2))
+    with pytest.raises(DataError, match=r"sorted\.npz: training data has a single class; .*--max_train_samples"):
+        run(tiny_vit, tmp_path / "o", "--do_train", "--train_file", str(tmp_path / "sorted.npz"),
+            "--max_train_samples", "5", raise_errors=True)
+    assert not (tmp_path / "o").exists()
