@@ -148,6 +148,11 @@ class ImageDataArguments(DataArguments):
             raise DataError("--label_separator is empty")
         if self.window is not None:
             parse_window(self.window)
+        cache = self.image_cache_dir
+        if cache is not None and (not cache.strip() or (os.path.exists(cache) and not os.path.isdir(cache))):
+            raise DataError("--image_cache_dir must be a folder (it is created if missing)", path=cache)
+        if cache is not None and os.path.isdir(cache) and not os.access(cache, os.W_OK | os.X_OK):
+            raise DataError("--image_cache_dir is not writable", path=cache)
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(

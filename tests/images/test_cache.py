@@ -20,7 +20,7 @@ from shared.images.decode import decode_images
 from shared.images.pixels import PixelMapping
 from shared.images.readers import read_image_folder
 from shared.runner import run_recipe
-from tests.helpers import IMAGE_SAMPLE
+from tests.helpers import IMAGE_SAMPLE, assert_one_line, run_cli
 
 
 def folder_of_images(root, n=6, bad=False):
@@ -104,3 +104,12 @@ def test_recipe_second_run_reads_the_cache(tiny_vit, tmp_path, caplog):
     assert len(entries(tmp_path / "cache")) == 2  # train and validation
     meta = json.loads(open(os.path.join(tmp_path / "cache", entries(tmp_path / "cache")[0], "meta.json")).read())
     assert meta["shape"][1:] == [3, 16, 16]
+
+
+def test_a_file_as_the_cache_folder_is_one_line(tiny_vit, tmp_path):
+    (tmp_path / "cache").write_text("not a folder")
+    proc = run_cli("image_classification", ["--model_name_or_path", tiny_vit, "--train_dir",
+                                            IMAGE_SAMPLE / "folders" / "train", "--output_dir", tmp_path / "out",
+                                            "--do_train", "--image_cache_dir", tmp_path / "cache"])
+    assert_one_line(proc.returncode, proc.stderr, r".*/cache: --image_cache_dir must be a folder \(it is created if "
+                    r"missing\)", tmp_path / "out")
