@@ -88,7 +88,7 @@ class BratDoc:
         return tags
 
 
-def parse_ann(ann_path: str, text: str) -> tuple[list, bool]:
+def parse_ann(ann_path: str, text: str, allow_overlaps: bool = False) -> tuple[list, bool]:
     raw = read_text(ann_path)
     trailing = raw.endswith("\n")
     lines = raw.split("\n")
@@ -123,7 +123,7 @@ def parse_ann(ann_path: str, text: str) -> tuple[list, bool]:
         if len(spans) > 1:
             n_discontinuous += 1
         ent = BratEntity(eid, etype, spans, etext, k)
-        for s, e, other in char_owner:
+        for s, e, other in [] if allow_overlaps else char_owner:
             if s < ent.end and ent.start < e:
                 raise DataError(f"entity overlaps the entity on line {other}", ann_path, k)
         char_owner.append((ent.start, ent.end, k))
@@ -133,8 +133,9 @@ def parse_ann(ann_path: str, text: str) -> tuple[list, bool]:
     return items, trailing
 
 
-def read_brat(path: str | os.PathLike) -> list[BratDoc]:
-    """Read every ``.txt`` (+ ``.ann``) under ``path`` (a folder, or one ``.txt`` file)."""
+def read_brat(path: str | os.PathLike, allow_overlaps: bool = False) -> list[BratDoc]:
+    """Read every ``.txt`` (+ ``.ann``) under ``path`` (a folder, or one ``.txt`` file). Overlapping entities are an
+    error (flat tags cannot hold them) unless ``allow_overlaps`` (relation corpora)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".txt"):
@@ -154,7 +155,7 @@ def read_brat(path: str | os.PathLike) -> list[BratDoc]:
     docs = []
     for txt, ann, has in zip(txts, anns, have):
         text = read_text(txt, offsets=True)
-        items, trailing = parse_ann(ann, text) if has else ([], True)
+        items, trailing = parse_ann(ann, text, allow_overlaps) if has else ([], True)
         docs.append(BratDoc(os.path.basename(txt)[:-4], txt, ann if has else None, text, items, trailing,
                             labelled=has))
     return docs

@@ -1,0 +1,86 @@
+"""BRAT relations: ``R<n><TAB>Type Arg1:T<a> Arg2:T<b>`` lines between the entities of one sentence (line).
+
+Read with :func:`shared.ner.brat.read_brat` (``allow_overlaps=True``: relation corpora such as DDI 2013 have
+discontinuous mentions that share words); every ``R`` line must name two entities of its file that lie on one
+line of the note. Negatives are implicit, as in DDI: every pair of entities of a sentence without an ``R`` line is a
+"no relation" candidate (:func:`candidate_pairs`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from shared.errors import DataError
+from shared.ner.brat import BratDoc, BratEntity
+
+_R_LINE = re.compile(r"^(R\d+)\t(\S+) Arg1:(\S+) Arg2:(\S+)\s*$")
+
+
+@dataclass
+class BratRelation:
+    id: str
+    type: str
+    arg1: BratEntity
+    arg2: BratEntity
+    source_line: int | None = None
+
+
+def entity_lines(doc: BratDoc) -> dict[str, int]:
+    """Entity id -> the 0-based line of the note it starts on."""
+    starts, pos = [], 0
+    for line in doc.text.split("\n"):
+        starts.append(pos)
+        pos += len(line) + 1
+    out = {}
+    for entity in doc.entities:
+        out[entity.id] = max(i for i, s in enumerate(starts) if s <= entity.start)
+    return out
+
+
+def relations(doc: BratDoc) -> list[BratRelation]:
+    """The ``R`` lines of a document, checked against its entities (one line per mistake, naming the line)."""
+    entities = {e.id: e for e in doc.entities}
+    line_of = entity_lines(doc)
+    out, seen = [], {}
+    for k, item in enumerate(doc.items, start=1):  # items are the .ann lines, in order
+        if isinstance(item, BratEntity) or not item.startswith("R"):
+            continue
+        m = _R_LINE.match(item)
+        if not m:
+            raise DataError("malformed relation line; expected 'R<n><TAB>Type Arg1:T<a> Arg2:T<b>'", doc.ann_path, k)
+        rid, rtype, a1, a2 = m.groups()
+        for arg in (a1, a2):
+            if arg not in entities:
+                raise DataError(f"relation {rid} names {arg}, which is not an entity of this file", doc.ann_path, k)
+        if a1 == a2:
+            raise DataError(f"relation {rid} joins {a1} to itself", doc.ann_path, k)
+        if line_of[a1] != line_of[a2]:
+            raise DataError(f"relation {rid} crosses sentences (lines {line_of[a1] + 1} and {line_of[a2] + 1} of the "
+                            "note); relations join entities of one sentence", doc.ann_path, k)
+        key = frozenset((a1, a2))
+        if key in seen:
+            raise DataError(f"a second relation between {a1} and {a2} (first on line {seen[key]})", doc.ann_path, k)
+        seen[key] = k
+        out.append(BratRelation(rid, rtype, entities[a1], entities[a2], k))
+    return out
+
+
+def candidate_pairs(doc: BratDoc, type_pairs: Iterable[tuple[str, str]] | None = None
+                    ) -> list[tuple[BratEntity, BratEntity]]:
+    """Every unordered pair of entities on one line, in text order (first by start offset); with ``type_pairs``
+    only pairs whose types (in either order) are listed."""
+    allowed = None if type_pairs is None else {frozenset(p) if p[0] != p[1] else frozenset([p[0]])
+                                               for p in type_pairs}
+    line_of = entity_lines(doc)
+    ordered = sorted(doc.entities, key=lambda e: (e.start, e.end, e.id))
+    pairs = []
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            if line_of[a.id] != line_of[b.id]:
+                continue
+            if allowed is not None and frozenset((a.type, b.type)) not in allowed:
+                continue
+            pairs.append((a, b))
+    return pairs
