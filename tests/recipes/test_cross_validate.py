@@ -87,6 +87,7 @@ def test_image_fold_by_patient_from_a_table(tmp_path, capsys):
     assert results["test_samples"] + results["eval_samples"] + results["train_samples"] == len(rows)
     assert results["test_samples"] % 2 == 0 and results["eval_samples"] % 2 == 0  # whole patients (2 images each)
 
-    with pytest.raises(DataError, match="image folders, .npz files and hub datasets have no such column"):
+    with pytest.raises(DataError, match="is not a column of a table training file .*, and the training images are "
+                                        "not DICOM files whose attribute it could be"):
         run_recipe("image_classification", [*common, "--output_dir", str(tmp_path / "bad"), "--train_dir",
                                             str(sample / "folders" / "train")], raise_errors=True)
