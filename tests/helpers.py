@@ -20,6 +20,7 @@ SHARED_ASSETS = ROOT.parent / "shared"  # real public data and weights beside th
 NER_SAMPLE = ROOT / "recipes" / "ner" / "sample_data"
 TEXT_SAMPLE = ROOT / "recipes" / "text_classification" / "sample_data"
 IMAGE_SAMPLE = ROOT / "recipes" / "image_classification" / "sample_data"
+ASSERTION_SAMPLE = ROOT / "recipes" / "assertion_status" / "sample_data"
 
 TOY_CORPUS = [
     "patient presents with chest pain and shortness of breath",

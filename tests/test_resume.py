@@ -328,3 +328,30 @@ def test_interrupted_atomic_write_leaves_the_old_file(tmp_path, monkeypatch):
                                    data_summary={}, metrics={}, headline_metrics=[], training={}, limitations=[])
     assert json.loads(path.read_text()) == {"eval_accuracy": 0.5}
     assert sorted(os.listdir(tmp_path)) == ["all_results.json"]  # no temporary file, no half-written card
+
+
+# ------------------------------------------------------------------------------------------ assertion status
+ASSERTIONS = ROOT / "recipes" / "assertion_status" / "sample_data"
+
+
+def test_assertion_resume_mid_second_epoch_matches_uninterrupted_run(tmp_path):
+    from shared.tiny_models import build_tiny_bert
+
+    corpus = [p.read_text() for p in sorted(ASSERTIONS.glob("*/*.txt"))]
+    model = build_tiny_bert(tmp_path / "tiny", corpus)
+    recipe = load_recipe("assertion_status")
+
+    def args(out, *extra):  # 64 concepts, batch 8: 8 steps per epoch, 24 in all; the marker embeddings train too
+        return ["--model_name_or_path", model, "--output_dir", str(out), "--train_file", str(ASSERTIONS / "train"),
+                "--validation_file", str(ASSERTIONS / "validation"), "--test_file", str(ASSERTIONS / "test"),
+                "--max_train_samples", "64", "--per_device_train_batch_size", "8", "--num_train_epochs", "3",
+                "--learning_rate", "1e-3", "--bootstrap_resamples", "0", "--seed", "3", "--do_train", "--do_eval",
+                "--do_predict", "--save_strategy", "steps", "--save_steps", "4", *extra]
+
+    full = recipe.main(args(tmp_path / "full"))
+    out = stopped_copy(tmp_path / "full", tmp_path / "resumed", [12])
+    resumed = recipe.main(args(out, "--resume_from_checkpoint", "True"))
+    assert scores(resumed) == scores(full)
+    assert outputs(out) == outputs(tmp_path / "full")
+    assert same_weights(out, tmp_path / "full")
+    assert final_step(out) == 24

@@ -1,0 +1,307 @@
+#!/usr/bin/env python
+"""Fine-tune a pretrained encoder for the assertion status of clinical problems (i2b2 2010 .txt + .con + .ast).
+
+    python recipes/assertion_status/train.py --config recipes/assertion_status/configs/demo.yaml \\
+        --model_name_or_path <folder>
+    python recipes/assertion_status/train.py --model_name_or_path <folder> --train_file notes/train \\
+        --validation_file notes/dev --test_file ner_out/test_predictions --output_dir out --do_train --do_eval --do_predict
+
+Each problem concept of a .con file is one example: its sentence with [E] ... [/E] around the concept (marker tokens
+added to the tokenizer, the embeddings resized), classified as present, absent, possible, conditional, hypothetical
+or associated_with_someone_else. A test folder without .ast files is predicted, not scored; --test_concepts_dir
+takes the test notes' concepts from another folder, e.g. the NER recipe's test_predictions/: notes go concept ->
+assertion end to end.
+
+Steps, the same in every recipe: 1 arguments -> 2 logging, output folder, checkpoint -> 3 seed -> 4 data -> 5 labels
+-> 6 model -> 7 preprocessing -> 8 Trainer -> 9 train -> 10 evaluate -> 11 predict -> 12 save. Every check on the
+input runs before the model is loaded, so bad data fails in seconds with one line naming the file and line.
+
+Outputs in --output_dir: the model and tokenizer (with the marker tokens), all_results.json (+ train_/eval_/
+test_results.json: accuracy, macro/micro/weighted F1 with bootstrap CIs over notes), {eval,test}_report.json (P/R/F1
+per assertion), {eval,test}_confusion_matrix.png, {eval,test}_reliability.png, test_predictions.csv (one row per
+concept: label, prediction, probabilities; no text), test_predictions/ (each test note as .txt + .con + .ast with the
+predicted assertions: note text, sensitive) and the model card README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+try:
+    import shared  # noqa: F401  (this project's package)
+except ImportError:
+    print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
+    raise SystemExit(2) from None
+
+import datasets
+import numpy as np
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+
+from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
+from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
+from shared.args import recipe_defaults, start_run
+from shared.calibration import calibrate, saved_calibration
+from shared.concepts.data import fit_around, read_assertion_split, write_assertions
+from shared.concepts.i2b2 import ASSERTIONS
+from shared.concepts.markers import add_marker_tokens
+from shared.errors import DataError
+from shared.imbalance import oversampled_order, training_loss
+from shared.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
+from shared.lora import count_parameters, save_trained
+from shared.metrics import SINGLE_LABEL_HEADLINE, selection_macro_f1, softmax
+from shared.models import classification_config, load_pretrained, max_sequence_length, model_for_run
+from shared.models import requested_max_length, trained_labels
+from shared.optim import optimizer_cls_and_kwargs
+from shared.outputs import remove_earlier_results
+from shared.predict import predict_in_order
+from shared.reporting import prefixed, save_all_results, score_and_report, write_model_card, write_predictions
+from shared.resume import EpochSeededSampling, train_with_resume
+from shared.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AssertionDataArguments(DataArguments):
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Tokens per marked sentence, special tokens included; longer sentences keep "
+                                       "the words nearest the concept (counted in *_cut_examples)."})
+    test_concepts_dir: str | None = field(
+        default=None, metadata={"help": "Take the test notes' concepts from the .con files in this folder (the NER "
+                                        "recipe's test_predictions/): concept -> assertion end to end; the test "
+                                        "split is then predicted, not scored."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_seq_length < 8:
+            raise DataError(f"--max_seq_length must be at least 8, got {self.max_seq_length}")
+        if self.dataset_name:
+            raise DataError("--dataset_name: this recipe reads i2b2 folders (--train_file, --validation_file, "
+                            "--test_file), not Hub datasets")
+        if self.group_column:
+            raise DataError("--group_column: splits carved here keep each note's concepts together already")
+        if self.explain:
+            raise DataError("--explain is not available in the assertion recipe yet")
+        if self.test_concepts_dir is not None and self.test_file is None:
+            raise DataError("--test_concepts_dir gives the concepts of the --test_file notes: give --test_file too")
+
+
+# This recipe's defaults; the command line and --config override every one (see the README for why each holds).
+RECIPE_DEFAULTS = {
+    **recipe_defaults(),
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "learning_rate": 2e-4,
+    "num_train_epochs": 3.0,
+    "warmup_steps": 0.06,  # a float below 1 is a fraction of the training steps
+    "weight_decay": 0.01,
+    "train_sampling_strategy": "group_by_length",
+    "optim": "adamw_torch_fused",
+    "freeze_embeddings": False,  # the added [E] / [/E] embeddings must learn what marks the concept
+    "freeze_layers": 1 / 3,
+}
+WHERE_FROM = {"train": "--train_file (an i2b2 folder with .ast files)",
+              "validation": "--validation_file (an i2b2 folder with .ast files)",
+              "test": "--test_file (an i2b2 folder; without .ast files it is predicted only)"}
+
+
+@main_guard
+def main(args: list[str] | None = None) -> dict[str, float]:
+    # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
+    model_args, data_args, training_args = parse_args(ClassifierModelArguments, AssertionDataArguments,
+                                                      TrainingArguments, defaults=RECIPE_DEFAULTS, args=args,
+                                                      description=__doc__)
+    if model_args.use_lora:
+        raise DataError("--use_lora is not available in the assertion recipe yet: the marker tokens' embeddings "
+                        "must be trained and saved with the adapter")
+
+    # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
+    # 3. the seed, before anything random (both in shared/args.py: start_run).
+    run = start_run(training_args)
+
+    # 4. Data: every problem concept of every split, checked against its note (.con, .ast) before the model loads;
+    # validation / a test fold carved out of the training notes where asked, each note's concepts kept together.
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    splits = {split: read_assertion_split(files[split], data_args.test_concepts_dir if split == "test" else None)
+              for split in run.splits if files[split]}
+    carve = splits_to_carve(data_args, training_args, splits)
+    check_split_sources(run.splits, [*splits, *carve], WHERE_FROM)
+    for split, concepts in list(splits.items()):
+        limit = sample_limit(data_args, split)
+        if limit is not None and limit < len(concepts):
+            splits[split] = concepts.select(range(limit))
+        if split != "test" and splits[split].labels is None:
+            raise DataError(f"{split} data needs .ast files (labels)", path=splits[split].source)
+    split_rows = {}
+    if carve:
+        train = splits["train"]
+        for split, idx in carve_splits(len(train), data_args, carve, training_args.seed, train.labels,
+                                       train.groups).items():
+            splits[split], split_rows[split] = train.select(idx), idx
+
+    # 5. Labels: the assertions of the training data, in i2b2's order (or the model folder's when evaluating).
+    if "train" in splits:
+        label_names = require_classes(sort_label_names(names_in(splits["train"].labels), list(ASSERTIONS)), False,
+                                      splits["train"].source)
+    else:
+        label_names, _ = trained_labels(load_pretrained(AutoConfig, model_args))
+    known_as = "the training data" if "train" in splits else "the model's labels"
+    label2id = {name: i for i, name in enumerate(label_names)}
+    label_ids = {split: encode_labels(c.labels, label2id, False, c.where, known_as)
+                 for split, c in splits.items() if c.labels is not None}
+    logger.info("%d assertion classes: %s", len(label_names), ", ".join(label_names))
+
+    # 6. Model and tokenizer: the marker tokens added (a fine-tuned folder has them) and the embeddings resized.
+    tokenizer = load_pretrained(AutoTokenizer, model_args)
+    if add_marker_tokens(tokenizer):
+        logger.info("added the entity marker tokens to the tokenizer")
+    config = classification_config(model_args, label_names, False)
+    model, frozen_layers = model_for_run(AutoModelForSequenceClassification, model_args, config, training_args,
+                                         resize=lambda m: m.resize_token_embeddings(len(tokenizer)))
+    trainable, total = count_parameters(model)
+    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+
+    # 7. Preprocessing: each marked sentence tokenized; a long one keeps the words nearest its concept (counted).
+    max_length = max_sequence_length(requested_max_length(data_args, config, training_args.do_train), tokenizer, config)
+    tokenized, cut = {}, {}
+    for split, concepts in splits.items():
+        fitted = [fit_around(tokenizer, words, max_length) for words in concepts.words]
+        cut[split] = sum(was_cut for _, was_cut in fitted)
+        if cut[split]:
+            logger.warning("%s: %d of %d sentences are longer than %d tokens and keep the words nearest the concept",
+                           split, cut[split], len(concepts), max_length)
+        encoded = tokenizer([" ".join(words) for words, _ in fitted], truncation=True, max_length=max_length)
+        columns = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                   "length": [len(ids) for ids in encoded["input_ids"]]}
+        if split in label_ids:
+            columns["labels"] = label_ids[split].tolist()
+        tokenized[split] = datasets.Dataset.from_dict(columns)
+
+    # 8. Trainer: batch size, epochs and class weighting from the training data where the user set none
+    # (shared/adaptive.py; "present" outnumbers the rest); the best epoch on validation kept.
+    loss_func, derived, train_examples = None, Derived(), len(tokenized.get("train", ()))
+    if training_args.do_train:
+        if model_args.oversample:
+            order = oversampled_order(label_ids["train"], seed=training_args.seed)
+            tokenized["train"] = tokenized["train"].select(order)
+            train_examples = len(order)
+            logger.info("oversampled training set: %d examples", train_examples)
+        derived = adapt_to_training_data(training_args, model_args, len(tokenized["train"]),
+                                         RECIPE_DEFAULTS["num_train_epochs"], label_ids["train"], len(label_names))
+        loss_func = training_loss(label_ids["train"], len(label_names), model_args.class_weighting,
+                                  model_args.focal_gamma, False)
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized.get("train"),
+        eval_dataset=tokenized.get("validation"),
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_loss_func=loss_func,
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, training_args, model_args.layerwise_lr_decay),
+        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/resume.py)
+    )
+    output_dir, is_main = training_args.output_dir, trainer.is_world_process_zero()
+    if is_main:
+        remove_earlier_results(output_dir, run.earlier_results)
+
+    def predict_logits(split: str) -> np.ndarray:
+        columns = ["input_ids", "attention_mask"]
+        return np.stack(predict_in_order(trainer.model, tokenized[split].select_columns(columns), collator,
+                                         training_args.per_device_eval_batch_size, tokenized[split]["length"]))
+
+    def uncalibrated(logits: np.ndarray) -> np.ndarray | None:
+        return softmax(calibration.undo(logits)) if calibration else None
+
+    best_epoch = keep_best_epoch(trainer, "validation" in tokenized, "macro_f1", lambda model: selection_macro_f1(
+        label_ids["validation"], softmax(predict_logits("validation")), False), run.checkpoint)
+
+    # 9. Train.
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        results.update(train_with_resume(trainer, run.checkpoint).metrics)
+        results.update(train_samples=train_examples, train_cut_examples=cut["train"],
+                       train_trainable_parameters=trainable,
+                       train_batch_size=training_args.per_device_train_batch_size,
+                       **(best_epoch.results() if best_epoch else {}))
+
+    # 10. Evaluate on validation: temperature scaling fitted there and folded into the head (shared/calibration.py).
+    calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
+    if "validation" in tokenized:
+        logits = predict_logits("validation")
+        if training_args.do_train and model_args.calibration == "temperature":
+            calibration = calibrate(trainer, logits, label_ids["validation"], False, len(label_names))
+            logits = calibration.apply(logits) if calibration else logits
+        metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], softmax(logits),
+                                   label_names, False, None, uncalibrated=uncalibrated(logits))
+        results.update(prefixed({**metrics, "samples": len(logits), "cut_examples": cut["validation"]}, "eval"))
+
+    # 11. Predict on test: .ast files and test_predictions.csv always; metrics with CIs over notes when labelled.
+    if "test" in tokenized:
+        logits = predict_logits("test")
+        probs = softmax(logits)
+        test = splits["test"]
+        if "test" in label_ids:
+            metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
+                                       False, None, data_args.bootstrap_resamples, training_args.seed, test.groups,
+                                       uncalibrated(logits))
+            results.update(prefixed({**metrics, "samples": len(probs), "cut_examples": cut["test"]}, "test"))
+        if is_main:
+            write_predictions(output_dir, split_rows.get("test", range(len(probs))), probs, label_names, False, None,
+                              None, gold=test.labels)
+            predicted = [label_names[i] for i in probs.argmax(axis=1)]
+            notes = write_assertions(f"{output_dir}/test_predictions", test, predicted)
+            logger.info("assertions of %d concepts in %d notes written to test_predictions/", len(predicted),
+                        len(notes))
+
+    # 12. Save: the model and tokenizer (with the markers), results and the model card; only the main process writes.
+    if training_args.do_train:
+        save_trained(trainer, output_dir, model_args, tokenizer,
+                     config_updates={"max_seq_length": max_length,
+                                     "calibration": calibration.saved() if calibration else None})
+    if is_main:
+        save_all_results(output_dir, results)
+        write_model_card(
+            output_dir,
+            title="Assertion status of clinical problems",
+            base_model=model_args.model_name_or_path,
+            pipeline_tag="text-classification",
+            task_description=(f"The assertion status of each problem concept in its sentence, marked with [E] ... "
+                              f"[/E]: {', '.join(label_names)}."),
+            data_summary={split: {"examples": len(c), "notes": len(set(c.groups)),
+                                  **({"labels": label_counts(label_ids[split], label_names)}
+                                     if split in label_ids else {})}
+                          for split, c in splits.items()},
+            metrics=results,
+            headline_metrics=SINGLE_LABEL_HEADLINE,
+            training={
+                "epochs": training_args.num_train_epochs,
+                "learning_rate": training_args.learning_rate,
+                "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+                "max_seq_length": max_length,
+                "bf16": training_args.bf16,
+                "class_weighting": model_args.class_weighting,
+                "focal_gamma": model_args.focal_gamma,
+                "oversample": model_args.oversample,
+                "frozen_encoder_layers": frozen_layers,
+                "trainable_parameters": f"{trainable:,} of {total:,}",
+                "seed": training_args.seed,
+                **derived.card(best_epoch),
+                "calibration": calibration.describe() if calibration else "none (raw probabilities)",
+            },
+            limitations=[
+                "Input is a sentence with the concept between the tokens [E] and [/E]; `pipeline(\"text-"
+                "classification\")` on this folder needs the markers in the text.",
+                f"Sentences longer than {max_length} tokens keep the words nearest the concept.",
+                "test_predictions/ holds the test notes' text (sensitive, like the notes themselves).",
+            ],
+        )
+        logger.info("results, predictions and model written to %s", output_dir)
+    return results
+
+
+if __name__ == "__main__":
+    main()
