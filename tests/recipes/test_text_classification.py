@@ -349,6 +349,7 @@ def test_minilm_on_medical_abstracts_beats_majority_class(recipe, tmp_path):
         "--train_file", str(data / "train.csv"), "--test_file", str(data / "test.csv"),
         "--max_train_samples", "1000", "--max_predict_samples", "300", "--num_train_epochs", "2", "--learning_rate", "2e-4",
         "--bootstrap_resamples", "200", "--do_train", "--do_predict",
+        "--train_windows", "one_per_epoch",  # a third of the training cost (abstracts span ~3 windows); the suite's slowest test
     ])
     gold = pd.read_csv(data / "test.csv")["label"].astype(str).head(300)
     majority = gold.value_counts(normalize=True).iloc[0]
