@@ -63,7 +63,7 @@ from shared.predict import predict_in_order
 from shared.reporting import decision_thresholds, prefixed, save_all_results, write_predictions
 from shared.reporting import saved_thresholds, score_and_report, write_model_card
 from shared.resume import EpochSeededSampling, data_seed, train_with_resume
-from shared.splits import carve_splits, check_split_sources, file_groups, sample_limit
+from shared.splits import carve_splits, check_split_sources, sample_limit, table_groups
 from shared.splits import splits_to_carve
 from shared.tables import has_column, load_splits, read_table
 
@@ -204,8 +204,9 @@ def training_groups(data_args: ImageDataArguments, train) -> list[str]:
     """--group_column: a column of a table training file, or a DICOM attribute of every training image (PatientID,
     StudyInstanceUID, ...), read only to keep each group in one split and never written."""
     table = data_args.train_file if data_args.train_file and not data_args.train_file.endswith(".npz") else None
-    if table and has_column(read_table(table), data_args.group_column):
-        return file_groups(table, data_args.group_column)[: len(train)]
+    rows = read_table(table) if table else None
+    if rows is not None and has_column(rows, data_args.group_column):
+        return table_groups(rows, data_args.group_column)[: len(train)]
     if not any(is_dicom(source) for source in train.sources[:1]):
         raise DataError(f"--group_column '{data_args.group_column}' is not a column of a table training file "
                         "(CSV/JSONL/parquet), and the training images are not DICOM files whose attribute it could be",

@@ -28,6 +28,7 @@ import numpy as np
 from shared.errors import DataError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+ORDINARY_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 PIXEL_MAPPING_FILE = "pixel_mapping.json"
 # CT windows (center, width) in Hounsfield units, as radiology references quote them
 PRESETS = {"lung": (-600.0, 1500.0), "mediastinum": (50.0, 350.0), "soft_tissue": (50.0, 400.0),
@@ -120,6 +121,8 @@ def is_dicom(path: Any) -> bool:
         return False
     if path.lower().endswith(DICOM_SUFFIXES):
         return True
+    if path.lower().endswith(ORDINARY_SUFFIXES):  # decoding opens every image: no second open to rule these out
+        return False
     try:
         with open(path, "rb") as f:
             f.seek(128)

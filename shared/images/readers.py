@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from shared.errors import DataError
+from shared.images.pixels import DICOM_SUFFIXES, ORDINARY_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm", ".dicom")
+IMAGE_SUFFIXES = ORDINARY_SUFFIXES + DICOM_SUFFIXES
 NPZ_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
 
