@@ -227,6 +227,26 @@ def selection_macro_f1(gold: np.ndarray, probs: np.ndarray, multi_label: bool) -
     return classification_metrics(gold, probs)["macro_f1"]
 
 
+def positive_micro_metrics(gold: np.ndarray, probs: np.ndarray, negative: int, resamples: int = 0, seed: int = 0,
+                           groups: Sequence | None = None) -> dict[str, float]:
+    """``precision``, ``recall`` and ``f1`` micro-averaged over every class but ``negative`` (relation extraction's
+    "no relation"), the i2b2 2010 / DDI 2013 convention: a pair given the wrong relation type is a false positive of
+    that type and a false negative of its own; "no relation" itself earns nothing. Bootstrap 95% CIs with
+    ``resamples`` (whole ``groups``, e.g. notes, resampled)."""
+    gold, pred = np.asarray(gold), np.asarray(probs).argmax(axis=1)
+    positive = [k for k in range(np.asarray(probs).shape[1]) if k != negative]
+
+    def score(idx):
+        p, r, f, _ = skm.precision_recall_fscore_support(gold[idx], pred[idx], labels=positive, average="micro",
+                                                         zero_division=0)
+        return {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+    metrics = score(np.arange(len(gold)))
+    if resamples:
+        metrics = add_ci(metrics, bootstrap_ci(score, len(gold), resamples, groups=groups, seed=seed))
+    return metrics
+
+
 # Metrics shown in the model card and given bootstrap confidence intervals (sensitivity/specificity: binary tasks);
 # the calibration metrics (shared/calibration.py) get intervals too.
 SINGLE_LABEL_HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "auroc", "auprc",

@@ -21,6 +21,7 @@ NER_SAMPLE = ROOT / "recipes" / "ner" / "sample_data"
 TEXT_SAMPLE = ROOT / "recipes" / "text_classification" / "sample_data"
 IMAGE_SAMPLE = ROOT / "recipes" / "image_classification" / "sample_data"
 ASSERTION_SAMPLE = ROOT / "recipes" / "assertion_status" / "sample_data"
+RELATION_SAMPLE = ROOT / "recipes" / "relation_extraction" / "sample_data"
 
 TOY_CORPUS = [
     "patient presents with chest pain and shortness of breath",
@@ -108,6 +109,13 @@ def recipe_case(task, tiny_bert_dir, tmp_path_factory):
         train = ["--model_name_or_path", model, "--train_file", str(NER_SAMPLE / "train"), "--max_train_samples", "40",
                  "--per_device_train_batch_size", "8", "--num_train_epochs", "2", "--learning_rate", "5e-3",
                  "--optim", "adamw_torch"]
+    elif task in ("assertion_status", "relation_extraction"):
+        sample = ASSERTION_SAMPLE if task == "assertion_status" else RELATION_SAMPLE / "i2b2"
+        data = ["--validation_file", str(sample / "validation"), "--test_file", str(sample / "test"),
+                "--max_eval_samples", "13", "--max_predict_samples", "13"]
+        train = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", str(sample / "train"),
+                 "--max_train_samples", "48", "--per_device_train_batch_size", "8", "--num_train_epochs", "1",
+                 "--learning_rate", "1e-3"]
     else:
         from shared.tiny_models import build_tiny_vit
 

@@ -15,7 +15,7 @@ import pytest
 from shared.runner import run_recipe
 from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, ROOT, TEXT_SAMPLE, assert_one_line, run_cli, run_in_process
 
-TASKS = ("text_classification", "ner", "image_classification", "assertion_status")
+TASKS = ("text_classification", "ner", "image_classification", "assertion_status", "relation_extraction")
 TINY = ["--num_train_epochs", "1", "--bootstrap_resamples", "10", "--per_device_train_batch_size", "16"]
 
 

@@ -355,3 +355,34 @@ def test_assertion_resume_mid_second_epoch_matches_uninterrupted_run(tmp_path):
     assert outputs(out) == outputs(tmp_path / "full")
     assert same_weights(out, tmp_path / "full")
     assert final_step(out) == 24
+
+
+# ------------------------------------------------------------------------------------------ relation extraction
+RELATIONS = ROOT / "recipes" / "relation_extraction" / "sample_data" / "i2b2"
+
+
+def test_relation_resume_mid_second_epoch_matches_uninterrupted_run(tmp_path):
+    from shared.tiny_models import build_tiny_bert
+
+    corpus = [p.read_text() for p in sorted(RELATIONS.glob("*/*.txt"))]
+    model = build_tiny_bert(tmp_path / "tiny", corpus)
+    recipe = load_recipe("relation_extraction")
+
+    def args(out, *extra):  # 64 of the pairs, negatives subsampled, batch 8; the marker embeddings train too
+        return ["--model_name_or_path", model, "--output_dir", str(out), "--train_file", str(RELATIONS / "train"),
+                "--validation_file", str(RELATIONS / "validation"), "--test_file", str(RELATIONS / "test"),
+                "--max_train_samples", "96", "--negative_ratio", "1", "--per_device_train_batch_size", "8",
+                "--num_train_epochs", "3", "--learning_rate", "1e-3", "--bootstrap_resamples", "0", "--seed", "3",
+                "--do_train", "--do_eval", "--do_predict", "--save_strategy", "steps", "--save_steps", "3", *extra]
+
+    full = recipe.main(args(tmp_path / "full"))
+    steps = final_step(tmp_path / "full")
+    saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "full").glob("checkpoint-*"))
+    middle = min(saved, key=lambda step: abs(step - steps / 2))  # in the second of three epochs
+    assert steps / 3 < middle < 2 * steps / 3
+    out = stopped_copy(tmp_path / "full", tmp_path / "resumed", [middle])
+    resumed = recipe.main(args(out, "--resume_from_checkpoint", "True"))
+    assert scores(resumed) == scores(full)
+    assert outputs(out) == outputs(tmp_path / "full")
+    assert same_weights(out, tmp_path / "full")
+    assert final_step(out) == steps

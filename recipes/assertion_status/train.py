@@ -43,9 +43,9 @@ from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
 from shared.args import recipe_defaults, start_run
 from shared.calibration import calibrate, saved_calibration
-from shared.concepts.data import fit_around, read_assertion_split, write_assertions
+from shared.concepts.data import read_assertion_split, write_assertions
 from shared.concepts.i2b2 import ASSERTIONS
-from shared.concepts.markers import add_marker_tokens
+from shared.concepts.markers import add_marker_tokens, fit_around
 from shared.errors import DataError
 from shared.imbalance import oversampled_order, training_loss
 from shared.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names

@@ -4,7 +4,7 @@ A split is an i2b2 folder (``.txt`` + ``.con`` [+ ``.ast``] side by side, or ``t
 subfolders, or one ``.txt`` with its ``.con``). With ``.ast`` files every problem concept must have an assertion
 (labelled); without them the split is for prediction, e.g. the NER recipe's ``test_predictions/`` folder, whose
 ``.con`` files are its predicted concepts. The example text is the concept's sentence with ``[E]`` / ``[/E]`` around
-the concept; long sentences keep the words nearest the concept (:func:`fit_around`), never cut it off.
+the concept; long sentences keep the words nearest the concept (:func:`shared.concepts.markers.fit_around`), never cut it off.
 """
 
 from __future__ import annotations
@@ -97,29 +97,6 @@ def read_assertion_split(path: str, concepts_dir: str | None = None) -> ConceptS
     if not items:
         raise DataError("no problem concepts in the .con files (assertions are decided for problems)", path)
     return ConceptSet(notes, items, words, labels if labelled else None, refs, path)
-
-
-def fit_around(tokenizer, words: list[str], max_length: int) -> tuple[list[str], bool]:
-    """``words`` (a marked sentence) cut to at most ``max_length`` tokens by dropping the words farthest from the
-    markers, alternately from each end; ``(words, cut)``. The markers and the concept always stay."""
-    def length(ws):
-        return len(tokenizer(" ".join(ws), truncation=False)["input_ids"])
-
-    if length(words) <= max_length:
-        return words, False
-    marked = [i for i, w in enumerate(words) if w.startswith("[") and w.endswith("]") and "E" in w]
-    first, last = min(marked), max(marked)
-    start, end = 0, len(words)
-    while length(words[start:end]) > max_length and (start < first or end > last + 1):
-        if (first - start) >= (end - last - 1) and start < first:
-            start += 1
-        elif end > last + 1:
-            end -= 1
-        else:
-            start += 1
-    if length(words[start:end]) > max_length:
-        raise DataError(f"the marked concept alone takes more than {max_length} tokens; raise --max_seq_length")
-    return words[start:end], True
 
 
 def write_assertions(out_dir: str, concepts: ConceptSet, predicted: list[str]) -> list[str]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from shared.errors import DataError
+
 ENTITY = ("[E]", "[/E]")
 FIRST, SECOND = ("[E1]", "[/E1]"), ("[E2]", "[/E2]")
 MARKER_TOKENS = (*ENTITY, *FIRST, *SECOND)
@@ -46,3 +48,53 @@ def add_marker_tokens(tokenizer, model=None) -> int:
     if model is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     return added
+
+
+def fit_around(tokenizer, words: list[str], max_length: int) -> tuple[list[str], bool]:
+    """``words`` (a marked sentence) cut to at most ``max_length`` tokens; ``(words, cut)``. The words farthest from
+    the markers go first, alternately from each end; when the marked span alone is still too long (two concepts far
+    apart), the middle of the widest stretch between two markers goes next. The markers and the concepts' own words
+    always stay."""
+    if _length(tokenizer, words) <= max_length:
+        return words, False
+    marks = [i for i, w in enumerate(words) if w in MARKER_TOKENS]
+    counts = [len(ids) for ids in tokenizer(list(words), add_special_tokens=False)["input_ids"]]
+    special = tokenizer.num_special_tokens_to_add()
+    keep = list(range(len(words)))
+
+    def over() -> bool:  # per-word counts first (cheap), the real tokenization to confirm
+        if special + sum(counts[i] for i in keep) > max_length:
+            return True
+        return _length(tokenizer, [words[i] for i in keep]) > max_length
+
+    while over():
+        first, last = keep.index(marks[0]), keep.index(marks[-1])
+        before, after = first, len(keep) - last - 1
+        if before or after:
+            keep.pop(0 if before >= after else -1)
+            continue
+        inside = [keep.index(m) for m in marks]
+        gaps = [(b - a - 1, a, b) for a, b in zip(inside, inside[1:])]
+        width, a, b = max(gaps, default=(0, 0, 0))
+        if width == 0 or not _droppable(words, keep, a, b, marks):
+            raise DataError(f"the marked concepts alone take more than {max_length} tokens; raise --max_seq_length")
+        keep.pop((a + b) // 2 if (a + b) // 2 > a else a + 1)
+    return [words[i] for i in keep], True
+
+
+def _length(tokenizer, words) -> int:
+    return len(tokenizer(" ".join(words), truncation=False)["input_ids"])
+
+
+def _droppable(words, keep, a, b, marks) -> bool:
+    """Whether the stretch between kept positions ``a`` and ``b`` lies outside every marked concept (a concept's own
+    words stay)."""
+    open_at = set()
+    for i in marks:
+        if words[i] in (ENTITY[0], FIRST[0], SECOND[0]):
+            open_at.add(words[i])
+        else:
+            open_at.discard("[" + words[i][2:])
+        if i == keep[a]:
+            return not open_at
+    return False
