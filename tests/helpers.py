@@ -113,8 +113,9 @@ def recipe_case(task, tiny_bert_dir, tmp_path_factory):
         sample = ASSERTION_SAMPLE if task == "assertion_status" else RELATION_SAMPLE / "i2b2"
         data = ["--validation_file", str(sample / "validation"), "--test_file", str(sample / "test"),
                 "--max_eval_samples", "13", "--max_predict_samples", "13"]
+        # the first 64 problem concepts hold every assertion of the evaluated validation concepts
         train = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", str(sample / "train"),
-                 "--max_train_samples", "48", "--per_device_train_batch_size", "8", "--num_train_epochs", "1",
+                 "--max_train_samples", "64", "--per_device_train_batch_size", "8", "--num_train_epochs", "1",
                  "--learning_rate", "1e-3"]
     else:
         from shared.tiny_models import build_tiny_vit

@@ -143,7 +143,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 5. Labels: the assertions of the training data, in i2b2's order (or the model folder's when evaluating).
     if "train" in splits:
-        label_names = require_classes(sort_label_names(names_in(splits["train"].labels), list(ASSERTIONS)), False,
+        names = names_in(splits["train"].labels)  # a class without training examples cannot be learnt (or weighted)
+        label_names = require_classes(sort_label_names(names, [n for n in ASSERTIONS if n in names]), False,
                                       splits["train"].source)
     else:
         label_names, _ = trained_labels(load_pretrained(AutoConfig, model_args))
