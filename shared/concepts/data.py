@@ -56,10 +56,10 @@ def ast_path(note: I2b2Note) -> str:
     return note.con_path[:-4] + ".ast"
 
 
-def read_assertion_split(path: str, concepts_dir: str | None = None) -> ConceptSet:
-    """Every problem concept under ``path``, labelled from ``.ast`` files when the notes have them. With
-    ``concepts_dir`` the concepts come from ``<concepts_dir>/<note>.con`` instead (e.g. the NER recipe's
-    ``test_predictions/``) and the split is unlabelled: predicted concepts have no gold assertions."""
+def read_notes_with_concepts(path: str, concepts_dir: str | None, what: str) -> list[I2b2Note]:
+    """The i2b2 notes under ``path``, each with its concepts: from its own ``.con`` file, or with ``concepts_dir``
+    from ``<concepts_dir>/<note>.con`` (the NER recipe's ``test_predictions/``). A note without concepts is an
+    error saying ``what`` needs them."""
     notes = read_i2b2(path)
     if concepts_dir is not None:
         if not os.path.isdir(concepts_dir):
@@ -69,10 +69,18 @@ def read_assertion_split(path: str, concepts_dir: str | None = None) -> ConceptS
             if not os.path.isfile(con):
                 raise DataError(f"no .con file for note {note.doc_id} in the concepts folder", concepts_dir)
             note.con_path, note.concepts = con, parse_con(con, note.lines)
-    missing_con = next((n for n in notes if n.con_path is None), None)
-    if missing_con is not None:
-        raise DataError("note has no .con file; assertion status is decided for the concepts of a .con file (or give "
-                        "--test_concepts_dir: the NER recipe's test_predictions/)", missing_con.txt_path)
+    missing = next((n for n in notes if n.con_path is None), None)
+    if missing is not None:
+        raise DataError(f"note has no .con file; {what} for the concepts of a .con file (or give "
+                        "--test_concepts_dir: the NER recipe's test_predictions/)", missing.txt_path)
+    return notes
+
+
+def read_assertion_split(path: str, concepts_dir: str | None = None) -> ConceptSet:
+    """Every problem concept under ``path``, labelled from ``.ast`` files when the notes have them. With
+    ``concepts_dir`` the concepts come from ``<concepts_dir>/<note>.con`` instead (e.g. the NER recipe's
+    ``test_predictions/``) and the split is unlabelled: predicted concepts have no gold assertions."""
+    notes = read_notes_with_concepts(path, concepts_dir, "assertion status is decided")
     has_ast = [concepts_dir is None and os.path.isfile(ast_path(n)) for n in notes]
     if any(has_ast) and not all(has_ast):
         note = notes[has_ast.index(False)]

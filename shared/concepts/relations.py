@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from shared.concepts import brat as brat_relations
+from shared.concepts.data import read_notes_with_concepts
 from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES, Relation, candidate_pairs, pair_key, parse_rel
 from shared.concepts.i2b2 import write_rel
 from shared.concepts.markers import FIRST, SECOND, mark
 from shared.errors import DataError
 from shared.ner.brat import WORD_PATTERN, BratDoc, BratEntity, format_entity, parse_ann, read_brat
 from shared.ner.data import detect_format
-from shared.ner.i2b2 import I2b2Note, parse_con, read_i2b2, write_con
+from shared.ner.i2b2 import I2b2Note, write_con
 from shared.reporting import atomic_write_text
 
 FORMATS = ("auto", "i2b2", "brat")
@@ -120,17 +121,7 @@ def _allowed_by(type_pairs):
 
 
 def _read_i2b2(path, concepts_dir, type_pairs) -> RelationSet:
-    notes = read_i2b2(path)
-    if concepts_dir is not None:
-        for note in notes:
-            con = os.path.join(concepts_dir, note.doc_id + ".con")
-            if not os.path.isfile(con):
-                raise DataError(f"no .con file for note {note.doc_id} in the concepts folder", concepts_dir)
-            note.con_path, note.concepts = con, parse_con(con, note.lines)
-    missing = next((n for n in notes if n.con_path is None), None)
-    if missing is not None:
-        raise DataError("note has no .con file; relations are found between the concepts of a .con file (or give "
-                        "--test_concepts_dir: the NER recipe's test_predictions/)", missing.txt_path)
+    notes = read_notes_with_concepts(path, concepts_dir, "relations are found")
     has_rel = [concepts_dir is None and os.path.isfile(rel_path(n)) for n in notes]
     if any(has_rel) and not all(has_rel):
         note = notes[has_rel.index(False)]
