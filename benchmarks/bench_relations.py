@@ -5,7 +5,7 @@ pair's sentence with ``[E1] ... [/E1]`` / ``[E2] ... [/E2]`` (the recipe's own m
 pairs), the markers added to the tokenizer and the embeddings resized, ``AutoModelForSequenceClassification``, texts
 truncated at 128 tokens (the markers may be cut off), no class weighting, and ``TrainingArguments`` defaults:
 batch 8, AdamW at lr 5e-5, linear decay, fp32, random batches. The recipe runs with its own defaults (class weights
-by inverse square root frequency, the first third of the encoder frozen, batch 32 grouped by length, lr 2e-4, sentences
+by inverse square root frequency, the first third of the encoder frozen, batch 8 grouped by length, lr 1e-4, sentences
 fitted around the pair), on the same training pairs.
 
 Both are scored on the same test pairs with the same code: precision, recall and F1 micro-averaged over the four

@@ -222,8 +222,8 @@ def test_bad_input_is_one_line_before_training(tiny_model, tmp_path, capsys, cas
 
 def test_ddi_2013_subset_clearly_beats_no_relation(tmp_path):
     """all-MiniLM-L6-v2 with the recipe's defaults on the first 2,000 DDI training pairs (15% of their documents
-    carved out for validation), scored on the first 1,500 test pairs: positive micro-F1 measured at 0.38 (95% CI
-    0.33-0.45); predicting "no relation" everywhere scores 0, and so does an unweighted loss on these pairs."""
+    carved out for validation), scored on the first 1,500 test pairs: positive micro-F1 measured at 0.50 (95% CI
+    0.39-0.59); predicting "no relation" everywhere scores 0, and so does an unweighted loss on these pairs."""
     model = real_asset("models", "all-MiniLM-L6-v2")
     ddi = real_asset("data", "relations", "ddi")
     results = run_recipe("relation_extraction", [
@@ -231,6 +231,6 @@ def test_ddi_2013_subset_clearly_beats_no_relation(tmp_path):
         "--max_train_samples", "2000", "--validation_split_percentage", "15", "--max_predict_samples", "1500",
         "--output_dir", str(tmp_path / "ddi"), "--do_train", "--do_eval", "--do_predict",
         "--bootstrap_resamples", "200"])
-    assert results["test_f1"] > 0.25, results
-    assert results["test_f1_ci_low"] > 0.15, results
+    assert results["test_f1"] > 0.35, results
+    assert results["test_f1_ci_low"] > 0.25, results
     assert results["test_predicted_classes"] > 2, results
