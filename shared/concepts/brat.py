@@ -67,12 +67,17 @@ def relations(doc: BratDoc) -> list[BratRelation]:
     return out
 
 
+def allowed_type_pairs(type_pairs: Iterable[tuple[str, str]] | None) -> set[frozenset[str]] | None:
+    """Type pairs as unordered sets, to test a pair of concepts by ``frozenset((a.type, b.type)) in allowed``
+    (None: every pair)."""
+    return None if type_pairs is None else {frozenset(p) for p in type_pairs}
+
+
 def candidate_pairs(doc: BratDoc, type_pairs: Iterable[tuple[str, str]] | None = None
                     ) -> list[tuple[BratEntity, BratEntity]]:
     """Every unordered pair of entities on one line, in text order (first by start offset); with ``type_pairs``
     only pairs whose types (in either order) are listed."""
-    allowed = None if type_pairs is None else {frozenset(p) if p[0] != p[1] else frozenset([p[0]])
-                                               for p in type_pairs}
+    allowed = allowed_type_pairs(type_pairs)
     line_of = entity_lines(doc)
     ordered = sorted(doc.entities, key=lambda e: (e.start, e.end, e.id))
     pairs = []

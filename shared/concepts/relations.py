@@ -26,7 +26,7 @@ from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES, Relation, candidat
 from shared.concepts.i2b2 import write_rel
 from shared.concepts.markers import FIRST, SECOND, mark
 from shared.errors import DataError
-from shared.ner.brat import WORD_PATTERN, BratDoc, BratEntity, format_entity, parse_ann, read_brat
+from shared.ner.brat import BratDoc, BratEntity, format_entity, parse_ann, read_brat
 from shared.ner.data import detect_format
 from shared.ner.i2b2 import I2b2Note, write_con
 from shared.reporting import atomic_write_text
@@ -116,10 +116,6 @@ def read_relation_split(path: str, data_format: str = "auto", concepts_dir: str 
     return out
 
 
-def _allowed_by(type_pairs):
-    return None if type_pairs is None else {frozenset(p) for p in type_pairs}
-
-
 def _read_i2b2(path, concepts_dir, type_pairs) -> RelationSet:
     notes = read_notes_with_concepts(path, concepts_dir, "relations are found")
     has_rel = [concepts_dir is None and os.path.isfile(rel_path(n)) for n in notes]
@@ -127,7 +123,7 @@ def _read_i2b2(path, concepts_dir, type_pairs) -> RelationSet:
         note = notes[has_rel.index(False)]
         raise DataError(f"note has no .rel file (expected {rel_path(note)}; a note without relations has an empty "
                         "one)", note.txt_path)
-    labelled, wanted = all(has_rel), _allowed_by(type_pairs)
+    labelled, wanted = all(has_rel), brat_relations.allowed_type_pairs(type_pairs)
     pairs, words, labels, allowed, refs = [], [], [], [], []
     for index, note in enumerate(notes):
         gold = {pair_key(r.first, r.second): r for r in parse_rel(rel_path(note), note)} if labelled else {}
@@ -147,15 +143,6 @@ def _read_i2b2(path, concepts_dir, type_pairs) -> RelationSet:
             refs.append((rel_path(note), relation.source_line) if relation else (note.con_path, a.source_line))
     return RelationSet("i2b2", notes, pairs, words, labels if labelled else None, allowed, refs, path,
                        frozenset(n for n, _, _ in pairs))
-
-
-def _line_words(doc: BratDoc) -> list[list[tuple[str, int, int]]]:
-    """The words of every line of the note (empty lines too), with their character offsets."""
-    out, pos = [], 0
-    for line in doc.text.split("\n"):
-        out.append([(m.group(), pos + m.start(), pos + m.end()) for m in WORD_PATTERN.finditer(line)])
-        pos += len(line) + 1
-    return out
 
 
 def _word_span(entity: BratEntity, words: list[tuple[str, int, int]], doc: BratDoc) -> tuple[int, int]:
@@ -192,7 +179,7 @@ def _read_brat(path, concepts_dir, type_pairs) -> RelationSet:
             if frozenset((relation.arg1.id, relation.arg2.id)) not in keys:
                 raise DataError(f"relation {relation.id} joins a {relation.arg1.type} and a {relation.arg2.type}, "
                                 "which --candidate_types leaves out", doc.ann_path, relation.source_line)
-        lines, line_of = _line_words(doc), brat_relations.entity_lines(doc)
+        lines, line_of = doc.line_words(), brat_relations.entity_lines(doc)
         for a, b in candidates:
             sentence = lines[line_of[a.id]]
             relation = gold.get(frozenset((a.id, b.id))) if labelled else None

@@ -57,15 +57,17 @@ class BratDoc:
     def entities(self) -> list[BratEntity]:
         return [x for x in self.items if isinstance(x, BratEntity)]
 
-    def sentences(self) -> list[list[tuple[str, int, int]]]:
-        """Words with their character offsets, one list per non-empty line of the note."""
+    def line_words(self) -> list[list[tuple[str, int, int]]]:
+        """Words with their character offsets, one list per line of the note (empty lines give empty lists)."""
         out, pos = [], 0
         for line in self.text.split("\n"):
-            words = [(m.group(), pos + m.start(), pos + m.end()) for m in WORD_PATTERN.finditer(line)]
-            if words:
-                out.append(words)
+            out.append([(m.group(), pos + m.start(), pos + m.end()) for m in WORD_PATTERN.finditer(line)])
             pos += len(line) + 1
         return out
+
+    def sentences(self) -> list[list[tuple[str, int, int]]]:
+        """Words with their character offsets, one list per non-empty line of the note."""
+        return [words for words in self.line_words() if words]
 
     def sentence_tags(self) -> list[list[str]]:
         """IOB2 tags for every sentence of :meth:`sentences`."""
