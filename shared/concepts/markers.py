@@ -53,8 +53,8 @@ def add_marker_tokens(tokenizer, model=None) -> int:
 def fit_around(tokenizer, words: list[str], max_length: int) -> tuple[list[str], bool]:
     """``words`` (a marked sentence) cut to at most ``max_length`` tokens; ``(words, cut)``. The words farthest from
     the markers go first, alternately from each end; when the marked span alone is still too long (two concepts far
-    apart), the middle of the widest stretch between two markers goes next. The markers and the concepts' own words
-    always stay."""
+    apart), the middle of the widest stretch between two markers that lies outside every concept goes next. The
+    markers and the concepts' own words always stay."""
     if _length(tokenizer, words) <= max_length:
         return words, False
     marks = [i for i, w in enumerate(words) if w in MARKER_TOKENS]
@@ -75,9 +75,10 @@ def fit_around(tokenizer, words: list[str], max_length: int) -> tuple[list[str],
             continue
         inside = [keep.index(m) for m in marks]
         gaps = [(b - a - 1, a, b) for a, b in zip(inside, inside[1:])]
-        width, a, b = max(gaps, default=(0, 0, 0))
-        if width == 0 or not _droppable(words, keep, a, b, marks):
+        droppable = [gap for gap in gaps if gap[0] and _droppable(words, keep, gap[1], gap[2], marks)]
+        if not droppable:
             raise DataError(f"the marked concepts alone take more than {max_length} tokens; raise --max_seq_length")
+        _, a, b = max(droppable)  # the widest stretch outside every concept (nested mentions have some inside)
         keep.pop((a + b) // 2 if (a + b) // 2 > a else a + 1)
     return [words[i] for i in keep], True
 

@@ -169,6 +169,11 @@ def test_long_sentences_keep_both_concepts(tiny_model):
     fitted, cut = fit_around(tokenizer, words, 24)
     assert cut and len(tokenizer(" ".join(fitted))["input_ids"]) <= 24
     assert fitted[:4] == ["[E1]", "fever", "fever", "[/E1]"] and fitted[-4:] == ["[E2]", "fever", "fever", "[/E2]"]
+    # a long concept: the widest stretch between markers is its own words, so the words between the concepts go
+    words = mark(["fever"] * 31, [(0, 19), (30, 30)], [FIRST, SECOND])
+    fitted, cut = fit_around(tokenizer, words, 30)
+    assert cut and len(tokenizer(" ".join(fitted))["input_ids"]) <= 30
+    assert fitted[:22] == words[:22] and fitted[22:] != words[22:] and fitted[-3:] == ["[E2]", "fever", "[/E2]"]
 
 
 def bad_copy(tmp_path, folder, note, suffix, edit):
