@@ -12,7 +12,7 @@ Both are scored on the same test pairs with the same code: precision, recall and
 positive types (mechanism, effect, advise, int; the DDI convention), bootstrap 95% CIs over documents. Training
 pairs/s = pairs x epochs / ``train_runtime``. Writes ``benchmarks/results/relations_<timestamp>.{json,md}``.
 
-    # the measurement of the recipe README: the whole corpus, one epoch each (on 2 CPU cores, about 45 minutes)
+    # the measurement of the recipe README: the whole corpus, one epoch each (on 2 CPU cores, about 35 minutes)
     python benchmarks/bench_relations.py --epochs 1
     # quick check
     python benchmarks/bench_relations.py --max_train_pairs 2000 --max_test_pairs 1000 --epochs 1
