@@ -21,8 +21,9 @@ confident learning on the out-of-fold probabilities: the rows to re-read first.
 
 Outputs in ``<output_dir>``: ``fold_<i>/`` (each fold's results, predictions, plots and model card; the model
 weights are deleted unless ``--keep_fold_models``), ``oof_predictions.csv`` (text, images: row, fold, given label,
-prediction, probabilities) or ``oof_predictions.jsonl`` (NER: per sentence its file, line, given and predicted tags
-and per-word tag probabilities), ``cv_results.json`` (every fold's results; per test metric the fold values, mean
+prediction, probabilities; assertions and relations also the note and its concept or pair) or
+``oof_predictions.jsonl`` (NER: per sentence its file, line, given and predicted tags and per-word tag
+probabilities), ``cv_results.json`` (every fold's results; per test metric the fold values, mean
 and sample standard deviation; the pooled metrics), ``cv_results.md`` (the same as one table, also printed) and,
 with ``--audit_labels``, ``label_issues.csv`` (most suspicious first: row or file/line/word, fold, given label,
 suggested label, label-quality score). None of these files holds text.
@@ -148,7 +149,7 @@ def pool_out_of_fold(output_dir: str, fold_dirs: list[str], recipe_args: list[st
         labels = len(pooled["row"])
         if audit_labels:
             issues = audit.classifier_label_issues(pooled)
-            audit.write_label_issues(output_dir, issues, token_level=False)
+            audit.write_label_issues(output_dir, issues, token_level=False, where=list(pooled["where"]))
     if issues and len(issues) > 0.2 * labels:  # confident learning needs a model that mostly gets it right
         print(f"warning: cleanlab flags {len(issues)} of {labels} labels ({100 * len(issues) / labels:.0f}%): more "
               "than a fifth usually means the out-of-fold models are too weak to judge the labels (see the pooled "

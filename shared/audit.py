@@ -25,6 +25,8 @@ from shared.reporting import atomic_write_json, atomic_write_text
 logger = logging.getLogger(__name__)
 
 TAG_PROBABILITIES = "test_tag_probabilities.json"  # written by a NER fold (shared.audit.write_tag_probabilities)
+# Where a row of the assertion (note, concept) and relation (note, first, second) tables is, kept in the pooled files.
+LOCATION_COLUMNS = ("note", "concept", "first", "second")
 
 
 # ----------------------------------------------------------------------------------------------- classifiers
@@ -33,8 +35,13 @@ def read_fold_predictions(fold_dirs: Sequence[str], separator: str | None = None
 
     Returns row, fold, label and prediction cells (as written), the probabilities, the class names, whether the task
     is multi-label (from the fold's ``config.json``) and the gold labels as class indices (single-label) or lists of
-    indices (multi-label; cells are JSON lists, or names joined with the recipe's ``--label_separator``)."""
+    indices (multi-label; cells are JSON lists, or names joined with the recipe's ``--label_separator``). The
+    assertion and relation recipes' tables also say where each row is (``where``: its ``note`` and ``concept``, or
+    the ``first`` and ``second`` concept of its pair); ``groups`` is then the note (the pooled CIs resample whole
+    notes, as each fold's did), and for relations ``negative`` is the index of "none" (the pooled scores include
+    their positive-type micro P/R/F1)."""
     pooled = {"row": [], "fold": [], "label": [], "prediction": [], "probs": []}
+    where = None
     label_names = multi_label = None
     for fold, folder in enumerate(fold_dirs):
         path = os.path.join(folder, "test_predictions.csv")
@@ -47,6 +54,7 @@ def read_fold_predictions(fold_dirs: Sequence[str], separator: str | None = None
                 raise DataError("has no label column: the fold's test split was unlabelled", path=path)
             if label_names is None:
                 label_names, multi_label = names, _is_multi_label(folder)
+                where = {c: [] for c in LOCATION_COLUMNS if c in reader.fieldnames}
             elif names != label_names:
                 raise DataError(f"classes {names} differ from fold 0's {label_names}", path=path)
             for record in reader:
@@ -55,6 +63,9 @@ def read_fold_predictions(fold_dirs: Sequence[str], separator: str | None = None
                 pooled["label"].append(record["label"])
                 pooled["prediction"].append(record["prediction"])
                 pooled["probs"].append([float(record[f"prob_{n}"]) for n in names])
+                for column, values in where.items():
+                    values.append(record.get(column, ""))
+    from shared.concepts.i2b2 import NO_RELATION
     from shared.labels import parse_label_cell
 
     index = {name: i for i, name in enumerate(label_names)}
@@ -65,7 +76,9 @@ def read_fold_predictions(fold_dirs: Sequence[str], separator: str | None = None
         return sorted(index[n] for n in parse_label_cell(cell, separator) or [])
 
     pooled.update(probs=np.asarray(pooled["probs"], dtype=np.float64), label_names=label_names,
-                  multi_label=multi_label, gold=[ids(cell) for cell in pooled["label"]])
+                  multi_label=multi_label, gold=[ids(cell) for cell in pooled["label"]], where=where,
+                  groups=where.get("note"),
+                  negative=label_names.index(NO_RELATION) if "first" in where and NO_RELATION in label_names else None)
     return pooled
 
 
@@ -85,25 +98,32 @@ def write_oof_predictions(output_dir: str, pooled: dict) -> str:
     order = np.argsort(pooled["row"], kind="stable")
     table = predictions_csv([pooled["row"][i] for i in order], [pooled["prediction"][i] for i in order],
                             pooled["probs"][order], pooled["label_names"], [pooled["label"][i] for i in order],
-                            extra={"fold": [pooled["fold"][i] for i in order]})
+                            extra={"fold": [pooled["fold"][i] for i in order],
+                                   **{c: [v[i] for i in order] for c, v in pooled["where"].items()}})
     path = os.path.join(output_dir, "oof_predictions.csv")
     atomic_write_text(path, table)
     return path
 
 
 def pooled_classifier_metrics(pooled: dict, resamples: int, seed: int) -> dict[str, float]:
-    """The test metrics of the pooled out-of-fold predictions with bootstrap 95% CIs (rows resampled).
+    """The test metrics of the pooled out-of-fold predictions with bootstrap 95% CIs (rows resampled; whole notes
+    for the assertion and relation recipes), and for relations the positive-type micro P/R/F1 that is their
+    ``test_f1``.
 
     Threshold metrics use the default decision (argmax; 0.5 per label): each fold tuned its own thresholds."""
-    from shared.metrics import classifier_metrics
+    from shared.metrics import classifier_metrics, positive_micro_metrics
 
     gold = pooled["gold"]
     if pooled["multi_label"]:
         gold = np.zeros_like(pooled["probs"], dtype=np.int64)
         for row, labels in enumerate(pooled["gold"]):
             gold[row, labels] = 1
+    groups = pooled.get("groups")
     metrics = classifier_metrics(np.asarray(gold), pooled["probs"], pooled["multi_label"], resamples=resamples,
-                                 seed=seed)
+                                 seed=seed, groups=groups)
+    if pooled.get("negative") is not None:
+        metrics.update(positive_micro_metrics(np.asarray(gold), pooled["probs"], pooled["negative"], resamples, seed,
+                                              groups))
     return {**metrics, "samples": len(pooled["row"])}
 
 
@@ -123,7 +143,8 @@ def classifier_label_issues(pooled: dict) -> list[dict]:
         gold = np.asarray(gold)
         flagged = find_label_issues(gold, probs, return_indices_ranked_by="self_confidence")
     scores = get_label_quality_scores(gold, probs)
-    return [{"rank": rank + 1, "row": pooled["row"][i], "fold": pooled["fold"][i], "given_label": pooled["label"][i],
+    return [{"rank": rank + 1, "row": pooled["row"][i], "fold": pooled["fold"][i],
+             **{c: v[i] for c, v in pooled["where"].items()}, "given_label": pooled["label"][i],
              "suggested_label": pooled["prediction"][i], "label_quality": float(scores[i])}
             for rank, i in enumerate(flagged)]
 
@@ -203,11 +224,12 @@ def token_label_issues(pooled: dict) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------------- both
-def write_label_issues(output_dir: str, issues: list[dict], token_level: bool) -> str:
-    """``label_issues.csv``, most suspicious first. No text: positions and labels only."""
+def write_label_issues(output_dir: str, issues: list[dict], token_level: bool, where: Sequence[str] = ()) -> str:
+    """``label_issues.csv``, most suspicious first, with the ``where`` columns of a classifier's rows (the pooled
+    ``where``). No text: positions and labels only."""
     import io
 
-    columns = (["rank", "fold", "file", "line", "document", "word"] if token_level else ["rank", "row", "fold"])
+    columns = ["rank", "fold", "file", "line", "document", "word"] if token_level else ["rank", "row", "fold", *where]
     columns += ["given_label", "suggested_label", "label_quality"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from shared.errors import DataError
 
-RECIPES = ("text_classification", "ner", "image_classification")
+RECIPES = ("text_classification", "ner", "image_classification", "assertion_status", "relation_extraction")
 # What a fold's output folder keeps without --keep_fold_models: metrics, reports, predictions, plots, model card.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 SET_BY_RUNNER = ("--num_folds", "--fold", "--output_dir")

@@ -19,8 +19,9 @@ input runs before the model is loaded, so bad data fails in seconds with one lin
 Outputs in --output_dir: the model and tokenizer (with the marker tokens), all_results.json (+ train_/eval_/
 test_results.json: accuracy, macro/micro/weighted F1 with bootstrap CIs over notes), {eval,test}_report.json (P/R/F1
 per assertion), {eval,test}_confusion_matrix.png, {eval,test}_reliability.png, test_predictions.csv (one row per
-concept: label, prediction, probabilities; no text), test_predictions/ (each test note as .txt + .con + .ast with the
-predicted assertions: note text, sensitive) and the model card README.md.
+concept: note, concept (its line:first-last tokens), label, prediction, probabilities; no text), test_predictions/
+(each test note as .txt + .con + .ast with the predicted assertions: note text, sensitive) and the model card
+README.md.
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             results.update(prefixed({**metrics, "samples": len(probs), "cut_examples": cut["test"]}, "test"))
         if is_main:
             write_predictions(output_dir, split_rows.get("test", range(len(probs))), probs, label_names, False, None,
-                              None, gold=test.labels)
+                              None, gold=test.labels, extra=test.locations())
             predicted = [label_names[i] for i in probs.argmax(axis=1)]
             notes = write_assertions(f"{output_dir}/test_predictions", test, predicted)
             logger.info("assertions of %d concepts in %d notes written to test_predictions/", len(predicted),

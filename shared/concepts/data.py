@@ -41,6 +41,12 @@ class ConceptSet:
         """The note of each concept: carved splits and test CIs keep a note's concepts together."""
         return [note for note, _ in self.items]
 
+    def locations(self) -> dict[str, list[str]]:
+        """Where each concept is, without its words: the note and the concept's ``line:first-last`` token, for the
+        prediction table."""
+        return {"note": [self.notes[n].doc_id for n, _ in self.items],
+                "concept": [f"{c.line}:{c.start}-{c.end}" for _, c in self.items]}
+
     def select(self, indices) -> ConceptSet:
         indices = list(indices)
         return ConceptSet(self.notes, [self.items[i] for i in indices], [self.words[i] for i in indices],

@@ -46,13 +46,16 @@ def test_outputs_and_ast_files_written_back(trained):
     report = json.loads((out / "test_report.json").read_text())
     assert "present" in json.dumps(report) and "absent" in json.dumps(report)
     rows = (out / "test_predictions.csv").read_text().splitlines()
-    assert len(rows) == len(test) + 1 and rows[0].startswith("row,label,prediction,prob_present")
+    assert len(rows) == len(test) + 1 and rows[0].startswith("row,note,concept,label,prediction,prob_present")
     written = read_i2b2(out / "test_predictions")
     assert [n.doc_id for n in written] == [n.doc_id for n in test.notes]
-    predicted = [a for note in written for a in parse_ast(str(out / "test_predictions" / f"{note.doc_id}.ast"), note)]
+    predicted = [(note.doc_id, a) for note in written
+                 for a in parse_ast(str(out / "test_predictions" / f"{note.doc_id}.ast"), note)]
     with open(out / "test_predictions.csv") as f:
-        column = [line.split(",")[2] for line in f.read().splitlines()[1:]]
-    assert [a.value for a in predicted] == column  # one .ast line per problem concept, in order
+        cells = [line.split(",") for line in f.read().splitlines()[1:]]
+    # one .ast line per problem concept, in order, and the table says which note and tokens each row is
+    assert [(doc, f"{a.concept.line}:{a.concept.start}-{a.concept.end}", a.value) for doc, a in predicted] == [
+        (c[1], c[2], c[4]) for c in cells]
     tokenizer = json.loads((out / "tokenizer.json").read_text())
     assert {"[E]", "[/E]"} <= {t["content"] for t in tokenizer["added_tokens"]}
 
@@ -83,7 +86,7 @@ def test_trained_folder_re_evaluates_and_predicts_concepts_without_assertions(tr
     assert ((tmp_path / "chained" / "test_predictions.csv").read_text()
             == (tmp_path / "pred" / "test_predictions.csv").read_text())
     assert (tmp_path / "pred" / "test_predictions.csv").read_text().splitlines()[1:] == [
-        ",".join(line.split(",")[:1] + line.split(",")[2:]) for line in
+        ",".join(line.split(",")[:3] + line.split(",")[4:]) for line in  # without the label column
         (tmp_path / "eval" / "test_predictions.csv").read_text().splitlines()[1:]]
 
 

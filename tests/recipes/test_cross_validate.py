@@ -91,3 +91,48 @@ def test_image_fold_by_patient_from_a_table(tmp_path, capsys):
                                         "not DICOM files whose attribute it could be"):
         run_recipe("image_classification", [*common, "--output_dir", str(tmp_path / "bad"), "--train_dir",
                                             str(sample / "folders" / "train")], raise_errors=True)
+
+
+# ------------------------------------------------------------------------------------- assertions and relations
+@pytest.mark.parametrize("task", ["assertion_status", "relation_extraction"])
+def test_concept_recipes_cross_validate_by_note(task, tmp_path):
+    """Whole notes in each fold; the pooled table says which note (and concept or pair) each row is, its CIs
+    resample notes, and for relations the pooled f1 is their positive-type micro-F1, as each fold's test_f1 is."""
+    import glob
+
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from shared.tiny_models import build_tiny_bert
+    from tests.helpers import ASSERTION_SAMPLE, RELATION_SAMPLE
+
+    train = str(ASSERTION_SAMPLE / "train") if task == "assertion_status" else str(RELATION_SAMPLE / "i2b2" / "train")
+    model = build_tiny_bert(tmp_path / "tiny", [open(p).read() for p in sorted(glob.glob(f"{train}/*.txt"))])
+    out = tmp_path / "cv"
+    summary = run_recipe(ROOT / "recipes" / "cross_validate.py", [
+        "--recipe", task, "--folds", "2", "--audit_labels", "--", "--model_name_or_path", model, "--train_file", train,
+        "--output_dir", str(out), "--num_train_epochs", "3", "--learning_rate", "2e-3", "--freeze_layers", "0",
+        "--bootstrap_resamples", "20", "--seed", "0"])
+    with open(out / "oof_predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    where = ["note", "concept"] if task == "assertion_status" else ["note", "first", "second"]
+    assert list(rows[0])[:2 + len(where)] == ["row", "fold", *where]
+    assert [int(r["row"]) for r in rows] == list(range(len(rows)))  # every training example scored once
+    folds_of_note = {}
+    for r in rows:
+        folds_of_note.setdefault(r["note"], set()).add(r["fold"])
+    assert all(len(folds) == 1 for folds in folds_of_note.values())  # whole notes
+    pooled = summary["pooled"]
+    assert pooled["samples"] == len(rows)
+    if task == "relation_extraction":
+        names = [c.removeprefix("prob_") for c in rows[0] if c.startswith("prob_")]
+        gold = [r["label"] for r in rows]
+        predicted = [names[int(np.argmax([float(r[f"prob_{n}"]) for n in names]))] for r in rows]
+        p, r_, f, _ = precision_recall_fscore_support(gold, predicted, labels=[n for n in names if n != "none"],
+                                                      average="micro", zero_division=0)
+        assert (pooled["precision"], pooled["recall"], pooled["f1"]) == pytest.approx((p, r_, f))
+        assert pooled["f1_ci_low"] <= pooled["f1"] <= pooled["f1_ci_high"]
+        assert len(summary["metrics"]["test_f1"]["folds"]) == 2
+    else:
+        assert "f1" not in pooled and "macro_f1_ci_low" in pooled
+    with open(out / "label_issues.csv", newline="", encoding="utf-8") as f:  # the rows to re-read, and where
+        assert csv.DictReader(f).fieldnames[:3 + len(where)] == ["rank", "row", "fold", *where]
