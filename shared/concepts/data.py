@@ -45,7 +45,7 @@ class ConceptSet:
         """Where each concept is, without its words: the note and the concept's ``line:first-last`` token, for the
         prediction table."""
         return {"note": [self.notes[n].doc_id for n, _ in self.items],
-                "concept": [f"{c.line}:{c.start}-{c.end}" for _, c in self.items]}
+                "concept": [c.location for _, c in self.items]}
 
     def select(self, indices) -> ConceptSet:
         indices = list(indices)

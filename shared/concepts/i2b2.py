@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from shared.errors import DataError
-from shared.ner.i2b2 import Concept, I2b2Note
+from shared.ner.i2b2 import Concept, I2b2Note, format_concept, format_span
 from shared.ner.textfile import read_text
 from shared.reporting import atomic_write_text
 
@@ -150,14 +150,10 @@ def candidate_pairs(note: I2b2Note) -> list[tuple[Concept, Concept]]:
     return pairs
 
 
-def _span(c: Concept) -> str:
-    return f'c="{c.text}" {c.line}:{c.start} {c.line}:{c.end}'
-
-
 def write_ast(path: str | os.PathLike, assertions: list[Assertion]) -> None:
-    atomic_write_text(path, "".join(f'{_span(a.concept)}||t="{a.concept.type}"||a="{a.value}"\n'
-                                    for a in assertions))
+    atomic_write_text(path, "".join(f'{format_concept(a.concept)}||a="{a.value}"\n' for a in assertions))
 
 
 def write_rel(path: str | os.PathLike, relations: list[Relation]) -> None:
-    atomic_write_text(path, "".join(f'{_span(r.first)}||r="{r.type}"||{_span(r.second)}\n' for r in relations))
+    atomic_write_text(path, "".join(f'{format_span(r.first)}||r="{r.type}"||{format_span(r.second)}\n'
+                                    for r in relations))

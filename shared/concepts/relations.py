@@ -70,7 +70,7 @@ class RelationSet:
         """Where each pair is, without its words: the note and each concept's line:first-last token (i2b2) or
         entity id (BRAT), for the prediction table."""
         def at(concept) -> str:
-            return concept.id if self.format == "brat" else f"{concept.line}:{concept.start}-{concept.end}"
+            return concept.id if self.format == "brat" else concept.location
 
         return {"note": [self.notes[n].doc_id for n, _, _ in self.pairs],
                 "first": [at(a) for _, a, _ in self.pairs], "second": [at(b) for _, _, b in self.pairs]}

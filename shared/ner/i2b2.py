@@ -32,6 +32,11 @@ class Concept:
     type: str
     source_line: int | None = None  # line in the .con file, for error messages
 
+    @property
+    def location(self) -> str:
+        """``line:first-last`` tokens: where the concept is, without its words (prediction tables)."""
+        return f"{self.line}:{self.start}-{self.end}"
+
 
 @dataclass
 class I2b2Note:
@@ -133,8 +138,13 @@ def read_i2b2(path: str | os.PathLike) -> list[I2b2Note]:
     return notes
 
 
+def format_span(c: Concept) -> str:
+    """The concept as the i2b2 files name it: ``c="text" line:first line:last``."""
+    return f'c="{c.text}" {c.line}:{c.start} {c.line}:{c.end}'
+
+
 def format_concept(c: Concept) -> str:
-    return f'c="{c.text}" {c.line}:{c.start} {c.line}:{c.end}||t="{c.type}"'
+    return f'{format_span(c)}||t="{c.type}"'
 
 
 def concepts_from_tags(lines: list[list[str]], tags: list[list[str]]) -> list[Concept]:
