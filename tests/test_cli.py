@@ -8,7 +8,10 @@ deep inside, options a recipe cannot honour. Each mistake ends with exit status 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -48,6 +51,27 @@ def test_help_exits_0_and_reads(script):
     else:
         for flag in ("--config FILE", "--model_name_or_path", "--overwrite_output_dir", "--learning_rate", "95%"):
             assert flag in proc.stdout, flag
+
+
+# Every command a user starts: the recipes' train.py / predict.py and the tools beside them.
+ENTRY_SCRIPTS = sorted([*ROOT.glob("recipes/*.py"), *ROOT.glob("recipes/*/train.py"),
+                        *ROOT.glob("recipes/*/predict.py")])
+
+
+@pytest.mark.parametrize("missing", ["shared", "torch"])
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS, ids=lambda path: str(path.relative_to(ROOT / "recipes")))
+def test_help_before_the_install_is_one_line_naming_the_install(script, missing, tmp_path):
+    """A new user's first command may come before the install. Python without its site-packages (-S) is a machine
+    without the project; with the checkout on PYTHONPATH, one with the project's code and not its dependencies."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if missing == "torch":
+        env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-S", str(script), "--help"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)
+    assert_one_line(proc.returncode, proc.stderr, re.escape(f"this project is not installed (No module named "
+                                                            f"'{missing}'): install it as its README.md says, torch "
+                                                            "first, then `pip install -e .`"), tmp_path / "out")
+    assert proc.stdout == ""
 
 
 # ------------------------------------------------------------------------------------------------ flags

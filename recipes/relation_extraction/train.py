@@ -37,9 +37,10 @@ import sys
 from dataclasses import dataclass, field
 
 try:
-    import shared  # noqa: F401  (this project's package)
-except ImportError:
-    print("error: the recipes need this project's `shared` package: `pip install -e .` in its folder", file=sys.stderr)
+    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+except ImportError as error:
+    print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
+          "`pip install -e .`", file=sys.stderr)
     raise SystemExit(2) from None
 
 import datasets
