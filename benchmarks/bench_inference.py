@@ -99,15 +99,15 @@ def worker(task: str, backend: str, folder: str, batch: int, latency_examples: i
     import torch
 
     from shared.images.decode import DecodedImages
-    from shared.inference import INPUT_ARGUMENTS, PREDICTORS
+    from shared.tasks import get_task
 
-    recipe = TASKS[task][0]
+    spec = get_task(TASKS[task][0])
     onnx = backend.startswith("onnx")
-    predictor = PREDICTORS[recipe](folder, "onnx" if onnx else "pytorch", batch)
+    predictor = spec.predictor_class()(folder, "onnx" if onnx else "pytorch", batch)
     device = "cuda" if torch.cuda.is_available() and not onnx else "cpu"
     if not onnx:
         predictor._model = predictor.model.to(device)
-    inputs, gold = predictor.examples(str(files(task)["test"]), INPUT_ARGUMENTS[recipe]())
+    inputs, gold = predictor.examples(str(files(task)["test"]), spec.input_arguments_class()())
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=backend == "pytorch_bf16")
     with autocast:
         predictor.predict(*_first(task, inputs, min(batch, 8)))  # warm-up: first-call allocations, lazy init

@@ -33,7 +33,7 @@ except ImportError as error:
 
 from shared.args import main_guard, setup_logging
 from shared.errors import DataError
-from shared.inference import PREDICTORS, parse_task_arguments
+from shared.inference import parse_task_arguments
 from shared.onnx_export import ParityArguments, export_folder
 from shared.outputs import StagedFolder
 
@@ -67,7 +67,7 @@ def main(args: list[str] | None = None) -> dict:
         raise DataError("--output_dir must differ from --model_dir", path=out)
 
     # 3. The model folder, and 4. the parity sample: read and validated as predict.py reads its input.
-    predictor = PREDICTORS[task](export_args.model_dir, "pytorch", export_args.batch_size)
+    predictor = task.predictor_class()(export_args.model_dir, "pytorch", export_args.batch_size)
     inputs, gold = predictor.examples(export_args.input, input_args, export_args.max_examples)
 
     # 5. Export and gate: nothing is left in --output_dir unless PyTorch and ONNX Runtime agree.

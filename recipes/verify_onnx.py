@@ -26,7 +26,8 @@ except ImportError as error:
 
 from shared.args import main_guard, setup_logging
 from shared.errors import DataError
-from shared.inference import PREDICTORS, folder_task, parse_task_arguments
+from shared.inference import parse_task_arguments
+from shared.tasks import folder_task
 from shared.onnx_export import ParityArguments, check_parity, read_export_info
 
 logger = logging.getLogger(__name__)
@@ -51,10 +52,10 @@ def main(args: list[str] | None = None) -> dict:
     # 2. Both folders: the same task and labels, an export folder written by export_onnx.py.
     info = read_export_info(verify_args.onnx_dir)
     if folder_task(verify_args.onnx_dir) != task:
-        raise DataError(f"the export holds a {info.get('task')} model, --model_dir a {task} one",
-                        path=verify_args.onnx_dir)
-    reference = PREDICTORS[task](verify_args.model_dir, "pytorch", verify_args.batch_size)
-    exported = PREDICTORS[task](verify_args.onnx_dir, "onnx", verify_args.batch_size)
+        raise DataError(f"the export holds {folder_task(verify_args.onnx_dir).a_title} model, --model_dir "
+                        f"{task.a_title} one", path=verify_args.onnx_dir)
+    reference = task.predictor_class()(verify_args.model_dir, "pytorch", verify_args.batch_size)
+    exported = task.predictor_class()(verify_args.onnx_dir, "onnx", verify_args.batch_size)
     if exported.labels != reference.labels:
         raise DataError("the export's labels differ from the PyTorch folder's: not an export of this model",
                         path=verify_args.onnx_dir)

@@ -15,8 +15,9 @@ import statistics
 from collections.abc import Sequence
 
 from shared.errors import DataError
+from shared.tasks import TASKS
 
-RECIPES = ("text_classification", "ner", "image_classification", "assertion_status", "relation_extraction")
+RECIPES = tuple(TASKS)  # every task this project trains (shared/tasks.py)
 # What a fold's output folder keeps without --keep_fold_models: metrics, reports, predictions, plots, model card.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 SET_BY_RUNNER = ("--num_folds", "--fold", "--output_dir")

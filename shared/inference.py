@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from shared.errors import DataError
+from shared.tasks import folder_task, require_task
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ ONNX_FILE = "model.onnx"
 EXPORT_INFO = "export.json"  # labels, thresholds, windows and the parity check of an export (export_onnx.py)
 BACKENDS = ("pytorch", "onnx")
 DEFAULT_MAX_LENGTH = 128  # the text and NER recipes' --max_seq_length default, for folders that saved none
-TASK_OF_HEAD = {"ForSequenceClassification": "text_classification", "ForTokenClassification": "ner",
-                "ForImageClassification": "image_classification"}
 PROGRESS_FROM = 20  # batches: shorter inputs predict without a progress bar
 
 
@@ -43,14 +42,17 @@ PROGRESS_FROM = 20  # batches: shorter inputs predict without a progress bar
 class TextInputArguments:
     _argument_group_name = "input"
 
-    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
-    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, when the model was "
-                                                                         "trained on pairs."})
-    label_column: str = field(default="label", metadata={"help": "Column of gold labels, if the input has one "
-                                                                 "(then macro-F1 is reported); optional."})
+    text_column: str | None = field(default=None, metadata={"help": "Column holding the text (default: the column "
+                                                                    "the model was trained on)."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Column holding the second text of a model "
+                                                                         "trained on pairs (default: the trained "
+                                                                         "one)."})
+    label_column: str | None = field(default=None, metadata={"help": "Column of gold labels, if the input has one "
+                                                                     "(then macro-F1 is reported; default: the "
+                                                                     "trained one)."})
     label_separator: str | None = field(default=None, metadata={"help": "Multi-label cells are split on this string, "
                                                                         "and predictions written with it (default: "
-                                                                        "JSON lists)."})
+                                                                        "the trained one, else JSON lists)."})
 
 
 @dataclass
@@ -59,32 +61,34 @@ class NerInputArguments:
 
     data_format: str = field(default="auto", metadata={
         "help": "Input format; auto guesses from the path (.con -> i2b2, .ann -> BRAT, .json/.jsonl -> JSON, anything "
-                "else -> CoNLL). Annotations are optional.", "choices": ["auto", "i2b2", "brat", "conll", "json"]})
-    tokens_column: str = field(default="tokens", metadata={"help": "JSON field holding the word list."})
-    tags_column: str = field(default="ner_tags", metadata={"help": "JSON field holding gold tags, if any (and where "
-                                                                   "predicted tags are written)."})
-    conll_tag_column: int = field(default=-1, metadata={"help": "CoNLL column (0-based, negative from the end) "
-                                                                "holding gold tags, if any."})
+                "else -> CoNLL; a folder of raw .txt notes -> the format the model was trained on). Annotations are "
+                "optional.", "choices": ["auto", "i2b2", "brat", "conll", "json"]})
+    tokens_column: str | None = field(default=None, metadata={"help": "JSON field holding the word list (default: "
+                                                                      "the trained one)."})
+    tags_column: str | None = field(default=None, metadata={"help": "JSON field holding gold tags, if any, and where "
+                                                                    "predicted tags are written (default: the trained "
+                                                                    "one)."})
+    conll_tag_column: int | None = field(default=None, metadata={"help": "CoNLL column (0-based, negative from the "
+                                                                         "end) holding gold tags, if any (default: "
+                                                                         "the trained one)."})
 
 
 @dataclass
 class ImageInputArguments:
     _argument_group_name = "input"
 
-    image_column: str = field(default="image", metadata={"help": "Table column with the image path (relative to "
-                                                                 "the table)."})
-    label_column: str = field(default="label", metadata={"help": "Table column of gold labels, if any (then macro-F1 "
-                                                                 "is reported)."})
+    image_column: str | None = field(default=None, metadata={"help": "Table column with the image path (relative "
+                                                                     "to the table; default: the trained one)."})
+    label_column: str | None = field(default=None, metadata={"help": "Table column of gold labels, if any (then "
+                                                                     "macro-F1 is reported; default: the trained "
+                                                                     "one)."})
     label_separator: str | None = field(default=None, metadata={"help": "Multi-label cells are split on this string, "
-                                                                        "and predictions written with it."})
+                                                                        "and predictions written with it (default: "
+                                                                        "the trained one)."})
     skip_bad_images: bool = field(default=False, metadata={"help": "Skip unreadable images (counted) instead of "
                                                                    "stopping with an error."})
     write_image_paths: bool = field(default=False, metadata={"help": "Put image paths in predictions.csv (off: "
                                                                      "paths may identify patients)."})
-
-
-INPUT_ARGUMENTS = {"text_classification": TextInputArguments, "ner": NerInputArguments,
-                   "image_classification": ImageInputArguments}
 
 
 def model_arguments(model_dir: str):
@@ -92,39 +96,6 @@ def model_arguments(model_dir: str):
     from shared.args import ModelArguments
 
     return ModelArguments(model_name_or_path=model_dir)
-
-
-def read_config(model_dir: str) -> dict:
-    """``config.json`` of a trained or exported folder, or a one-line error."""
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.isdir(model_dir):
-        raise DataError("model folder does not exist", path=model_dir)
-    if not os.path.isfile(path):
-        raise DataError("not a trained model folder (no config.json); pass the --output_dir of a recipe's training "
-                        "run or of export_onnx.py", path=model_dir)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read config.json: {str(e).splitlines()[0]}", path=model_dir) from None
-
-
-def folder_task(model_dir: str) -> str:
-    """Which recipe trained the folder: ``text_classification``, ``ner`` or ``image_classification``."""
-    config = read_config(model_dir)
-    architectures = config.get("architectures") or []
-    for head, task in TASK_OF_HEAD.items():
-        if any(name.endswith(head) for name in architectures):
-            return task
-    if os.path.isfile(os.path.join(model_dir, "adapter_config.json")) and config.get("id2label"):
-        # a LoRA adapter folder carries its base model's config (architectures: BertModel, ...) with our labels
-        if "label_alignment" in config:  # what the NER recipe saves
-            return "ner"
-        if os.path.isfile(os.path.join(model_dir, "preprocessor_config.json")):
-            return "image_classification"
-        return "text_classification"
-    raise DataError(f"config.json names no classifier this project trains (architectures: "
-                    f"{', '.join(architectures) or 'none'})", path=model_dir)
 
 
 def is_export(model_dir: str) -> bool:
@@ -191,11 +162,8 @@ class _Predictor:
 
     def __init__(self, model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None,
                  model=None):
+        self.record = require_task(model_dir, self.task)  # before anything else: a folder of another task
         _check_backend(model_dir, backend)
-        task = folder_task(model_dir)
-        if task != self.task:
-            raise DataError(f"this folder holds a {task.replace('_', ' ')} model, not a "
-                            f"{self.task.replace('_', ' ')} one: use recipes/{task}/", path=model_dir)
         if batch_size < 1:
             raise DataError(f"--batch_size must be at least 1, got {batch_size}")
         self.model_dir, self.backend, self.batch_size = model_dir, backend, batch_size
@@ -287,12 +255,22 @@ class TextClassifier(_Classifier):
 
         return load_trained(AutoModelForSequenceClassification, self.model_args)
 
-    def read(self, path: str, text_column: str = "text", text_pair_column: str | None = None,
-             label_column: str = "label", label_separator: str | None = None) -> TextInput:
-        """Read and validate a table (CSV/TSV/JSON/JSONL/parquet) as the recipe does; gold labels when present."""
+    def read(self, path: str, text_column: str | None = None, text_pair_column: str | None = None,
+             label_column: str | None = None, label_separator: str | None = None) -> TextInput:
+        """Read and validate a table (CSV/TSV/JSON/JSONL/parquet) as the recipe does; gold labels when present.
+        Columns left None are the ones the model was trained on (its task record); a model trained on pairs reads
+        pairs, and one trained on single texts refuses a pair column."""
         from shared.labels import encode_labels, parse_label_column
         from shared.tables import has_column, read_table, require_columns, require_text
 
+        trained_pair = self.record.inputs["text_pair_column"]
+        if text_pair_column is not None and trained_pair is None:
+            raise DataError(f"--text_pair_column {text_pair_column}: this model was trained on single texts, not "
+                            "pairs", path=self.model_dir)
+        text_column = self.record.input("text_column", text_column)
+        text_pair_column = self.record.input("text_pair_column", text_pair_column)
+        label_column = self.record.input("label_column", label_column)
+        label_separator = self.record.input("label_separator", label_separator)
         table = read_table(path)
         columns = [text_column] + ([text_pair_column] if text_pair_column else [])
         require_columns(table, columns)
@@ -314,6 +292,11 @@ class TextClassifier(_Classifier):
         """(model inputs of every window, the note of every window, how many notes were truncated)."""
         from shared.long_text import check_windows_fit, encode_windows
 
+        trained_pair = self.record.inputs["text_pair_column"]
+        if (pairs is None) != (trained_pair is None):
+            raise DataError(f"this model was trained on pairs ({self.record.inputs['text_column']} + {trained_pair}): "
+                            "give the second text of each pair too" if trained_pair is not None else
+                            "this model was trained on single texts: give no second text")
         texts, pairs = list(texts), None if pairs is None else list(pairs)
         if self.long_text.mode == "chunk":
             check_windows_fit(self.tokenizer, texts, pairs, self.max_length, self.long_text.stride,
@@ -355,7 +338,8 @@ class TextClassifier(_Classifier):
               jsonl: bool = False) -> list[str]:
         """``predictions.csv`` (the columns of the recipe's ``test_predictions.csv``) or ``predictions.jsonl``."""
         return write_classifier_predictions(output_dir, range(len(inp.texts)), outputs, self.labels, self.multi_label,
-                                            self.thresholds, label_separator, inp.gold, jsonl)
+                                            self.thresholds, self.record.input("label_separator", label_separator),
+                                            inp.gold, jsonl)
 
     def examples(self, path: str, input_args: TextInputArguments, limit: int | None = None):
         inp = self.read(path, input_args.text_column, input_args.text_pair_column, input_args.label_column,
@@ -456,13 +440,17 @@ class EntityTagger(_Predictor):
             self._crf.load_crf(self.model_dir)
         return self._crf.decode
 
-    def read(self, path: str, data_format: str = "auto", tokens_column: str = "tokens",
-             tags_column: str = "ner_tags", conll_tag_column: int = -1):
-        """Read an i2b2 folder, BRAT folder, CoNLL or JSON file as the recipe does (tags optional)."""
+    def read(self, path: str, data_format: str = "auto", tokens_column: str | None = None,
+             tags_column: str | None = None, conll_tag_column: int | None = None):
+        """Read an i2b2 folder, BRAT folder, CoNLL or JSON file as the recipe does (tags optional). Settings left
+        None are the trained ones (the task record); a folder of raw notes is read in the trained notes format."""
         from shared.ner.data import load_split
         from shared.ner.tags import split_tag, validate_tags
 
-        split = load_split(path, data_format, None, tokens_column, tags_column, conll_tag_column, require_tags=False)
+        split = load_split(path, data_format, None, self.record.input("tokens_column", tokens_column),
+                           self.record.input("tags_column", tags_column),
+                           self.record.input("conll_tag_column", conll_tag_column), require_tags=False,
+                           notes_format=self.record.inputs["data_format"])
         if not len(split):
             raise DataError("no examples to predict", split.source)
         if split.tags is not None:
@@ -577,11 +565,15 @@ class ImageClassifier(_Classifier):
         set_image_size(model, self.image_size)
         return model
 
-    def read(self, path: str, image_column: str = "image", label_column: str = "label",
+    def read(self, path: str, image_column: str | None = None, label_column: str | None = None,
              label_separator: str | None = None):
-        """Class folders, a folder of images (unlabelled), an ``.npz`` (its test arrays) or a table of paths."""
+        """Class folders, a folder of images (unlabelled), an ``.npz`` (its test arrays) or a table of paths;
+        columns left None are the trained ones (the task record)."""
         from shared.images.readers import IMAGE_SUFFIXES, ImageSet, encode_labels, read_images
 
+        image_column = self.record.input("image_column", image_column)
+        label_column = self.record.input("label_column", label_column)
+        label_separator = self.record.input("label_separator", label_separator)
         if os.path.isdir(path) and not any(os.path.isdir(os.path.join(path, d)) and not d.startswith(".")
                                            for d in os.listdir(path)):
             found = sorted(os.path.join(path, f) for f in os.listdir(path)
@@ -632,7 +624,8 @@ class ImageClassifier(_Classifier):
             extra = {"image": [images.sources[i] if isinstance(images.sources[i], str) else images.refs[i][0]
                                for i in kept]}
         return write_classifier_predictions(output_dir, kept, outputs, self.labels, self.multi_label,
-                                            self.thresholds, label_separator, gold, jsonl, extra)
+                                            self.thresholds, self.record.input("label_separator", label_separator),
+                                            gold, jsonl, extra)
 
     def examples(self, path: str, input_args: ImageInputArguments, limit: int | None = None):
         images = self.read(path, input_args.image_column, input_args.label_column, input_args.label_separator)
@@ -645,12 +638,9 @@ class ImageClassifier(_Classifier):
         return self.collate([dataset[i] for i in range(min(4, len(dataset)))])
 
 
-PREDICTORS = {"text_classification": TextClassifier, "ner": EntityTagger, "image_classification": ImageClassifier}
-
-
 def load_predictor(model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None):
-    """The predictor of whichever task the folder was trained for."""
-    return PREDICTORS[folder_task(model_dir)](model_dir, backend, batch_size, threads)
+    """The predictor of whichever task the folder records (``shared.tasks``)."""
+    return folder_task(model_dir).predictor_class()(model_dir, backend, batch_size, threads)
 
 
 def prediction_results(predictor: _Predictor, examples: int, seconds: float, files: list[str],
@@ -678,7 +668,8 @@ def write_prediction_results(folder: str, results: dict) -> None:
 def parse_task_arguments(arguments_cls, args: list[str] | None, description: str, usage: str,
                          folder_flag: str = "model_dir"):
     """``(arguments, input arguments, task)`` for a command that serves any task (export, verify, serve): the
-    folder named by ``--<folder_flag>`` says which recipe trained it, and so which input options exist."""
+    folder named by ``--<folder_flag>`` records which task it holds (:class:`shared.tasks.Task`), and so which input
+    options exist."""
     import argparse
     import sys
 
@@ -697,6 +688,7 @@ def parse_task_arguments(arguments_cls, args: list[str] | None, description: str
                        "give --model_dir to list them.")
         return (*parse_args(arguments_cls, args=argv, description=description, usage=usage), None, None)
     task = folder_task(str(folder))
-    arguments, input_arguments = parse_args(arguments_cls, INPUT_ARGUMENTS[task], args=argv, description=description,
-                                            usage=usage)
+    task.predictor_class()  # a task without a predictor: one line naming how its folders predict
+    arguments, input_arguments = parse_args(arguments_cls, task.input_arguments_class(), args=argv,
+                                            description=description, usage=usage)
     return arguments, input_arguments, task

@@ -262,8 +262,6 @@ def export_folder(torch_predictor, inputs: tuple, gold: list | None, folder: str
                   tolerance: float = DEFAULT_TOLERANCE, max_metric_drop: float = DEFAULT_MAX_METRIC_DROP) -> dict:
     """Export ``torch_predictor``'s folder into ``folder`` (an empty staging folder) and gate it on ``inputs``.
     Returns the contents of ``export.json``."""
-    from shared.inference import PREDICTORS
-
     task = torch_predictor.task
     model = plain_model(torch_predictor.emissions_model if task == "ner" else torch_predictor.model)
     if task == "ner" and torch_predictor.use_crf:  # the merged model replaces the adapter one in both passes
@@ -288,7 +286,7 @@ def export_folder(torch_predictor, inputs: tuple, gold: list | None, folder: str
         quantized = os.path.join(folder, "model.int8.onnx")
         quantize_int8(float_path, quantized)
         os.replace(quantized, float_path)  # the folder holds one graph: what predict --backend onnx runs
-    onnx_predictor = PREDICTORS[task](folder, "onnx", torch_predictor.batch_size)
+    onnx_predictor = type(torch_predictor)(folder, "onnx", torch_predictor.batch_size)
     parity = check_parity(torch_predictor, onnx_predictor, inputs, gold, quantize is not None, tolerance,
                           max_metric_drop)
     info = export_info(torch_predictor, names, quantize, parity)

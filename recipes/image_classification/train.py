@@ -67,6 +67,7 @@ from shared.resume import EpochSeededSampling, data_seed, train_with_resume
 from shared.splits import carve_splits, check_split_sources, sample_limit, table_groups
 from shared.splits import splits_to_carve
 from shared.tables import has_column, load_splits, read_table
+from shared.tasks import task_record
 
 logger = logging.getLogger(__name__)
 
@@ -400,7 +401,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     cuts = decision_thresholds(label_names, thresholds) if multi_label else None  # config.json + thresholds.json
     if training_args.do_train:
         save_trained(trainer, output_dir, model_args, processor,
-                     config_updates={**({"decision_thresholds": cuts} if cuts else {}),
+                     config_updates={**task_record("image_classification", image_column=data_args.image_column,
+                                                   label_column=data_args.label_column,
+                                                   label_separator=data_args.label_separator),
+                                     **({"decision_thresholds": cuts} if cuts else {}),
                                      "decision_threshold": None if multi_label else data_args.decision_threshold,
                                      "calibration": calibration.saved() if calibration else None})
         if is_main:

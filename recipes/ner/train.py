@@ -57,6 +57,7 @@ from shared.outputs import remove_earlier_results
 from shared.reporting import atomic_write_json, prefixed, save_all_results, write_model_card
 from shared.resume import EpochSeededSampling, train_with_resume
 from shared.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
+from shared.tasks import task_record
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +323,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # Every process takes part in gathering FSDP-sharded weights (None otherwise); only the main one writes.
     if training_args.do_train:  # the alignment, windows and CRF go into config.json: prediction depends on them
         save_trained(trainer, output_dir, model_args, tokenizer, inner="model" if use_crf else None,
-                     config_updates={"label_alignment": alignment, "use_crf": use_crf, "max_seq_length": max_length,
+                     config_updates={**task_record("ner", data_format=splits["train"].format.replace("hub", "json"),
+                                                   tokens_column=data_args.tokens_column,
+                                                   tags_column=data_args.tags_column,
+                                                   conll_tag_column=data_args.conll_tag_column),
+                                     "label_alignment": alignment, "use_crf": use_crf, "max_seq_length": max_length,
                                      "stride": stride})
         if use_crf and is_main:
             trainer.model.save_crf(output_dir)

@@ -52,7 +52,7 @@ from shared.args import ClassifierModelArguments, DataArguments, TrainingArgumen
 from shared.args import recipe_defaults, start_run
 from shared.calibration import calibrate, saved_calibration
 from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES
-from shared.concepts.markers import add_marker_tokens, fit_around
+from shared.concepts.markers import FIRST, SECOND, add_marker_tokens, fit_around
 from shared.concepts.relations import FORMATS, parse_type_pairs, read_relation_split, write_relations
 from shared.errors import DataError
 from shared.imbalance import oversampled_order, training_loss
@@ -67,6 +67,7 @@ from shared.predict import predict_in_order
 from shared.reporting import prefixed, save_all_results, score_and_report, write_model_card, write_predictions
 from shared.resume import EpochSeededSampling, train_with_resume
 from shared.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
+from shared.tasks import task_record
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +333,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # 12. Save: the model and tokenizer (with the markers), results and the model card; only the main process writes.
     if training_args.do_train:
         save_trained(trainer, output_dir, model_args, tokenizer,
-                     config_updates={"max_seq_length": max_length,
+                     config_updates={**task_record("relation_extraction", data_format=splits["train"].format,
+                                                   candidate_types=data_args.candidate_types,
+                                                   markers=[*FIRST, *SECOND]),
+                                     "max_seq_length": max_length,
                                      "calibration": calibration.saved() if calibration else None})
     if is_main:
         save_all_results(output_dir, results)

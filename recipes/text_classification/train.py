@@ -60,6 +60,7 @@ from shared.resume import EpochSeededSampling, train_with_resume
 from shared.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
 from shared.splits import table_groups, warn_shared_groups
 from shared.tables import has_column, load_splits, require_columns, require_text
+from shared.tasks import task_record
 
 logger = logging.getLogger(__name__)
 
@@ -351,9 +352,13 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # 12. Save: the model (plain, merged LoRA, or adapter + head), results and the model card. Every process takes
     # part in gathering FSDP-sharded weights (None otherwise); only the main one writes.
     cuts = decision_thresholds(label_names, thresholds) if multi_label else None  # config.json + thresholds.json
-    if training_args.do_train:  # config.json also says how the folder reads long notes (predict.py reads them too)
+    if training_args.do_train:  # config.json records the task, its input columns and how long notes are read
         save_trained(trainer, output_dir, model_args, tokenizer,
-                     config_updates={**long_text.as_config(), "max_seq_length": max_length,
+                     config_updates={**task_record("text_classification", text_column=data_args.text_column,
+                                                   text_pair_column=data_args.text_pair_column,
+                                                   label_column=data_args.label_column,
+                                                   label_separator=data_args.label_separator),
+                                     **long_text.as_config(), "max_seq_length": max_length,
                                      **({"decision_thresholds": cuts} if cuts else {}),
                                      "calibration": calibration.saved() if calibration else None})
     if is_main:

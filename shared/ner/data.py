@@ -58,8 +58,9 @@ class NerSplit:
         return NerSplit(self.source, self.format, words, tags, where, [self.groups[i] for i in indices], write)
 
 
-def detect_format(path: str) -> str:
-    """Guess the format from a path; ``--data_format`` overrides it."""
+def detect_format(path: str, notes_format: str | None = None) -> str:
+    """Guess the format from a path; ``--data_format`` overrides it. A folder of raw notes (no .con or .ann files)
+    is read as ``notes_format`` when given: the format a model was trained on (its task record)."""
     if os.path.isdir(path):
         names = os.listdir(path)
         if "concept" in names or any(n.endswith(".con") for n in names):
@@ -68,6 +69,8 @@ def detect_format(path: str) -> str:
             return "brat"
         if "txt" in names:
             return "i2b2"
+        if notes_format in ("i2b2", "brat"):
+            return notes_format
         raise DataError("cannot tell whether this folder is i2b2 or BRAT (no .con or .ann files); pass "
                         "--data_format", path)
     if path.endswith((".json", ".jsonl")):
@@ -82,11 +85,11 @@ def detect_format(path: str) -> str:
 
 def load_split(path: str, fmt: str, limit: int | None = None, tokens_column: str = "tokens",
                tags_column: str = "ner_tags", tag_column: int = -1, require_tags: bool = True,
-               group_column: str | None = None) -> NerSplit:
+               group_column: str | None = None, notes_format: str | None = None) -> NerSplit:
     """Read one split. ``limit`` keeps the first examples (whole documents for i2b2/BRAT, so that prediction files
     stay complete). ``require_tags=False`` accepts unlabelled input (``tags`` is then None). ``groups`` are the
     documents (i2b2/BRAT files, CoNLL ``-DOCSTART-``), or for JSON the ``group_column`` field of each record."""
-    fmt = detect_format(path) if fmt == "auto" else fmt
+    fmt = detect_format(path, notes_format) if fmt == "auto" else fmt
     if group_column and fmt != "json":
         raise DataError(f"--group_column names a field of JSON records; {fmt} examples are grouped by document "
                         "automatically", path)

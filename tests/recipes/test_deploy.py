@@ -198,7 +198,7 @@ def test_predict_bad_input_is_one_line_before_anything_is_written(text_folder, i
                                                                        ["cough", "oncology "]], newline="\r\n")
     for model_dir, extra, expected in [
         (text_folder, [], r".*unknown\.csv:3: .*oncology.*"),
-        (image_folder, [], r".*image classification model.*recipes/image_classification/"),
+        (image_folder, [], r".*image classification model.*recipes/image_classification/predict\.py"),
         (text_folder, ["--backend", "onnx"], r".*no model\.onnx here: export the folder first.*"),
     ]:
         status, err = _predict_status(model_dir, unknown, out, capsys, *extra)
