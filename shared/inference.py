@@ -237,6 +237,7 @@ class TextClassifier(_Classifier):
         from shared.long_text import long_text_settings
         from shared.models import load_pretrained, max_sequence_length, require_fast, trained_labels
         from shared.reporting import saved_thresholds
+        from shared.text.data import NoteEncoder
 
         self.config = load_pretrained(AutoConfig, self.model_args)
         self.labels, self.multi_label = trained_labels(self.config)
@@ -246,6 +247,7 @@ class TextClassifier(_Classifier):
         self.long_text = long_text_settings(None, None, None, None, self.max_length, self.config)
         if self.long_text.mode == "chunk":
             require_fast(self.tokenizer, "long notes are read in overlapping windows")
+        self.encoder = NoteEncoder(self.tokenizer, self.max_length, self.long_text)
         self.thresholds = saved_thresholds(self.config, self.labels) if self.multi_label else None
 
     def _load_torch(self):
@@ -257,28 +259,23 @@ class TextClassifier(_Classifier):
 
     def read(self, path: str, text_column: str | None = None, text_pair_column: str | None = None,
              label_column: str | None = None, label_separator: str | None = None) -> TextInput:
-        """Read and validate a table (CSV/TSV/JSON/JSONL/parquet) as the recipe does; gold labels when present.
-        Columns left None are the ones the model was trained on (its task record); a model trained on pairs reads
-        pairs, and one trained on single texts refuses a pair column."""
-        from shared.labels import encode_labels, parse_label_column
-        from shared.tables import has_column, read_table, require_columns, require_text
+        """Read and validate a table (CSV/TSV/JSON/JSONL/parquet) as the recipe does (``shared.text.data``); gold
+        labels when present. Columns left None are the ones the model was trained on (its task record); a model
+        trained on pairs reads pairs, and one trained on single texts refuses a pair column."""
+        from shared.labels import encode_labels
+        from shared.tables import read_table
+        from shared.text.data import read_text_columns
 
-        trained_pair = self.record.inputs["text_pair_column"]
-        if text_pair_column is not None and trained_pair is None:
+        if text_pair_column is not None and self.record.inputs["text_pair_column"] is None:
             raise DataError(f"--text_pair_column {text_pair_column}: this model was trained on single texts, not "
                             "pairs", path=self.model_dir)
         text_column = self.record.input("text_column", text_column)
         text_pair_column = self.record.input("text_pair_column", text_pair_column)
         label_column = self.record.input("label_column", label_column)
-        label_separator = self.record.input("label_separator", label_separator)
         table = read_table(path)
-        columns = [text_column] + ([text_pair_column] if text_pair_column else [])
-        require_columns(table, columns)
-        for column in columns:
-            require_text(table, column)
-        gold = None
-        if has_column(table, label_column):
-            gold = parse_label_column(table[label_column], table.where, label_separator, label_column)
+        gold = read_text_columns(table, text_column, text_pair_column, label_column,
+                                 self.record.input("label_separator", label_separator), require_labels=False)
+        if gold is not None:
             if bool(gold) and isinstance(gold[0], list) != self.multi_label:
                 raise DataError(f"the '{label_column}' column is {'multi' if isinstance(gold[0], list) else 'single'}"
                                 f"-label but the model is {'multi' if self.multi_label else 'single'}-label", path)
@@ -289,25 +286,14 @@ class TextClassifier(_Classifier):
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                where=None) -> tuple[list[dict], list[int], int]:
-        """(model inputs of every window, the note of every window, how many notes were truncated)."""
-        from shared.long_text import check_windows_fit, encode_windows
+        """(model inputs of every window, the note of every window, how many notes were truncated): the recipe's
+        own encoder (``shared.text.data.NoteEncoder``)."""
+        from shared.text.data import require_pair_shape
 
-        trained_pair = self.record.inputs["text_pair_column"]
-        if (pairs is None) != (trained_pair is None):
-            raise DataError(f"this model was trained on pairs ({self.record.inputs['text_column']} + {trained_pair}): "
-                            "give the second text of each pair too" if trained_pair is not None else
-                            "this model was trained on single texts: give no second text")
-        texts, pairs = list(texts), None if pairs is None else list(pairs)
-        if self.long_text.mode == "chunk":
-            check_windows_fit(self.tokenizer, texts, pairs, self.max_length, self.long_text.stride,
-                              where or (lambda i: ("<input>", i + 1)), "text")
-            encoded = encode_windows(self.tokenizer, texts, pairs, self.max_length, self.long_text.stride)
-            notes, truncated = encoded.pop("note"), 0
-        else:
-            lengths = self.tokenizer(texts, pairs, truncation=False, verbose=False)["input_ids"]
-            truncated = sum(len(ids) > self.max_length for ids in lengths)
-            encoded = dict(self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length))
-            notes = list(range(len(texts)))
+        require_pair_shape(pairs, self.record.inputs["text_pair_column"], self.record.inputs["text_column"])
+        truncated = self.encoder.check(texts, pairs, where or (lambda i: ("<input>", i + 1)), "text")
+        encoded = self.encoder(texts, pairs)
+        notes = encoded.pop("note")
         names = list(encoded)
         windows = [{name: encoded[name][k] for name in names} for k in range(len(notes))]
         return windows, notes, truncated

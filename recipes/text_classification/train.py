@@ -42,9 +42,9 @@ from shared.calibration import calibrate, saved_calibration
 from shared.errors import DataError
 from shared.explain import explain_text_predictions
 from shared.imbalance import oversampled_order, training_loss
-from shared.labels import encode_labels, label_counts, names_in, parse_label_column
+from shared.labels import encode_labels, label_counts, names_in
 from shared.labels import require_classes, sort_label_names
-from shared.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch, check_windows_fit, encode_windows
+from shared.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch
 from shared.long_text import long_text_settings, notes_from_windows, windows_of_notes
 from shared.lora import count_parameters, save_trained
 from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
@@ -59,8 +59,9 @@ from shared.reporting import saved_thresholds, score_and_report, write_model_car
 from shared.resume import EpochSeededSampling, train_with_resume
 from shared.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
 from shared.splits import table_groups, warn_shared_groups
-from shared.tables import has_column, load_splits, require_columns, require_text
+from shared.tables import load_splits
 from shared.tasks import task_record
+from shared.text.data import NoteEncoder, read_text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +137,6 @@ WHERE_FROM = {"train": "--train_file (or --dataset_name)", "validation": "--vali
               "test": "--test_file (or --dataset_name)"}
 
 
-def count_truncated(tokenizer, texts, pairs, max_length: int) -> int:
-    lengths = tokenizer(list(texts), None if pairs is None else list(pairs), truncation=False, verbose=False)["input_ids"]
-    return sum(len(ids) > max_length for ids in lengths)
-
-
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
@@ -157,20 +153,15 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     tables = load_splits(data_args, {split: files[split] for split in run.splits})
     carve = splits_to_carve(data_args, training_args, tables)
     check_split_sources(run.splits, [*tables, *carve], WHERE_FROM)
-    text_columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
     labels = {}
-    for split, table in list(tables.items()):
+    for split, table in list(tables.items()):  # the same reading as predict.py's (shared/text/data.py)
         limit = sample_limit(data_args, split)
         if limit is not None and limit < len(table):
             tables[split] = table = table.select(range(limit))
-        require_columns(table, text_columns)
-        for column in text_columns:
-            require_text(table, column)
-        if split != "test":
-            require_columns(table, [data_args.label_column])
-        if has_column(table, data_args.label_column):
-            labels[split] = parse_label_column(table[data_args.label_column], table.where, data_args.label_separator,
-                                               data_args.label_column)
+        parsed = read_text_columns(table, data_args.text_column, data_args.text_pair_column, data_args.label_column,
+                                   data_args.label_separator, require_labels=split != "test")
+        if parsed is not None:
+            labels[split] = parsed
     split_rows, split_groups = {}, {}
     if carve:
         train, train_labels = tables["train"], labels["train"]
@@ -214,28 +205,19 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         require_fast(tokenizer, "--long_text chunk needs its overflowing windows (or use --long_text truncate)")
         logger.info("long examples read in windows of %d tokens sharing %d; a note's prediction is the %s of its "
                     "windows' logits", max_length, long_text.stride, long_text.aggregation)
+    encoder = NoteEncoder(tokenizer, max_length, long_text)  # the predictor's encoder too (shared/text/data.py)
     truncated, tokenized, note_of_window = {}, {}, {}
 
     def tokenize(batch, indices):
-        texts = batch[data_args.text_column]
-        pairs = batch[data_args.text_pair_column] if data_args.text_pair_column else None
-        if chunk:
-            encoded = encode_windows(tokenizer, texts, pairs, max_length, long_text.stride)
-            encoded["note"] = [indices[i] for i in encoded["note"]]
-        else:
-            encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-            encoded["note"] = indices
+        encoded = encoder(batch[data_args.text_column],
+                          batch[data_args.text_pair_column] if data_args.text_pair_column else None)
+        encoded["note"] = [indices[i] for i in encoded["note"]]
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
     for split, table in tables.items():
         pairs = table[data_args.text_pair_column] if data_args.text_pair_column else None
-        if chunk:
-            check_windows_fit(tokenizer, table[data_args.text_column], pairs, max_length, long_text.stride,
-                              table.where, data_args.text_column)
-            truncated[split] = 0
-        else:
-            truncated[split] = count_truncated(tokenizer, table[data_args.text_column], pairs, max_length)
+        truncated[split] = encoder.check(table[data_args.text_column], pairs, table.where, data_args.text_column)
         if truncated[split]:
             logger.warning("%s: %d of %d examples (%.1f%%) are longer than %d tokens and were truncated",
                            split, truncated[split], len(table), 100 * truncated[split] / len(table), max_length)
