@@ -63,7 +63,7 @@ def tiny_vit_folder() -> str:
     """A small ViT (4 layers, hidden 128, 32 px) built from config with random weights, plus its processor."""
     folder = OUTPUT / "_models" / "vit-from-config"
     if not (folder / "model.safetensors").exists():
-        from shared.tiny_models import build_tiny_vit
+        from shared.training.tiny_models import build_tiny_vit
 
         build_tiny_vit(folder, image_size=32, num_layers=4, hidden_size=128, patch_size=4, num_heads=4)
     return str(folder)

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.runner import run_recipe  # noqa: E402
+from shared.core.runner import run_recipe  # noqa: E402
 
 RUNS = {
     "text": ("text_classification", "recipes/text_classification/configs/medical_abstracts.yaml",

@@ -2,7 +2,7 @@
 """Benchmark: evaluation memory does not grow with the evaluation data (issue #5).
 
 Each recipe predicts on a test set of N rows and of ``--scale`` x N rows, each in a fresh process, through its own
-prediction path (text and images: ``shared.predict.predict_in_order``; NER: ``shared.ner.windows.predict_windows``
+prediction path (text and images: ``shared.evaluation.forward.predict_in_order``; NER: ``shared.ner.windows.predict_windows``
 over it, argmax / Viterbi per batch on the device), run by the recipe itself
 (``--do_predict`` with a fine-tuned folder). Around the prediction call the child process releases free heap
 (``malloc_trim``), reads its resident memory, resets the kernel's peak counter (``/proc/self/clear_refs``) and reads
@@ -15,7 +15,7 @@ decoded uint8 images).
 As a check that the measurement would see an accumulation, the NER prediction is also run with a naive variant that
 keeps every window's full logits (N x L x C floats) and takes the argmax at the end.
 
-Models are tiny ones built from config (``shared.tiny_models``; a 2-layer ViT), fine-tuned for a few steps on the
+Models are tiny ones built from config (``shared.training.tiny_models``; a 2-layer ViT), fine-tuned for a few steps on the
 bundled sample data, so the whole benchmark takes a minute or two on a CPU and needs nothing outside the project.
 Linux only (``/proc``). Writes ``benchmarks/results/eval_memory.{json,md}`` and prints the markdown table.
 
@@ -112,8 +112,8 @@ def naive_predict_windows(model, windows, pad_token_id, batch_size=64, decode=No
 def child(spec: dict) -> dict:
     """Run one recipe with --do_predict, measuring its prediction call(s)."""
     import shared.ner.windows
-    import shared.predict
-    from shared.runner import run_recipe
+    import shared.evaluation.forward
+    from shared.core.runner import run_recipe
 
     task = spec["task"]
     calls: list = []
@@ -123,7 +123,7 @@ def child(spec: dict) -> dict:
         shared.ner.windows.predict_windows = _measured(
             naive_predict_windows if spec.get("naive") else shared.ner.windows.predict_windows, calls)
     else:
-        shared.predict.predict_in_order = _measured(shared.predict.predict_in_order, calls)
+        shared.evaluation.forward.predict_in_order = _measured(shared.evaluation.forward.predict_in_order, calls)
     start = time.perf_counter()
     results = run_recipe(RECIPE[task], spec["args"])
     call = max(calls, key=lambda c: c["peak_kb"] - c["before_kb"])
@@ -142,8 +142,8 @@ def child(spec: dict) -> dict:
 
 def tiny_models(work: Path) -> dict[str, str]:
     """Tiny BERTs (text, NER) and a tiny ViT, as pretrained-looking folders."""
-    from shared.ner.i2b2 import read_i2b2
-    from shared.tiny_models import build_tiny_bert, build_tiny_vit
+    from shared.formats.i2b2 import read_i2b2
+    from shared.training.tiny_models import build_tiny_bert, build_tiny_vit
 
     with open(SAMPLE["text"] / "train.csv", encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
@@ -183,7 +183,7 @@ def test_data(task: str, rows: int, work: Path) -> list[str]:
             writer.writerows(table[i % len(table)] for i in range(rows))
         return ["--test_file", str(path)]
     if task == "ner":
-        from shared.ner.i2b2 import read_i2b2
+        from shared.formats.i2b2 import read_i2b2
 
         # one example per note (70-120 words: one or two 128-subword windows), so that full logits would weigh
         # what they weigh on real notes, not on the sample's short sentences

@@ -26,8 +26,8 @@ import torch
 
 from shared.images import decode as image_decode
 from shared.images import readers as image_formats
-from shared.metrics import classification_metrics, softmax
-from shared.runner import run_recipe
+from shared.evaluation.metrics import classification_metrics, softmax
+from shared.core.runner import run_recipe
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -106,7 +106,7 @@ def run_baseline(name, spec, args, out):
 
     def to_dataset(images):
         pil = [image_decode.open_image(s) for s in images.sources]  # like load_dataset("imagefolder")
-        return datasets.Dataset.from_dict({"image": pil, "label": image_formats.encode_labels(images, label2id).tolist()},
+        return datasets.Dataset.from_dict({"image": pil, "label": image_formats.encode_image_labels(images, label2id).tolist()},
                                           features=datasets.Features({"image": datasets.Image(),
                                                                       "label": datasets.Value("int64")}))
 

@@ -57,7 +57,7 @@ def one_run(data: Path, model: str, out: Path, cache: str | None, steps: int) ->
             "--save_strategy", "no", "--report_to", "none", "--seed", "0", "--dataloader_num_workers", "0"]
     if cache:
         args += ["--image_cache_dir", cache]
-    code = ("import json, resource, sys; from shared.runner import run_recipe; "
+    code = ("import json, resource, sys; from shared.core.runner import run_recipe; "
             f"r = run_recipe('image_classification', {args!r}); "
             "print('RESULT ' + json.dumps({**r, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss "
             "/ 1024}))")
@@ -77,7 +77,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "bench_image_scale"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    from shared.tiny_models import build_tiny_vit
+    from shared.training.tiny_models import build_tiny_vit
 
     data_dir = Path(args.data_dir)
     model = build_tiny_vit(data_dir / "vit224", image_size=224, num_layers=4, hidden_size=192, patch_size=32,

@@ -70,7 +70,7 @@ def shuffled_npz(path: Path, out: Path, n: int) -> Path:
 
 
 def fine_tune(task: str, out: Path, train_examples: int) -> dict:
-    from shared.runner import run_recipe
+    from shared.core.runner import run_recipe
 
     f = files(task)
     args = ["--model_name_or_path", IMAGE_MODEL if task == "image" else TEXT_MODEL, "--output_dir", out,
@@ -84,7 +84,7 @@ def fine_tune(task: str, out: Path, train_examples: int) -> dict:
 
 
 def export(task: str, model_dir: Path, out: Path, quantize: bool) -> dict:
-    from shared.runner import run_recipe
+    from shared.core.runner import run_recipe
 
     # the parity sample: the validation split (PneumoniaMNIST: the .npz, whose test arrays predict.py reads)
     args = ["--model_dir", model_dir, "--output_dir", out, "--max_examples", "128", "--input", files(task)["validation"]]
@@ -192,7 +192,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if not TEXT_MODEL.is_dir() or not DATA.is_dir():
         raise SystemExit(f"error: {SHARED}: real data and weights are needed (see benchmarks/README.md)")
-    from shared.args import bf16_supported
+    from shared.core.args import bf16_supported
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench_text_classification import text_benchmark_parser  # this folder's sibling script (on sys.path)
 
-from shared.runner import run_recipe
+from shared.core.runner import run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {  # name: (recipe flags, trained folder to evaluate again instead of training)

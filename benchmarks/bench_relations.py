@@ -37,8 +37,8 @@ sys.path.insert(0, ROOT)
 from shared.concepts.i2b2 import NO_RELATION  # noqa: E402
 from shared.concepts.markers import add_marker_tokens  # noqa: E402
 from shared.concepts.relations import read_relation_split  # noqa: E402
-from shared.metrics import positive_micro_metrics  # noqa: E402
-from shared.runner import run_recipe  # noqa: E402
+from shared.evaluation.metrics import positive_micro_metrics  # noqa: E402
+from shared.core.runner import run_recipe  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 DDI = os.path.join(SHARED, "data", "relations", "ddi")

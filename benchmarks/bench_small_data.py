@@ -15,7 +15,7 @@ X-ray folders have no validation split: 200 seeded training images outside the s
   texts padded / truncated to 128 tokens, NER labels on first subwords, images through the processor per step.
   Like those scripts it does no model selection on the validation split.
 
-Both are scored on the same test split with the same code (``shared.metrics`` / seqeval): macro-F1 (text, images;
+Both are scored on the same test split with the same code (``shared.evaluation.metrics`` / seqeval): macro-F1 (text, images;
 multi-label Hallmarks of Cancer: macro-F1 at 0.5) or strict entity F1 (NER), with bootstrap 95% CIs, whether the
 run collapsed (every test example given the same answer while the gold answers differ: one class, one label set, or
 no entity), training samples/s and their ratio. Writes ``benchmarks/results/small_data.{json,md}``.
@@ -158,7 +158,7 @@ def text_subset(name: str, n: int, seed: int, folder: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ NER
 def ner_subset(name: str, n: int, seed: int, folder: Path) -> dict:
-    from shared.ner.conll import read_conll
+    from shared.formats.conll import read_conll
 
     source = DATASETS[name][1]
     sentences = read_conll(source / "train.tsv").sentences
@@ -222,7 +222,7 @@ def image_baseline(train, test, seed: int, out: str) -> dict:
 
     def to_dataset(images):
         pil = [image_decode.open_image(s) for s in images.sources]
-        ds = datasets.Dataset.from_dict({"image": pil, "label": image_formats.encode_labels(images, label2id).tolist()},
+        ds = datasets.Dataset.from_dict({"image": pil, "label": image_formats.encode_image_labels(images, label2id).tolist()},
                                         features=datasets.Features({"image": datasets.Image(),
                                                                     "label": datasets.Value("int64")}))
         ds.set_transform(lambda b: {**b, "pixel_values": processor([im.convert("RGB") for im in b["image"]],
@@ -250,7 +250,7 @@ def image_baseline(train, test, seed: int, out: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------ scoring
 def score_classifier(found: dict, seed: int) -> dict:
-    from shared.metrics import classifier_metrics, sigmoid, softmax
+    from shared.evaluation.metrics import classifier_metrics, sigmoid, softmax
 
     multi, gold = found["multi_label"], found["gold"]
     probs = sigmoid(found["logits"]) if multi else softmax(found["logits"])
@@ -284,7 +284,7 @@ def run_baseline(task: str, subset: dict, seed: int, out: str) -> dict:
 
 
 def run_recipe_defaults(task: str, subset: dict, seed: int, out: str, extra: list[str]) -> dict:
-    from shared.runner import run_recipe
+    from shared.core.runner import run_recipe
 
     recipe = {"text": "text_classification", "ner": "ner", "image": "image_classification"}[task]
     results = run_recipe(recipe, ["--model_name_or_path", str(IMAGE_MODEL if task == "image" else TEXT_MODEL),

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.runner import run_recipe
+from shared.core.runner import run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -6,7 +6,7 @@
 
 Everything after ``--`` goes to the recipe unchanged, plus ``--num_folds K --fold i --do_train --do_predict`` and
 ``--output_dir <output_dir>/fold_<i>``. The recipe cuts fold i out of its training file (stratified by label,
-whole groups with ``--group_column``; ``shared/splits.py``) and scores it as its test split, with the usual test_*
+whole groups with ``--group_column``; ``shared/data/splits.py``) and scores it as its test split, with the usual test_*
 metrics and bootstrap CIs; with ``--do_eval`` and no validation file it also carves a validation split from the
 remaining folds (``--validation_split_percentage``).
 
@@ -15,7 +15,7 @@ accelerate's global state, no memory held by the previous fold's model and data)
 that fold with the recipe's own message. Starting Python costs seconds; a fold's training costs far more.
 
 Every row of the training data is scored once, by the fold that held it out: the out-of-fold predictions are
-pooled (``shared/audit.py``) into one file and scored as one test set, with bootstrap 95% CIs, beside the per-fold
+pooled (``shared/trust/audit.py``) into one file and scored as one test set, with bootstrap 95% CIs, beside the per-fold
 table. ``--audit_labels`` then ranks the rows (NER: words) whose given label is likely wrong, by cleanlab's
 confident learning on the out-of-fold probabilities: the rows to re-read first.
 
@@ -37,19 +37,19 @@ import subprocess
 import sys
 
 try:
-    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
 except ImportError as error:
     print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
           "`pip install -e .`", file=sys.stderr)
     raise SystemExit(2) from None
 
-from shared import audit
-from shared.args import main_guard
-from shared.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
-from shared.crossval import remove_weights, summarize
-from shared.errors import DataError
-from shared.reporting import atomic_write_json, atomic_write_text
-from shared.runner import recipe_file
+from shared.trust import audit
+from shared.core.args import main_guard
+from shared.trust.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
+from shared.trust.crossval import remove_weights, summarize
+from shared.core.errors import DataError
+from shared.core.files import atomic_write_json, atomic_write_text
+from shared.core.runner import recipe_file
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -25,17 +25,17 @@ import sys
 from dataclasses import dataclass, field
 
 try:
-    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
 except ImportError as error:
     print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
           "`pip install -e .`", file=sys.stderr)
     raise SystemExit(2) from None
 
-from shared.args import main_guard, setup_logging
-from shared.errors import DataError
-from shared.inference import parse_task_arguments
-from shared.onnx_export import ParityArguments, export_folder
-from shared.outputs import StagedFolder
+from shared.core.args import main_guard, setup_logging
+from shared.core.errors import DataError
+from shared.deploy.predictors import parse_task_arguments
+from shared.deploy.onnx_export import ParityArguments, export_folder
+from shared.core.outputs import StagedFolder
 
 logger = logging.getLogger(__name__)
 USAGE = "%(prog)s --model_dir DIR --input PATH --output_dir DIR [--quantize int8] [options]"

@@ -20,16 +20,16 @@ import sys
 from dataclasses import dataclass, field
 
 try:
-    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
 except ImportError as error:
     print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
           "`pip install -e .`", file=sys.stderr)
     raise SystemExit(2) from None
 
-from shared.args import main_guard, parse_args, setup_logging
-from shared.errors import DataError
-from shared.inference import BACKENDS, load_predictor
-from shared.service import MAX_ITEMS, MAX_REQUEST_BYTES
+from shared.core.args import main_guard, parse_args, setup_logging
+from shared.core.errors import DataError
+from shared.deploy.predictors import BACKENDS, load_predictor
+from shared.deploy.service import MAX_ITEMS, MAX_REQUEST_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_app(args: list[str] | None = None):
     (serve_args,) = parse_args(ServeArguments, args=args, description=__doc__,
                                usage="%(prog)s --model_dir DIR [--backend onnx] [--host H] [--port P] [options]")
     try:
-        from shared.service import create_app
+        from shared.deploy.service import create_app
 
         import fastapi  # noqa: F401
     except ImportError:

@@ -6,6 +6,6 @@ imbalance, optimisation, LoRA, metrics, prediction, resuming, output folders, re
 Nothing here knows which recipe calls it or changes the caller's argument objects; a recipe imports only ``shared``.
 """
 
-from shared.errors import DataError
+from shared.core.errors import DataError
 
 __all__ = ["DataError"]

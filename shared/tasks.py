@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import DataError
+from shared.core.errors import DataError
 
 RECORD_KEY = "recipe"
 RECORD_VERSION = 1
@@ -79,13 +79,13 @@ def _resolve(reference: str):
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("text_classification", "text classification", "macro_f1",
          {"text_column": "text", "text_pair_column": None, "label_column": "label", "label_separator": None},
-         "shared.inference:TextClassifier", "shared.inference:TextInputArguments"),
+         "shared.deploy.predictors:TextClassifier", "shared.deploy.predictors:TextInputArguments"),
     Task("ner", "named entity recognition", "f1",
          {"data_format": None, "tokens_column": "tokens", "tags_column": "ner_tags", "conll_tag_column": -1},
-         "shared.inference:EntityTagger", "shared.inference:NerInputArguments"),
+         "shared.deploy.predictors:EntityTagger", "shared.deploy.predictors:NerInputArguments"),
     Task("image_classification", "image classification", "macro_f1",
          {"image_column": "image", "label_column": "label", "label_separator": None},
-         "shared.inference:ImageClassifier", "shared.inference:ImageInputArguments"),
+         "shared.deploy.predictors:ImageClassifier", "shared.deploy.predictors:ImageInputArguments"),
     Task("assertion_status", "assertion status", "macro_f1", {"data_format": "i2b2", "markers": None}),
     Task("relation_extraction", "relation extraction", "f1",
          {"data_format": None, "candidate_types": None, "markers": None}),

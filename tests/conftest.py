@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from shared.tiny_models import build_tiny_bert, build_tiny_vit
+from shared.training.tiny_models import build_tiny_bert, build_tiny_vit
 from tests.helpers import TEXT_SAMPLE, TOY_CORPUS, build_tiny_ner_model
 
 # Never reach for the network in tests; everything is local.

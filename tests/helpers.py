@@ -1,6 +1,6 @@
 """What many tests share: paths, the real assets beside the project, tiny-model corpora and the command line.
 
-Recipes are run in-process with :func:`shared.runner.run_recipe` (the one way tests, notebooks and benchmarks call
+Recipes are run in-process with :func:`shared.core.runner.run_recipe` (the one way tests, notebooks and benchmarks call
 a recipe) and as a user runs them with :func:`run_cli` (a subprocess).
 """
 
@@ -47,7 +47,7 @@ def real_asset(*parts: str) -> Path:
 
 def run_cli(recipe: str | os.PathLike, args: list[str], timeout: int = 600, entry: str = "train"):
     """Run a recipe as a user would, ``python recipes/<recipe>/train.py ...`` (a subprocess): CompletedProcess."""
-    from shared.runner import recipe_file
+    from shared.core.runner import recipe_file
 
     return subprocess.run([sys.executable, str(recipe_file(recipe, entry)), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
@@ -65,7 +65,7 @@ def assert_one_line(status: int, stderr: str, expected: str, out) -> None:
 def run_in_process(task, args, capsys):
     """(exit status, stderr) of a recipe run in-process that is expected to stop with a user error."""
     capsys.readouterr()
-    from shared.runner import run_recipe
+    from shared.core.runner import run_recipe
 
     with pytest.raises(SystemExit) as info:
         run_recipe(task, args)
@@ -84,7 +84,7 @@ def ner_sample_corpus() -> list[str]:
 def build_tiny_ner_model(out_dir: str | os.PathLike, max_position_embeddings: int = 128) -> str:
     """A randomly initialised 2-layer BERT (hidden 32) + a 300-word WordPiece tokenizer trained on the sample notes:
     the vocabulary is small on purpose, so many words split into several subwords (alignment code paths)."""
-    from shared.tiny_models import build_tiny_bert
+    from shared.training.tiny_models import build_tiny_bert
 
     return str(build_tiny_bert(out_dir, ner_sample_corpus(), vocab_size=300,
                                max_position_embeddings=max_position_embeddings))
@@ -118,7 +118,7 @@ def recipe_case(task, tiny_bert_dir, tmp_path_factory):
                  "--max_train_samples", "64", "--per_device_train_batch_size", "8", "--num_train_epochs", "1",
                  "--learning_rate", "1e-3"]
     else:
-        from shared.tiny_models import build_tiny_vit
+        from shared.training.tiny_models import build_tiny_vit
 
         model = build_tiny_vit(tmp_path_factory.mktemp("mp_vit"))
         data = ["--validation_dir", str(IMAGE_SAMPLE / "folders" / "validation"), "--test_dir", str(IMAGE_SAMPLE / "folders" / "test"),
@@ -134,7 +134,7 @@ def ner_corpora(root) -> dict[str, dict[str, str]]:
     import json
     import shutil
 
-    from shared.ner.i2b2 import read_i2b2
+    from shared.formats.i2b2 import read_i2b2
 
     root = Path(root)
     out = {}

@@ -24,7 +24,7 @@ import pytest
 import transformers
 from PIL import Image
 
-from shared.runner import run_recipe
+from shared.core.runner import run_recipe
 from tests.helpers import run_cli
 
 TASKS = ("text_classification", "ner", "image_classification")

@@ -2,7 +2,7 @@
 of the wrong type, a YAML list, a --max_seq_length longer than the model, an unreachable --dataset_name, a user error
 deep inside, options a recipe cannot honour. Each mistake ends with exit status 2 and ONE line, no traceback, and no
 --output_dir; the cases marked CLI start the script as a user does (a subprocess), the others call the same guarded
-``main`` in-process (shared.runner.run_recipe), which is what the script runs after Python has started.
+``main`` in-process (shared.core.runner.run_recipe), which is what the script runs after Python has started.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from shared.runner import run_recipe
+from shared.core.runner import run_recipe
 from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, ROOT, TEXT_SAMPLE, assert_one_line, run_cli, run_in_process
 
 TASKS = ("text_classification", "ner", "image_classification", "assertion_status", "relation_extraction")
@@ -130,7 +130,7 @@ def test_a_yaml_list_for_lora_target_modules(tiny_bert_dir, tmp_path):
 def short_model(tmp_path_factory):
     """A BERT that reads 64 positions and whose tokenizer, like older clinical BERT folders, sets no
     model_max_length."""
-    from shared.tiny_models import build_tiny_bert
+    from shared.training.tiny_models import build_tiny_bert
     from tests.helpers import TOY_CORPUS, ner_sample_corpus
 
     folder = build_tiny_bert(tmp_path_factory.mktemp("short_bert"), TOY_CORPUS + ner_sample_corpus(),
@@ -143,7 +143,7 @@ def short_model(tmp_path_factory):
 
 
 def test_max_seq_length_longer_than_the_model_is_capped_with_a_warning(short_model, tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="shared.models"):
+    with caplog.at_level("WARNING", logger="shared.training.models"):
         results = run_recipe("text_classification", ["--model_name_or_path", str(short_model), "--output_dir",
                                                      str(tmp_path / "text"), "--max_seq_length", "512", *text_data(),
                                                      *TINY])

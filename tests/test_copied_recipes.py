@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from shared.runner import load_recipe, run_recipe
+from shared.core.runner import load_recipe, run_recipe
 from tests.helpers import ROOT
 
 CASES = {

@@ -11,7 +11,7 @@ import shutil
 
 import pandas as pd
 
-from shared.runner import run_recipe
+from shared.core.runner import run_recipe
 from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, assert_one_line, run_in_process
 
 FAST = ["--num_train_epochs", "1", "--bootstrap_resamples", "10", "--per_device_train_batch_size", "16", "--seed", "1"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from shared.runner import load_recipe
+from shared.core.runner import load_recipe
 from tests.helpers import recipe_case
 
 

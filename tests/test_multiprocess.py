@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.runner import load_recipe
+from shared.core.runner import load_recipe
 from tests.helpers import ROOT, recipe_case
 
 CONFIGS = ROOT / "recipes" / "accelerate_configs"

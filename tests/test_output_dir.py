@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from shared.runner import run_recipe
+from shared.core.runner import run_recipe
 from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, TEXT_SAMPLE
 
 FAST = ["--num_train_epochs", "1", "--bootstrap_resamples", "10", "--per_device_train_batch_size", "16", "--seed", "2"]
@@ -79,12 +79,12 @@ def test_resume_auto_starts_fresh_then_resumes(tiny_bert_dir, tmp_path, caplog):
     args = ["--model_name_or_path", str(tiny_bert_dir), "--output_dir", str(out),
             *data("text_classification", with_validation=False), *FAST, "--save_strategy", "steps", "--save_steps",
             "1", "--resume_from_checkpoint", "auto"]
-    with caplog.at_level("INFO", logger="shared.resume"):
+    with caplog.at_level("INFO", logger="shared.core.resume"):
         first = run_recipe("text_classification", args)  # nothing there yet: a fresh start
     assert "no complete checkpoint, starting fresh" in caplog.text
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-1", "checkpoint-2"]
     caplog.clear()
-    with caplog.at_level("INFO", logger="shared.resume"):
+    with caplog.at_level("INFO", logger="shared.core.resume"):
         again = run_recipe("text_classification", args)  # the restart script runs the same command again
     assert "--resume_from_checkpoint auto: resuming" in caplog.text
     assert again["test_accuracy"] == pytest.approx(first["test_accuracy"])

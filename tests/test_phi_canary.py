@@ -128,7 +128,7 @@ def test_ner_keeps_the_canary_out_of_everything_but_its_predictions(tiny_bert_di
 
 
 def test_image_classification_keeps_the_canary_out_of_outputs(tmp_path, monkeypatch):
-    from shared.tiny_models import build_tiny_vit
+    from shared.training.tiny_models import build_tiny_vit
 
     model = build_tiny_vit(tmp_path / "tiny_vit", image_size=16, num_layers=1)
 

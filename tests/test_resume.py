@@ -4,7 +4,7 @@ with SIGTERM resumes with ``--resume_from_checkpoint true``; results files are r
 
 The "stopped" run is the uninterrupted run's own checkpoint copied into a fresh output folder (what a crash leaves,
 minus the later checkpoints), resumed from the middle of the *second* epoch: the first epoch resumes exactly even
-without shared/resume.py, later ones did not (length-grouped order and image augmentation drew from the global RNG,
+without shared/core/resume.py, later ones did not (length-grouped order and image augmentation drew from the global RNG,
 and ViT checkpoints reloaded only their head).
 """
 
@@ -22,9 +22,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared.errors import DataError
-from shared.resume import last_complete_checkpoint, resolve_checkpoint
-from shared.runner import load_recipe
+from shared.core.errors import DataError
+from shared.core.resume import last_complete_checkpoint, resolve_checkpoint
+from shared.core.runner import load_recipe
 from tests.helpers import ROOT, run_cli
 
 TEXT = ROOT / "recipes" / "text_classification" / "sample_data"
@@ -223,7 +223,7 @@ def test_length_grouped_order_depends_on_seed_and_epoch_only():
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from shared.resume import EpochSeededSampling
+    from shared.core.resume import EpochSeededSampling
 
     def order(epoch, seed=3, noise=0):
         sampler = LengthGroupedSampler(4, lengths=list(range(5, 69)))
@@ -293,7 +293,7 @@ def test_sigterm_mid_training_then_resume_true_matches_uninterrupted_run(tiny_be
 
 
 def test_interrupted_atomic_write_leaves_the_old_file(tmp_path, monkeypatch):
-    import shared.reporting as reporting
+    import shared.core.files as reporting
 
     path = tmp_path / "all_results.json"
     reporting.atomic_write_json(path, {"eval_accuracy": 0.5})
@@ -335,7 +335,7 @@ ASSERTIONS = ROOT / "recipes" / "assertion_status" / "sample_data"
 
 
 def test_assertion_resume_mid_second_epoch_matches_uninterrupted_run(tmp_path):
-    from shared.tiny_models import build_tiny_bert
+    from shared.training.tiny_models import build_tiny_bert
 
     corpus = [p.read_text() for p in sorted(ASSERTIONS.glob("*/*.txt"))]
     model = build_tiny_bert(tmp_path / "tiny", corpus)
@@ -362,7 +362,7 @@ RELATIONS = ROOT / "recipes" / "relation_extraction" / "sample_data" / "i2b2"
 
 
 def test_relation_resume_mid_second_epoch_matches_uninterrupted_run(tmp_path):
-    from shared.tiny_models import build_tiny_bert
+    from shared.training.tiny_models import build_tiny_bert
 
     corpus = [p.read_text() for p in sorted(RELATIONS.glob("*/*.txt"))]
     model = build_tiny_bert(tmp_path / "tiny", corpus)

@@ -36,11 +36,11 @@ WORK = Path(tempfile.mkdtemp(prefix="tutorial01-"))
 print("sample data files:", sorted(p.name for p in DATA.glob("*.csv")))"""),
     md("""## 1. The data
 
-`shared.tables.read_table` reads CSV, JSON/JSONL, parquet or a saved `datasets` folder, checks the file
+`shared.data.tables.read_table` reads CSV, JSON/JSONL, parquet or a saved `datasets` folder, checks the file
 is UTF-8 and has rows, and returns a `datasets.Dataset`. We look at counts only: in real use the text is patient
 data, so the recipe never prints it."""),
     code("""from collections import Counter
-from shared.tables import read_table
+from shared.data.tables import read_table
 
 splits = {name: read_table(str(DATA / f"{name}.csv")) for name in ("train", "validation", "test")}
 for name, ds in splits.items():
@@ -56,10 +56,10 @@ plt.show()"""),
     md("""## 2. A model to fine-tune
 
 With `MODEL = None` we build a 2-layer BERT (hidden 32) and train a WordPiece tokenizer on the training notes,
-both in seconds, with `shared.tiny_models.build_tiny_bert`. The folder looks exactly like a pretrained checkpoint
+both in seconds, with `shared.training.tiny_models.build_tiny_bert`. The folder looks exactly like a pretrained checkpoint
 (safetensors weights + tokenizer), so the recipe loads it the same way."""),
     code("""from transformers import AutoTokenizer
-from shared.tiny_models import build_tiny_bert
+from shared.training.tiny_models import build_tiny_bert
 
 # Recipe default: pretrained token embeddings stay frozen (--freeze_embeddings). A model built from config has
 # random embeddings, which must be trained, so the tutorial turns that off for it.
@@ -74,7 +74,7 @@ tokenizer = AutoTokenizer.from_pretrained(MODEL)"""),
 Models read a fixed maximum number of tokens. The recipe truncates longer inputs **and reports how many were cut**
 (`*_truncated_examples` in the results), because silently dropping the end of a note can drop the finding that
 matters. Here is how the count depends on `--max_seq_length`:"""),
-    code("""from shared.runner import load_recipe
+    code("""from shared.core.runner import load_recipe
 
 recipe = load_recipe("text_classification")  # recipes/text_classification/train.py, the script the command line runs
 
@@ -85,12 +85,12 @@ for max_len in (16, 32, 64):
     print(f"max_seq_length {max_len:>3}: {cut:>3} of {len(lengths)} notes truncated")"""),
     md("""## 4. Class weights
 
-With imbalanced labels, a plain loss lets the majority class dominate. `shared.imbalance.class_weights` gives
+With imbalanced labels, a plain loss lets the majority class dominate. `shared.training.imbalance.class_weights` gives
 each class a weight from its training frequency (scaled so the average weight per example is 1): `balanced` is
 scikit-learn's `n / (k * count)`, `inverse_sqrt` a milder `1 / sqrt(count)`. The recipe feeds them to the stock
 `Trainer` through `compute_loss_func` (`--class_weighting`, optionally `--focal_gamma`)."""),
-    code("""from shared.imbalance import class_weights
-from shared.labels import sort_label_names
+    code("""from shared.training.imbalance import class_weights
+from shared.data.labels import sort_label_names
 
 names = sort_label_names(train_counts)
 ids = np.array([names.index(l) for l in splits["train"]["label"]])
@@ -142,7 +142,7 @@ print("LoRA output:", sorted(p.name for p in lora_out.iterdir() if p.suffix in (
     md("""## 7. Predict on new text
 
 The output folder is a normal transformers model folder: `pipeline("text-classification", model=out)` loads it.
-(An adapter folder loads with `shared.models.load_trained`; merge it with `--merge_lora` for a plain folder.)"""),
+(An adapter folder loads with `shared.training.models.load_trained`; merge it with `--merge_lora` for a plain folder.)"""),
     code(IGNORE + """from transformers import pipeline
 
 classify = pipeline("text-classification", model=str(out), device="cpu")

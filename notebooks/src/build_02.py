@@ -41,10 +41,10 @@ print("sample splits:", sorted(p.name for p in DATA.iterdir() if p.is_dir()))"""
 
 An i2b2 note is a `.txt` file with one sentence per line and whitespace-separated tokens; its `.con` file lists
 the concepts as `c="text" line:first_token line:last_token||t="type"` (lines from 1, tokens from 0, both ends
-inclusive). `shared.ner.i2b2.read_i2b2` reads a folder (files side by side, or `txt/` + `concept/`) and
+inclusive). `shared.formats.i2b2.read_i2b2` reads a folder (files side by side, or `txt/` + `concept/`) and
 validates every concept against the note: offsets inside the note, concept text equal to the tokens, no overlaps.
 A problem stops with one line naming the file and line, never quoting the note."""),
-    code("""from shared.ner.i2b2 import read_i2b2
+    code("""from shared.formats.i2b2 import read_i2b2
 
 notes = {split: read_i2b2(DATA / split) for split in ("train", "validation", "test")}
 for split, ns in notes.items():
@@ -56,8 +56,8 @@ for split, ns in notes.items():
 The recipe reads i2b2, BRAT standoff and CoNLL/BIO files (and JSON lines), and writes predictions back in the
 input's own format. Here is the first sentence of a training note in each: i2b2 counts **tokens**, BRAT counts
 **characters**, CoNLL puts one token and its IOB2 tag per line."""),
-    code("""from shared.ner.brat import BratDoc, read_brat, write_brat
-from shared.ner.conll import read_conll
+    code("""from shared.formats.brat import BratDoc, read_brat, write_brat
+from shared.formats.conll import read_conll
 
 note = notes["train"][0]
 words, tags = note.lines[0], note.line_tags()[0]
@@ -68,7 +68,7 @@ for c in note.concepts:
         print(f'  c="{c.text}" {c.line}:{c.start} {c.line}:{c.end}||t="{c.type}"')
 
 # BRAT: the same note; each concept's tokens become character offsets into the note
-from shared.ner.brat import BratEntity
+from shared.formats.brat import BratEntity
 line_starts = [0]
 for line in note.text.split("\\n"):
     line_starts.append(line_starts[-1] + len(line) + 1)
@@ -107,10 +107,10 @@ print("all three formats give the same tags:", tags)"""),
     md("""## 3. A model to fine-tune
 
 With `MODEL = None` we build a 2-layer BERT (hidden 32) and train a 300-word WordPiece tokenizer on the training
-notes, in seconds, with `shared.tiny_models.build_tiny_bert`. The small vocabulary splits many clinical words
+notes, in seconds, with `shared.training.tiny_models.build_tiny_bert`. The small vocabulary splits many clinical words
 into several subwords, which is what the next section is about. The model can read at most 128 tokens."""),
     code("""from shared.ner.windows import load_tokenizer
-from shared.tiny_models import build_tiny_bert
+from shared.training.tiny_models import build_tiny_bert
 
 if MODEL is None:
     corpus = [line for n in notes["train"] for line in n.text.split("\\n")]
@@ -129,7 +129,7 @@ them through the tokenizer's `word_ids()` (so a slow tokenizer, which has none, 
   training every subword is what makes the pipeline return the recipe's entities.
 
 Special tokens (`[CLS]`, `[SEP]`) are always ignored. Predictions are read from each word's first subword."""),
-    code("""from shared.ner.tags import label_list
+    code("""from shared.formats.tags import label_list
 from shared.ner.windows import align_labels, subword_maps
 
 labels = label_list([t for n in notes["train"] for t in n.line_tags()])
@@ -153,7 +153,7 @@ We run the recipe with a list of command-line arguments, exactly as `python reci
 validates all three splits, trains, scores the validation and test notes, and writes the model, the predictions
 (as `.con` files, like the input), the scores and a model card. `--use_crf` would add a CRF output layer whose
 decoding never emits an invalid tag sequence."""),
-    code("""from shared.runner import load_recipe
+    code("""from shared.core.runner import load_recipe
 
 recipe = load_recipe("ner")  # recipes/ner/train.py, the script the command line runs
 out = WORK / "ner"
@@ -223,7 +223,7 @@ print(f"{len(ids)} word predictions; entities found: {dict(sorted(found.items())
 The recipe wrote the test predictions as `.con` files under `test_predictions/`, one per note, so the official i2b2
 scorer (or `read_i2b2`) can read them next to the notes. Shown here as highlighted entities:"""),
     code("""import html as html_lib
-from shared.ner.tags import spans_from_tags
+from shared.formats.tags import spans_from_tags
 
 COLOURS = {"problem": "#f4b6b6", "test": "#b6d7f4", "treatment": "#c3e8b5"}
 

@@ -37,8 +37,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import transformers
 transformers.utils.logging.disable_progress_bar()  # keep the checked outputs free of progress bars
 
-from shared.runner import load_recipe, run_recipe
-from shared.tiny_models import build_tiny_bert, build_tiny_vit
+from shared.core.runner import load_recipe, run_recipe
+from shared.training.tiny_models import build_tiny_bert, build_tiny_vit
 
 text_recipe = load_recipe("text_classification")  # the same main() the command line runs
 image_recipe = load_recipe("image_classification")
@@ -112,7 +112,7 @@ each bin: a calibrated model sits on the diagonal. Written by the recipe for eve
 `pipeline()`, gives those same calibrated probabilities."""),
     code("""from transformers import pipeline
 
-from shared.calibration import calibration_metrics
+from shared.evaluation.calibration import calibration_metrics
 
 with open(calibrated / "test_predictions.csv", encoding="utf-8") as f:
     table = list(csv.DictReader(f))
@@ -137,7 +137,7 @@ red against) and `test_explanations.json` (words and scores)."""),
 cue_results = train_cue_model(explained_run, cue_notes(240, 0), cue_notes(40, 1), cue_notes(40, 2), 8,
                               "--bootstrap_resamples", "0", "--explain", "20")"""),
     code("""print("the model learned the cue:", cue_results["test_accuracy"] >= 0.95)"""),
-    code("""from shared.explain import top_words
+    code("""from shared.trust.explain import top_words
 
 explained = json.loads((explained_run / "test_explanations.json").read_text())
 hits = sum(item["words"][top_words(item["words"])[0]]["word"] in CUES.values() for item in explained)

@@ -47,7 +47,7 @@ concepts (`line:first_token line:last_token`, lines from 1, tokens from 0), the 
 problem, the `.rel` file one line per related pair. Every `.ast` and `.rel` line is checked against the note's
 concepts: a relation naming a concept that is not in `.con`, one across two sentences, or a type that does not
 join the two concepts' types stops the run with one line naming the file and line, never the note's words."""),
-    code("""from shared.ner.i2b2 import read_i2b2
+    code("""from shared.formats.i2b2 import read_i2b2
 from shared.concepts.i2b2 import parse_rel
 from shared.concepts.relations import rel_path
 
@@ -81,8 +81,8 @@ The NER model learns concepts from the NER sample notes, the assertion model fro
 relation model from the relation sample notes. Each recipe validates its data, trains, keeps its best epoch on
 validation, calibrates, scores the test split with bootstrap confidence intervals over notes and writes a model
 folder with a model card."""),
-    code("""from shared.runner import run_recipe
-from shared.tiny_models import build_tiny_bert
+    code("""from shared.core.runner import run_recipe
+from shared.training.tiny_models import build_tiny_bert
 
 def model_for(task):
     if MODEL is not None:

@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass, field
 
 try:
-    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
 except ImportError as error:
     print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
           "`pip install -e .`", file=sys.stderr)
@@ -41,26 +41,26 @@ import datasets
 import numpy as np
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
-from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
-from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
-from shared.args import recipe_defaults, start_run
-from shared.calibration import calibrate, saved_calibration
+from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
+from shared.core.args import recipe_defaults, start_run
+from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.concepts.data import read_assertion_split, write_assertions
 from shared.concepts.i2b2 import ASSERTIONS
 from shared.concepts.markers import ENTITY, add_marker_tokens, fit_around
-from shared.errors import DataError
-from shared.imbalance import oversampled_order, training_loss
-from shared.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
-from shared.lora import count_parameters, save_trained
-from shared.metrics import SINGLE_LABEL_HEADLINE, selection_macro_f1, softmax
-from shared.models import classification_config, load_pretrained, max_sequence_length, model_for_run
-from shared.models import requested_max_length, trained_labels
-from shared.optim import optimizer_cls_and_kwargs
-from shared.outputs import remove_earlier_results
-from shared.predict import predict_in_order
-from shared.reporting import prefixed, save_all_results, score_and_report, write_model_card, write_predictions
-from shared.resume import EpochSeededSampling, train_with_resume
-from shared.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
+from shared.core.errors import DataError
+from shared.training.imbalance import oversampled_order, training_loss
+from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
+from shared.training.lora import count_parameters, save_trained
+from shared.evaluation.metrics import SINGLE_LABEL_HEADLINE, selection_macro_f1, softmax
+from shared.training.models import classification_config, load_pretrained, max_sequence_length, model_for_run
+from shared.training.models import requested_max_length, trained_labels
+from shared.training.optim import optimizer_cls_and_kwargs
+from shared.core.outputs import remove_earlier_results
+from shared.evaluation.forward import predict_in_order
+from shared.evaluation.reports import prefixed, save_all_results, score_and_report, write_model_card, write_predictions
+from shared.core.resume import EpochSeededSampling, train_with_resume
+from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
 from shared.tasks import task_record
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                         "must be trained and saved with the adapter")
 
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
-    # 3. the seed, before anything random (both in shared/args.py: start_run).
+    # 3. the seed, before anything random (both in shared/core/args.py: start_run).
     run = start_run(training_args)
 
     # 4. Data: every problem concept of every split, checked against its note (.con, .ast) before the model loads;
@@ -184,7 +184,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         tokenized[split] = datasets.Dataset.from_dict(columns)
 
     # 8. Trainer: batch size, epochs and class weighting from the training data where the user set none
-    # (shared/adaptive.py; "present" outnumbers the rest); the best epoch on validation kept.
+    # (shared/training/adaptive.py; "present" outnumbers the rest); the best epoch on validation kept.
     loss_func, derived, train_examples = None, Derived(), len(tokenized.get("train", ()))
     if training_args.do_train:
         if model_args.oversample:
@@ -206,7 +206,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         data_collator=collator,
         compute_loss_func=loss_func,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, training_args, model_args.layerwise_lr_decay),
-        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/resume.py)
+        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/core/resume.py)
     )
     output_dir, is_main = training_args.output_dir, trainer.is_world_process_zero()
     if is_main:
@@ -232,7 +232,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        train_batch_size=training_args.per_device_train_batch_size,
                        **(best_epoch.results() if best_epoch else {}))
 
-    # 10. Evaluate on validation: temperature scaling fitted there and folded into the head (shared/calibration.py).
+    # 10. Evaluate on validation: temperature scaling fitted there and folded into the head (shared/evaluation/calibration.py).
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
     if "validation" in tokenized:
         logits = predict_logits("validation")

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 try:
-    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
 except ImportError as error:
     print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
           "`pip install -e .`", file=sys.stderr)
@@ -40,33 +40,33 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer
 
-from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
-from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
-from shared.args import recipe_defaults, start_run
-from shared.calibration import calibrate, saved_calibration
-from shared.errors import DataError
-from shared.explain import explain_image_predictions
+from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
+from shared.core.args import recipe_defaults, start_run
+from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.core.errors import DataError
+from shared.trust.explain import explain_image_predictions
 from shared.images.augment import AugmentConfig, Augmenter, PixelDataset
 from shared.images.backbone import configure_processor, normalization, processor_size, reload_at_trained_size
 from shared.images.backbone import set_image_size
 from shared.images.decode import decode_images
 from shared.images.pixels import PixelMapping, dicom_groups, fit_pixel_mapping, is_dicom, parse_window
-from shared.images.readers import encode_labels, label_names_for, read_hub_split, read_images
-from shared.imbalance import oversample, training_loss
-from shared.labels import label_counts, names_in, require_classes
-from shared.lora import count_parameters, save_trained
-from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
-from shared.metrics import selection_macro_f1, tune_thresholds
-from shared.models import classification_config, load_pretrained, model_for_run, trained_labels
-from shared.optim import optimizer_cls_and_kwargs
-from shared.outputs import remove_earlier_results
-from shared.predict import predict_in_order
-from shared.reporting import decision_thresholds, prefixed, save_all_results, write_predictions
-from shared.reporting import saved_thresholds, score_and_report, write_model_card
-from shared.resume import EpochSeededSampling, data_seed, train_with_resume
-from shared.splits import carve_splits, check_split_sources, sample_limit, table_groups
-from shared.splits import splits_to_carve
-from shared.tables import has_column, load_splits, read_table
+from shared.images.readers import encode_image_labels, label_names_for, read_hub_split, read_images
+from shared.training.imbalance import oversample, training_loss
+from shared.data.labels import label_counts, names_in, require_classes
+from shared.training.lora import count_parameters, save_trained
+from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
+from shared.evaluation.metrics import selection_macro_f1, tune_thresholds
+from shared.training.models import classification_config, load_pretrained, model_for_run, trained_labels
+from shared.training.optim import optimizer_cls_and_kwargs
+from shared.core.outputs import remove_earlier_results
+from shared.evaluation.forward import predict_in_order
+from shared.evaluation.reports import decision_thresholds, prefixed, save_all_results, write_predictions
+from shared.evaluation.reports import saved_thresholds, score_and_report, write_model_card
+from shared.core.resume import EpochSeededSampling, data_seed, train_with_resume
+from shared.data.splits import carve_splits, check_split_sources, sample_limit, table_groups
+from shared.data.splits import splits_to_carve
+from shared.data.tables import has_column, load_splits, read_table
 from shared.tasks import task_record
 
 logger = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                       defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
 
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
-    # 3. the seed, before anything random (both in shared/args.py: start_run).
+    # 3. the seed, before anything random (both in shared/core/args.py: start_run).
     run = start_run(training_args)
 
     # 4. Data: read and validate every split before the model is loaded; carve validation / a test fold out of the
@@ -258,7 +258,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         raise DataError(f"--decision_threshold applies to binary and multi-label tasks; this one has "
                         f"{len(label_names)} classes (predicted by argmax)")
     label2id = {name: i for i, name in enumerate(label_names)}
-    encoded = {split: encode_labels(images, label2id, known_as) for split, images in splits.items() if images.labeled}
+    encoded = {split: encode_image_labels(images, label2id, known_as) for split, images in splits.items() if images.labeled}
     logger.info("%s task with %d labels", "multi-label" if multi_label else "single-label", len(label_names))
 
     # 6. Model and image processor: a fresh head over the labels (training), or the fine-tuned folder as saved; the
@@ -301,7 +301,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                                        if data_args.image_cache_dir else ""))
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
-    # (shared/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling; the
+    # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling; the
     # best epoch on validation kept.
     loss_func, derived = None, Derived()
     if training_args.do_train:
@@ -320,7 +320,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         eval_dataset=pixels.get("validation"),
         compute_loss_func=loss_func,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, training_args, model_args.layerwise_lr_decay),
-        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/resume.py)
+        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/core/resume.py)
     )
     output_dir, is_main = training_args.output_dir, trainer.is_world_process_zero()
     if is_main:
@@ -355,7 +355,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     def counts(split: str) -> dict[str, int]:
         return {"samples": len(decoded[split].kept), "skipped_images": len(decoded[split].bad)}
 
-    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head (shared/calibration.py),
+    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head (shared/evaluation/calibration.py),
     # then multi-label decision thresholds are tuned on the calibrated probabilities (never on test).
     thresholds = data_args.decision_threshold
     if multi_label and thresholds is None:

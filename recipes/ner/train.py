@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 
 try:
-    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
 except ImportError as error:
     print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
           "`pip install -e .`", file=sys.stderr)
@@ -35,28 +35,29 @@ import datasets
 import numpy as np
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification, Trainer
 
-from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
-from shared.args import DataArguments, ModelArguments, TrainingArguments, main_guard, parse_args, recipe_defaults
-from shared.args import start_run
-from shared.audit import write_tag_probabilities
-from shared.errors import DataError
-from shared.explain import explain_entities
-from shared.imbalance import training_loss
-from shared.long_text import default_stride
-from shared.lora import count_parameters, save_trained
-from shared.metrics import add_ci
-from shared.models import load_pretrained, max_sequence_length, model_for_run, requested_max_length
+from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
+from shared.core.args import DataArguments, ModelArguments, TrainingArguments, main_guard, parse_args, recipe_defaults
+from shared.core.args import start_run
+from shared.trust.audit import write_tag_probabilities
+from shared.core.errors import DataError
+from shared.trust.explain import explain_entities
+from shared.training.imbalance import training_loss
+from shared.data.long_text import default_stride
+from shared.training.lora import count_parameters, save_trained
+from shared.evaluation.metrics import add_ci
+from shared.training.models import load_pretrained, max_sequence_length, model_for_run, requested_max_length
 from shared.ner.crf import CrfTokenClassifier, has_crf
-from shared.ner.data import FORMATS, carve_groups, load_splits
-from shared.ner.metrics import collapse_check, entity_metrics, entity_metrics_ci, entity_report
-from shared.ner.tags import SCHEMES, from_scheme, label_list, split_tag, to_scheme, validate_tags
+from shared.ner.data import FORMATS, carve_groups, load_ner_splits
+from shared.ner.metrics import entity_collapse_check, entity_metrics, entity_metrics_ci, entity_report
+from shared.formats.tags import SCHEMES, from_scheme, label_list, split_tag, to_scheme, validate_tags
 from shared.ner.windows import IGNORE_INDEX, load_tokenizer, make_windows, pipeline_agreement, predict_windows
 from shared.ner.windows import subword_maps, word_probabilities, words_from_windows
-from shared.optim import optimizer_cls_and_kwargs
-from shared.outputs import remove_earlier_results
-from shared.reporting import atomic_write_json, prefixed, save_all_results, write_model_card
-from shared.resume import EpochSeededSampling, train_with_resume
-from shared.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
+from shared.training.optim import optimizer_cls_and_kwargs
+from shared.core.outputs import remove_earlier_results
+from shared.core.files import atomic_write_json
+from shared.evaluation.reports import prefixed, save_all_results, write_model_card
+from shared.core.resume import EpochSeededSampling, train_with_resume
+from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
 from shared.tasks import task_record
 
 logger = logging.getLogger(__name__)
@@ -138,12 +139,12 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                       defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
 
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
-    # 3. the seed, before anything random (both in shared/args.py: start_run).
+    # 3. the seed, before anything random (both in shared/core/args.py: start_run).
     run = start_run(training_args)
 
     # 4. Data: read + validate every split (offsets, concept text, overlaps, tag sequences) before the model; carve
     # validation / a test fold out of the training data where asked, whole documents per split.
-    splits = load_splits(data_args, run.splits, {split: sample_limit(data_args, split) for split in run.splits})
+    splits = load_ner_splits(data_args, run.splits, {split: sample_limit(data_args, split) for split in run.splits})
     carve = splits_to_carve(data_args, training_args, splits)
     check_split_sources(run.splits, [*splits, *carve], WHERE_FROM)
     if carve:
@@ -229,7 +230,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         return datasets.Dataset.from_dict(columns)
 
     # 8. Trainer: the batch size and epochs the training data calls for where the user set none
-    # (shared/adaptive.py); class weights for the rare entity labels (O dominates) and/or focal loss; the best epoch
+    # (shared/training/adaptive.py); class weights for the rare entity labels (O dominates) and/or focal loss; the best epoch
     # on validation kept.
     loss_func, derived = None, Derived()
     if training_args.do_train:
@@ -248,7 +249,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8),
         compute_loss_func=loss_func,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, training_args, model_args.layerwise_lr_decay),
-        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/resume.py)
+        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/core/resume.py)
     )
     output_dir, is_main = training_args.output_dir, trainer.is_world_process_zero()
     if is_main:
@@ -288,7 +289,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         validation = splits["validation"]
         pred, extra = predict_tags("validation")
         results.update(prefixed({**entity_metrics(validation.tags, pred), **extra, "samples": len(pred),
-                                 "predicted_entities": collapse_check("eval", validation.tags, pred)}, "eval"))
+                                 "predicted_entities": entity_collapse_check("eval", validation.tags, pred)}, "eval"))
         if is_main:
             atomic_write_json(os.path.join(output_dir, "eval_report.json"), entity_report(validation.tags, pred))
 
@@ -314,7 +315,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                               names=CI_METRICS)
                 test_metrics = add_ci(test_metrics, intervals)
             test_metrics.update(samples=len(pred), repaired_tags=repaired.get("test", 0),
-                                predicted_entities=collapse_check("test", test.tags, pred))
+                                predicted_entities=entity_collapse_check("test", test.tags, pred))
             results.update(prefixed(test_metrics, "test"))
             if is_main:
                 atomic_write_json(os.path.join(output_dir, "test_report.json"), entity_report(test.tags, pred))

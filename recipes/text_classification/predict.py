@@ -20,15 +20,15 @@ import sys
 import time
 
 try:
-    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
 except ImportError as error:
     print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
           "`pip install -e .`", file=sys.stderr)
     raise SystemExit(2) from None
 
-from shared.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
-from shared.inference import TextClassifier, TextInputArguments, prediction_results, write_prediction_results
-from shared.outputs import StagedFolder, check_prediction_dir
+from shared.core.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
+from shared.deploy.predictors import TextClassifier, TextInputArguments, prediction_results, write_prediction_results
+from shared.core.outputs import StagedFolder, check_prediction_dir
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass, field
 
 try:
-    import shared.args  # noqa: F401  (this project's package, and through it torch and transformers)
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
 except ImportError as error:
     print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
           "`pip install -e .`", file=sys.stderr)
@@ -35,31 +35,31 @@ except ImportError as error:
 import numpy as np
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
-from shared.adaptive import Derived, adapt_to_training_data, keep_best_epoch
-from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
-from shared.args import recipe_defaults, start_run
-from shared.calibration import calibrate, saved_calibration
-from shared.errors import DataError
-from shared.explain import explain_text_predictions
-from shared.imbalance import oversampled_order, training_loss
-from shared.labels import encode_labels, label_counts, names_in
-from shared.labels import require_classes, sort_label_names
-from shared.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch
-from shared.long_text import long_text_settings, notes_from_windows, windows_of_notes
-from shared.lora import count_parameters, save_trained
-from shared.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
-from shared.metrics import selection_macro_f1, tune_thresholds
-from shared.models import classification_config, load_pretrained, max_sequence_length, model_for_run, require_fast
-from shared.models import requested_max_length, trained_labels
-from shared.optim import optimizer_cls_and_kwargs
-from shared.outputs import remove_earlier_results
-from shared.predict import predict_in_order
-from shared.reporting import decision_thresholds, prefixed, save_all_results, write_predictions
-from shared.reporting import saved_thresholds, score_and_report, write_model_card
-from shared.resume import EpochSeededSampling, train_with_resume
-from shared.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
-from shared.splits import table_groups, warn_shared_groups
-from shared.tables import load_splits
+from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
+from shared.core.args import recipe_defaults, start_run
+from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.core.errors import DataError
+from shared.trust.explain import explain_text_predictions
+from shared.training.imbalance import oversampled_order, training_loss
+from shared.data.labels import encode_labels, label_counts, names_in
+from shared.data.labels import require_classes, sort_label_names
+from shared.data.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch
+from shared.data.long_text import long_text_settings, notes_from_windows, windows_of_notes
+from shared.training.lora import count_parameters, save_trained
+from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
+from shared.evaluation.metrics import selection_macro_f1, tune_thresholds
+from shared.training.models import classification_config, load_pretrained, max_sequence_length, model_for_run, require_fast
+from shared.training.models import requested_max_length, trained_labels
+from shared.training.optim import optimizer_cls_and_kwargs
+from shared.core.outputs import remove_earlier_results
+from shared.evaluation.forward import predict_in_order
+from shared.evaluation.reports import decision_thresholds, prefixed, save_all_results, write_predictions
+from shared.evaluation.reports import saved_thresholds, score_and_report, write_model_card
+from shared.core.resume import EpochSeededSampling, train_with_resume
+from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
+from shared.data.splits import table_groups, warn_shared_groups
+from shared.data.tables import load_splits
 from shared.tasks import task_record
 from shared.text.data import NoteEncoder, read_text_columns
 
@@ -144,7 +144,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                       defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
 
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
-    # 3. the seed, before anything random (both in shared/args.py: start_run).
+    # 3. the seed, before anything random (both in shared/core/args.py: start_run).
     run = start_run(training_args)
 
     # 4. Data: read and validate every split before the model is loaded; carve validation / a test fold out of the
@@ -231,7 +231,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         tokenized[split] = encoded
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
-    # (shared/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling, both
+    # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling, both
     # counted in notes (an oversampled note brings all its windows); the best epoch on validation kept.
     loss_func, train_notes, derived = None, len(tables.get("train", ())), Derived()
     if training_args.do_train:
@@ -261,7 +261,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         data_collator=collator,
         compute_loss_func=loss_func,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, training_args, model_args.layerwise_lr_decay),
-        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/resume.py)
+        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/core/resume.py)
     )
     output_dir, is_main = training_args.output_dir, trainer.is_world_process_zero()
     if is_main:
@@ -292,7 +292,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        train_batch_size=training_args.per_device_train_batch_size,
                        **(best_epoch.results() if best_epoch else {}))
 
-    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head (shared/calibration.py),
+    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head (shared/evaluation/calibration.py),
     # then multi-label decision thresholds are tuned on the calibrated probabilities (never on test).
     thresholds = saved_thresholds(trainer.model.config, label_names) if multi_label else None
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head

@@ -1,6 +1,6 @@
 """BRAT relations: ``R<n><TAB>Type Arg1:T<a> Arg2:T<b>`` lines between the entities of one sentence (line).
 
-Read with :func:`shared.ner.brat.read_brat` (``allow_overlaps=True``: relation corpora such as DDI 2013 have
+Read with :func:`shared.formats.brat.read_brat` (``allow_overlaps=True``: relation corpora such as DDI 2013 have
 discontinuous mentions that share words); every ``R`` line must name two entities of its file that lie on one
 line of the note. Negatives are implicit, as in DDI: every pair of entities of a sentence without an ``R`` line is a
 "no relation" candidate (:func:`candidate_pairs`).
@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from shared.errors import DataError
-from shared.ner.brat import BratDoc, BratEntity
+from shared.core.errors import DataError
+from shared.formats.brat import BratDoc, BratEntity
 
 _R_LINE = re.compile(r"^(R\d+)\t(\S+) Arg1:(\S+) Arg2:(\S+)\s*$")
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from shared.concepts.i2b2 import Assertion, parse_ast, write_ast
 from shared.concepts.markers import ENTITY, mark
-from shared.errors import DataError
-from shared.ner.i2b2 import Concept, I2b2Note, parse_con, read_i2b2, write_con
-from shared.reporting import atomic_write_text
+from shared.core.errors import DataError
+from shared.core.files import atomic_write_text
+from shared.formats.i2b2 import Concept, I2b2Note, parse_con, read_i2b2, write_con
 
 
 @dataclass

@@ -3,7 +3,7 @@
     .ast  c="chest pain" 12:3 12:4||t="problem"||a="present"
     .rel  c="percocet" 98:5 98:5||r="TrAP"||c="pain" 98:9 98:9
 
-Line numbers start at 1, token offsets at 0, both ends inclusive, as in ``.con`` (:mod:`shared.ner.i2b2`). Every
+Line numbers start at 1, token offsets at 0, both ends inclusive, as in ``.con`` (:mod:`shared.formats.i2b2`). Every
 concept an ``.ast`` or ``.rel`` line names must be a concept of the note's ``.con`` file, an assertion must be on a
 ``problem`` and a relation must join two concepts of one sentence (line) whose types its relation type allows;
 anything else is a :class:`DataError` naming the file and line, never the note's words.
@@ -15,10 +15,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from shared.errors import DataError
-from shared.ner.i2b2 import Concept, I2b2Note, format_concept, format_span
-from shared.ner.textfile import read_text
-from shared.reporting import atomic_write_text
+from shared.core.errors import DataError
+from shared.core.files import atomic_write_text
+from shared.formats.i2b2 import Concept, I2b2Note, format_concept, format_span
+from shared.formats.textfile import read_text
 
 ASSERTIONS = ("present", "absent", "possible", "conditional", "hypothetical", "associated_with_someone_else")
 # relation type -> (type of the first concept, type of the second), as the 2010 challenge defines them

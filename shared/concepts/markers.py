@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from shared.errors import DataError
+from shared.core.errors import DataError
 
 ENTITY = ("[E]", "[/E]")
 FIRST, SECOND = ("[E1]", "[/E1]"), ("[E2]", "[/E2]")

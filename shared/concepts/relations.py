@@ -22,14 +22,13 @@ from typing import Sequence
 
 from shared.concepts import brat as brat_relations
 from shared.concepts.data import read_notes_with_concepts
-from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES, Relation, candidate_pairs, pair_key, parse_rel
-from shared.concepts.i2b2 import write_rel
+from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES, Relation, candidate_pairs, pair_key, parse_rel, write_rel
 from shared.concepts.markers import FIRST, SECOND, mark
-from shared.errors import DataError
-from shared.ner.brat import BratDoc, BratEntity, format_entity, parse_ann, read_brat
-from shared.ner.data import detect_format
-from shared.ner.i2b2 import I2b2Note, write_con
-from shared.reporting import atomic_write_text
+from shared.core.errors import DataError
+from shared.core.files import atomic_write_text
+from shared.formats.brat import BratDoc, BratEntity, format_entity, parse_ann, read_brat
+from shared.formats.detect import detect_format
+from shared.formats.i2b2 import I2b2Note, write_con
 
 FORMATS = ("auto", "i2b2", "brat")
 

@@ -113,7 +113,7 @@ class PixelDataset(Dataset):
     augmentation does not depend on when it is loaded: a run resumed from a checkpoint sees exactly the images the
     uninterrupted run saw (the DataLoader fetches a batch ahead, so the global RNG at fetch time differs on resume),
     and so does a run with DataLoader workers. ``set_epoch`` is called every epoch by the recipes' Trainer callback
-    (``shared.resume.EpochSeededSampling``; accelerate's DataLoader calls it too, except in a resumed epoch).
+    (``shared.core.resume.EpochSeededSampling``; accelerate's DataLoader calls it too, except in a resumed epoch).
     """
 
     def __init__(self, pixels: torch.Tensor, labels=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),

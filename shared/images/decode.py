@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from shared.errors import DataError
+from shared.core.errors import DataError
+from shared.images.cache import cache_key, cached_decode
 from shared.images.pixels import HIGH_DEPTH_MODES, PixelMapping, dicom_to_uint8, is_dicom
 from shared.images.readers import ImageSet
 
@@ -136,7 +137,6 @@ def decode_images(
     """
     height, width = (size, size) if isinstance(size, int) else size
     if cache_dir:
-        from shared.images.cache import cache_key, cached_decode
 
         key = cache_key(images.sources, (height, width), resample, mapping, skip_bad)
         pixels, kept, bad, hit = cached_decode(

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import DataError
+from shared.core.errors import DataError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 ORDINARY_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

@@ -14,7 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from shared.errors import DataError
+from shared.core.errors import DataError
+from shared.data.labels import encode_labels as encode
+from shared.data.labels import names_in, parse_label_column, sort_label_names
+from shared.data.tables import has_column, read_table, require_columns
 from shared.images.pixels import DICOM_SUFFIXES, ORDINARY_SUFFIXES
 
 IMAGE_SUFFIXES = ORDINARY_SUFFIXES + DICOM_SUFFIXES
@@ -139,11 +142,9 @@ def read_image_table(
     """A CSV/TSV/JSON(L)/parquet table with an image-path column and a label column.
 
     Relative paths are resolved against ``image_root`` (default: the table's own folder). Label cells as in
-    :mod:`shared.labels`: a list per row (a JSON list, or names split on ``label_separator``) makes the set
+    :mod:`shared.data.labels`: a list per row (a JSON list, or names split on ``label_separator``) makes the set
     multi-label. Without the label column the set is unlabeled (prediction only).
     """
-    from shared.labels import parse_label_column
-    from shared.tables import has_column, read_table, require_columns
 
     table = read_table(path)
     require_columns(table, [image_column])
@@ -196,7 +197,6 @@ def read_images(path: str, split: str, **table_kwargs) -> ImageSet:
     if os.path.isdir(path):
         entries = os.listdir(path)
         if "dataset_info.json" in entries or "state.json" in entries:  # a datasets.save_to_disk folder
-            from shared.tables import read_table
 
             return read_hub_split(read_table(path).dataset, path, table_kwargs.get("image_column", "image"),
                                   table_kwargs.get("label_column", "label"))
@@ -220,14 +220,12 @@ def _to_uint8(array: np.ndarray, path: str, key: str) -> np.ndarray:
 def label_names_for(sets: Sequence[ImageSet]) -> list[str]:
     """The class list: the natural order of the first set that defines one (folders, ``.npz``), then any other
     names seen (numeric ones in numeric order)."""
-    from shared.labels import names_in, sort_label_names
 
     natural = next((s.label_names for s in sets if s.label_names), None)
     return sort_label_names(set().union(*(names_in([x for x in s.labels if x is not None]) for s in sets)), natural)
 
 
-def encode_labels(images: ImageSet, label2id: dict[str, int], known_as: str = "the model's labels") -> np.ndarray:
+def encode_image_labels(images: ImageSet, label2id: dict[str, int], known_as: str = "the model's labels") -> np.ndarray:
     """Class ids ``(N,)`` int64, or multi-hot ``(N, K)`` float32 for multi-label sets."""
-    from shared.labels import encode_labels as encode
 
     return encode(images.labels, label2id, images.multi_label, lambda i: images.refs[i], known_as)

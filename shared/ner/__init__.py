@@ -1,3 +1,3 @@
-"""What only token tasks use: tag schemes (``tags``), subword alignment and sliding windows (``windows``), entity
-metrics (``metrics``), the CRF layer (``crf``), the readers and writers of i2b2 / BRAT / CoNLL / JSON (``i2b2``,
-``brat``, ``conll``, ``json_format``, ``textfile``) and the glue that turns any of them into examples (``data``)."""
+"""What only the NER task uses: subword alignment and sliding windows (``windows``), entity metrics (``metrics``),
+the CRF layer (``crf``) and the glue that turns any note format (``shared.formats``) into word-level examples and
+predictions back into the input's own format (``data``)."""

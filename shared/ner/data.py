@@ -11,12 +11,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from shared.errors import DataError
-from shared.ner.brat import read_brat, write_brat
-from shared.ner.conll import read_conll, write_conll
-from shared.ner.i2b2 import read_i2b2, write_i2b2
-from shared.ner.json_format import read_ner_json, write_ner_json
-from shared.tables import hub_split, load_hub_dataset
+from shared.core.errors import DataError
+from shared.core.files import atomic_write_text
+from shared.data.tables import hub_split, load_hub_dataset
+from shared.formats.brat import read_brat, write_brat
+from shared.formats.conll import read_conll, write_conll
+from shared.formats.detect import detect_format
+from shared.formats.i2b2 import read_i2b2, write_i2b2
+from shared.formats.json_format import read_ner_json, write_ner_json
 
 FORMATS = ("auto", "i2b2", "brat", "conll", "json")
 
@@ -46,7 +48,6 @@ class NerSplit:
         def write(pred, out_dir):
             import json
 
-            from shared.reporting import atomic_write_text
 
             out = os.path.join(out_dir, "predictions.jsonl")
             atomic_write_text(out, "".join(json.dumps({"file": f, "line": line, "tokens": w, "ner_tags": p},
@@ -56,31 +57,6 @@ class NerSplit:
 
         tags = None if self.tags is None else [self.tags[i] for i in indices]
         return NerSplit(self.source, self.format, words, tags, where, [self.groups[i] for i in indices], write)
-
-
-def detect_format(path: str, notes_format: str | None = None) -> str:
-    """Guess the format from a path; ``--data_format`` overrides it. A folder of raw notes (no .con or .ann files)
-    is read as ``notes_format`` when given: the format a model was trained on (its task record)."""
-    if os.path.isdir(path):
-        names = os.listdir(path)
-        if "concept" in names or any(n.endswith(".con") for n in names):
-            return "i2b2"
-        if any(n.endswith(".ann") for n in names):
-            return "brat"
-        if "txt" in names:
-            return "i2b2"
-        if notes_format in ("i2b2", "brat"):
-            return notes_format
-        raise DataError("cannot tell whether this folder is i2b2 or BRAT (no .con or .ann files); pass "
-                        "--data_format", path)
-    if path.endswith((".json", ".jsonl")):
-        return "json"
-    if path.endswith(".txt"):
-        if os.path.exists(path[:-4] + ".con"):
-            return "i2b2"
-        if os.path.exists(path[:-4] + ".ann"):
-            return "brat"
-    return "conll"
 
 
 def load_split(path: str, fmt: str, limit: int | None = None, tokens_column: str = "tokens",
@@ -223,7 +199,6 @@ def load_hub_split(dataset, split_name: str, tokens_column: str, tags_column: st
     """A split of a ``datasets`` dataset (hub or ``load_from_disk``); ClassLabel ids become their names."""
     import json
 
-    from shared.reporting import atomic_write_text
 
     ds = dataset[split_name]
     if limit is not None:
@@ -248,7 +223,7 @@ def load_hub_split(dataset, split_name: str, tokens_column: str, tags_column: st
     return NerSplit(split_name, "hub", words, tags, where, [str(i) for i in range(len(ds))], write)
 
 
-def load_splits(data_args, wanted, limits: dict[str, int | None]) -> dict[str, NerSplit]:
+def load_ner_splits(data_args, wanted, limits: dict[str, int | None]) -> dict[str, NerSplit]:
     """Read every split in ``wanted`` that has a file (``--train_file`` ...) or a split of ``--dataset_name``; the
     test split may be unlabelled. ``limits`` keeps the first examples of a split (whole documents)."""
     files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}

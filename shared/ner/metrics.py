@@ -15,8 +15,8 @@ import numpy as np
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
-from shared.metrics import bootstrap_ci
-from shared.ner.tags import spans_from_tags
+from shared.evaluation.metrics import bootstrap_ci
+from shared.formats.tags import spans_from_tags
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _fast_scores(y_true, y_pred) -> dict[str, float]:
             "macro_f1": macro, "lenient_f1": lenient["f1-score"]}
 
 
-def collapse_check(split: str, y_true: Sequence[list[str]], y_pred: Sequence[list[str]]) -> int:
+def entity_collapse_check(split: str, y_true: Sequence[list[str]], y_pred: Sequence[list[str]]) -> int:
     """How many entities a tagger predicted on a labelled split, with a warning when it predicted none although the
     gold tags hold some: a model collapsed to ``O`` (its token accuracy can still look high). Counts only."""
     predicted = sum(len(spans_from_tags(tags)) for tags in y_pred)

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import DataError
-from shared.models import require_fast
-from shared.ner.tags import spans_from_tags
+from shared.core.args import ModelArguments
+from shared.core.errors import DataError
+from shared.evaluation.forward import predict_in_order
+from shared.formats.tags import spans_from_tags
+from shared.training.models import load_pretrained, require_fast
 
 IGNORE_INDEX = -100  # the label id PyTorch's cross-entropy skips
 
@@ -27,13 +29,11 @@ def require_fast_tokenizer(tokenizer) -> None:
 
 def load_tokenizer(model, **kwargs):
     """The tokenizer of ``model`` (a ``ModelArguments`` or a folder / Hub id) for pre-split words, loaded safely
-    (:func:`shared.models.load_pretrained`): fast only, and ``add_prefix_space=True`` for byte-level BPE tokenizers
+    (:func:`shared.training.models.load_pretrained`): fast only, and ``add_prefix_space=True`` for byte-level BPE tokenizers
     (RoBERTa, GPT-2, Longformer, BART, DeBERTa v1), which otherwise refuse ``is_split_into_words=True`` or encode
     every word as if glued to the previous one."""
     from transformers import AutoTokenizer
 
-    from shared.args import ModelArguments
-    from shared.models import load_pretrained
 
     model_args = model if isinstance(model, ModelArguments) else ModelArguments(model_name_or_path=str(model))
     tok = load_pretrained(AutoTokenizer, model_args, **kwargs)
@@ -257,13 +257,12 @@ def predict_windows(model, windows: list[Window], pad_token_id: int, batch_size:
     """Predicted label id at every position of every window, in window order (an int32 array per window, padded to
     its batch's width).
 
-    Through :func:`shared.predict.predict_in_order` (float32, shortest windows first, results back in order).
+    Through :func:`shared.evaluation.forward.predict_in_order` (float32, shortest windows first, results back in order).
     ``decode(logits, scored)`` turns a batch of logits into label ids, ``scored`` marking the positions that carry
     labels (default argmax; a CRF passes its constrained Viterbi decoding).
     """
     import torch
 
-    from shared.predict import predict_in_order
 
     def to_ids(logits, indices):  # label ids as int32: the only thing kept per batch (not N x L x C logits)
         if decode is None:
@@ -286,7 +285,6 @@ def word_probabilities(model, windows: list[Window], pad_token_id: int, n_words:
     a uniform row."""
     import torch
 
-    from shared.predict import predict_in_order
 
     def softmax(logits, indices):
         return torch.softmax(logits, dim=-1)

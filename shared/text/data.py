@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from shared.errors import DataError
-from shared.labels import parse_label_column
-from shared.long_text import LongText, check_windows_fit, encode_windows
-from shared.tables import has_column, require_columns, require_text
+from shared.core.errors import DataError
+from shared.data.labels import parse_label_column
+from shared.data.long_text import LongText, check_windows_fit, encode_windows
+from shared.data.tables import has_column, require_columns, require_text
 
 
 def read_text_columns(table, text_column: str, text_pair_column: str | None, label_column: str,

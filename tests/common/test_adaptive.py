@@ -1,4 +1,4 @@
-"""Defaults derived from the training data (shared/adaptive.py): they follow the training set size and label balance,
+"""Defaults derived from the training data (shared/training/adaptive.py): they follow the training set size and label balance,
 and every option the user set, on the command line or in a config, wins."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from shared.adaptive import (
+from shared.training.adaptive import (
     IMBALANCE_RATIO,
     MAX_EPOCHS,
     MIN_STEPS,
@@ -21,7 +21,7 @@ from shared.adaptive import (
     schedule_for,
     wants_best_epoch,
 )
-from shared.args import ClassifierModelArguments, DataArguments, TrainingArguments, given, parse_args
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, given, parse_args
 
 
 @pytest.mark.parametrize("examples, batch, epochs", [

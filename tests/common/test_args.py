@@ -1,4 +1,4 @@
-"""shared/args.py: the command line and --config files, whose every user mistake is one DataError line."""
+"""shared/core/args.py: the command line and --config files, whose every user mistake is one DataError line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from shared.args import DataArguments, ModelArguments, TrainingArguments, parse_args
-from shared.errors import DataError
+from shared.core.args import DataArguments, ModelArguments, TrainingArguments, parse_args
+from shared.core.errors import DataError
 
 
 def test_config_file_with_command_line_override(tmp_path):

@@ -1,4 +1,4 @@
-"""Calibration (shared/calibration.py): our ECE / MCE / Brier / NLL equal torchmetrics' and scikit-learn's on fixed
+"""Calibration (shared/evaluation/calibration.py): our ECE / MCE / Brier / NLL equal torchmetrics' and scikit-learn's on fixed
 arrays, temperature scaling recovers a known temperature, and folding it into the head divides the logits by it for
 the heads our users train (BERT, RoBERTa's out_proj, ViT, a LoRA model's trained copy of the head)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.calibration import (
+from shared.evaluation.calibration import (
     Calibration,
     calibration_metrics,
     fit_temperature,
@@ -18,7 +18,7 @@ from shared.calibration import (
     reliability_points,
     saved_calibration,
 )
-from shared.metrics import classifier_metrics, softmax
+from shared.evaluation.metrics import classifier_metrics, softmax
 
 
 def fixed_single_label(classes: int, n: int = 300, seed: int = 0):

@@ -1,4 +1,4 @@
-"""shared/crossval.py: the cross-validation tool's parts (fold arguments, summary, weight removal) and its errors."""
+"""shared/trust/crossval.py: the cross-validation tool's parts (fold arguments, summary, weight removal) and its errors."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import os
 import numpy as np
 import pytest
 
-from shared.crossval import fold_args, markdown_table, output_dir_of, remove_weights, summarize
-from shared.errors import DataError
-from shared.runner import run_recipe
+from shared.trust.crossval import fold_args, markdown_table, output_dir_of, remove_weights, summarize
+from shared.core.errors import DataError
+from shared.core.runner import run_recipe
 from tests.helpers import ROOT
 
 
 def run_tool(argv):
-    """recipes/cross_validate.py's main, in-process, raising its DataError (shared.runner, as for recipes)."""
+    """recipes/cross_validate.py's main, in-process, raising its DataError (shared.core.runner, as for recipes)."""
     return run_recipe(ROOT / "recipes" / "cross_validate.py", argv, raise_errors=True)
 
 
@@ -73,7 +73,7 @@ def test_runner_bad_arguments(argv, message):
 
 # ------------------------------------------------------------------------------------ pooled out-of-fold (audit)
 def fake_fold(folder, rows, labels, predictions, probs, names, multi_label):
-    from shared.reporting import predictions_csv
+    from shared.evaluation.reports import predictions_csv
 
     os.makedirs(folder)
     with open(os.path.join(folder, "test_predictions.csv"), "w", encoding="utf-8") as f:
@@ -85,7 +85,7 @@ def fake_fold(folder, rows, labels, predictions, probs, names, multi_label):
 
 
 def test_pooled_multi_label_folds_parse_separated_labels_and_audit(tmp_path):
-    from shared import audit
+    from shared.trust import audit
 
     names = ["cardio", "renal"]
     rng = np.random.default_rng(0)
@@ -119,7 +119,7 @@ def test_pooled_multi_label_folds_parse_separated_labels_and_audit(tmp_path):
 
 
 def test_folds_with_different_classes_are_refused(tmp_path):
-    from shared import audit
+    from shared.trust import audit
 
     a = fake_fold(tmp_path / "fold_0", [0], ["x"], ["x"], [[0.9, 0.1]], ["x", "y"], multi_label=False)
     b = fake_fold(tmp_path / "fold_1", [1], ["x"], ["x"], [[0.9, 0.1]], ["x", "z"], multi_label=False)
@@ -128,7 +128,7 @@ def test_folds_with_different_classes_are_refused(tmp_path):
 
 
 def test_an_audit_from_a_model_at_chance_warns(tmp_path, capsys):
-    from shared.runner import load_recipe
+    from shared.core.runner import load_recipe
 
     rng = np.random.default_rng(0)
     folds = []

@@ -1,4 +1,4 @@
-"""shared/imbalance.py: class weights, focal losses and oversampling against scikit-learn and hand-computed values."""
+"""shared/training/imbalance.py: class weights, focal losses and oversampling against scikit-learn and hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
-from shared.errors import DataError
-from shared.imbalance import binary_focal_loss, class_weights, focal_loss, make_loss_func, oversample, positive_weights
+from shared.core.errors import DataError
+from shared.training.imbalance import binary_focal_loss, class_weights, focal_loss, make_loss_func, oversample, positive_weights
 
 
 def test_balanced_weights_match_scikit_learn():

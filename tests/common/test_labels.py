@@ -1,12 +1,12 @@
-"""shared/labels.py: one label cell format (names, JSON lists, --label_separator), class order and encoding."""
+"""shared/data/labels.py: one label cell format (names, JSON lists, --label_separator), class order and encoding."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shared.errors import DataError
-from shared.labels import (
+from shared.core.errors import DataError
+from shared.data.labels import (
     decisions,
     encode_labels,
     format_label_cell,

@@ -1,4 +1,4 @@
-"""Windows over long notes and note-level scores from them (shared/long_text.py), on fixed inputs."""
+"""Windows over long notes and note-level scores from them (shared/data/long_text.py), on fixed inputs."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from shared.errors import DataError
-from shared.imbalance import oversampled_order
-from shared.long_text import check_windows_fit, encode_windows, long_text_settings, notes_from_windows
-from shared.long_text import windows_of_notes
-from shared.tiny_models import train_wordpiece_tokenizer
+from shared.core.errors import DataError
+from shared.training.imbalance import oversampled_order
+from shared.data.long_text import check_windows_fit, encode_windows, long_text_settings, notes_from_windows
+from shared.data.long_text import windows_of_notes
+from shared.training.tiny_models import train_wordpiece_tokenizer
 from tests.helpers import TOY_CORPUS
 
 
@@ -95,7 +95,7 @@ def test_oversampling_counts_notes_and_brings_all_their_windows():
 def test_one_window_per_note_per_epoch_visits_every_window():
     from datasets import Dataset
 
-    from shared.long_text import WindowPerEpoch
+    from shared.data.long_text import WindowPerEpoch
 
     note_of_window = [0, 0, 0, 1, 2, 2]
     windows = Dataset.from_dict({"input_ids": [[i] for i in range(6)], "length": [1] * 6})

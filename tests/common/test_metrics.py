@@ -1,4 +1,4 @@
-"""shared/metrics.py: classification metrics against scikit-learn, thresholds, bootstrap confidence intervals."""
+"""shared/evaluation/metrics.py: classification metrics against scikit-learn, thresholds, bootstrap confidence intervals."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from shared.metrics import bootstrap_ci, classification_metrics, multilabel_metrics, selection_macro_f1, softmax
-from shared.metrics import tune_thresholds
+from shared.evaluation.metrics import bootstrap_ci, classification_metrics, multilabel_metrics, selection_macro_f1, softmax
+from shared.evaluation.metrics import tune_thresholds
 
 
 def test_classification_metrics_match_scikit_learn():

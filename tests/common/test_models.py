@@ -1,4 +1,4 @@
-"""shared/models.py: safe loading with one-line errors, the one-line load report, dropout, attention, lengths."""
+"""shared/training/models.py: safe loading with one-line errors, the one-line load report, dropout, attention, lengths."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import BertConfig, DistilBertConfig, ViTConfig
 
-from shared.args import ModelArguments
-from shared.errors import DataError
-from shared.models import (
+from shared.core.args import ModelArguments
+from shared.core.errors import DataError
+from shared.training.models import (
     attention_implementation,
     classification_config,
     load_for_training,
@@ -81,7 +81,7 @@ def test_what_fine_tuning_adds_on_purpose_is_one_info_line(tiny_bert_dir, tmp_pa
     BertModel.from_pretrained(tiny_bert_dir, add_pooling_layer=True).save_pretrained(tmp_path / "pooled")
     model_args = ModelArguments(model_name_or_path=str(tmp_path / "pooled"))
     config = classification_config(model_args, ["O", "B-x", "I-x"])
-    with caplog.at_level(logging.INFO, logger="shared.models"):
+    with caplog.at_level(logging.INFO, logger="shared.training.models"):
         load_for_training(AutoModelForTokenClassification, model_args, config, "cpu")
     assert "new classifier head for 3 labels; pooler weights of the checkpoint unused" in caplog.text
     assert "WARNING" not in caplog.text
@@ -101,7 +101,7 @@ def test_any_other_missing_weight_stays_loud(tiny_bert_dir, tmp_path, caplog):
     del weights["encoder.layer.0.output.dense.weight"]
     save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
     model_args = ModelArguments(model_name_or_path=str(broken))
-    with caplog.at_level(logging.INFO, logger="shared.models"):
+    with caplog.at_level(logging.INFO, logger="shared.training.models"):
         load_for_training(AutoModelForSequenceClassification, model_args, classification_config(model_args, ["a", "b"]),
                           "cpu")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -123,6 +123,6 @@ def test_max_seq_length_is_capped_by_the_tokenizer_and_the_position_embeddings(c
     from transformers import RobertaConfig
 
     assert max_sequence_length(1024, Tokenizer(int(1e30)), RobertaConfig(max_position_embeddings=514)) == 512
-    with caplog.at_level(logging.WARNING, logger="shared.models"):
+    with caplog.at_level(logging.WARNING, logger="shared.training.models"):
         max_sequence_length(128, Tokenizer(int(1e30)), bert)
     assert "--max_seq_length 128 is longer than the model reads (max_position_embeddings 64): using 64" in caplog.text

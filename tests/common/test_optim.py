@@ -1,12 +1,12 @@
-"""shared/optim.py: layer freezing (counts and fractions) and layer-wise learning-rate decay."""
+"""shared/training/optim.py: layer freezing (counts and fractions) and layer-wise learning-rate decay."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from shared.errors import DataError
-from shared.optim import freeze_encoder_layers, layerwise_lr_groups, num_encoder_layers
+from shared.core.errors import DataError
+from shared.training.optim import freeze_encoder_layers, layerwise_lr_groups, num_encoder_layers
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_layerwise_lr_decay_groups(tiny_classifier):
 def test_layerwise_lr_decay_keeps_the_fused_optimizer(tiny_classifier, tmp_path, optim, fused):
     from transformers import TrainingArguments
 
-    from shared.optim import optimizer_cls_and_kwargs
+    from shared.training.optim import optimizer_cls_and_kwargs
 
     args = TrainingArguments(output_dir=str(tmp_path), optim=optim, use_cpu=True, report_to="none")
     cls, kwargs = optimizer_cls_and_kwargs(tiny_classifier, args, 0.8)
@@ -55,8 +55,8 @@ def test_freeze_encoder_layers(tiny_classifier):
 
 
 def test_freeze_layers_fraction_is_a_share_of_the_layers_rounded_down(tiny_classifier):
-    from shared.args import ModelArguments
-    from shared.optim import layers_to_freeze
+    from shared.core.args import ModelArguments
+    from shared.training.optim import layers_to_freeze
 
     assert [layers_to_freeze(tiny_classifier, f) for f in (0, 1 / 3, 0.5, 0.99, 1, 2)] == [0, 1, 1, 2, 1, 2]
     assert freeze_encoder_layers(tiny_classifier, 0.3) == 0  # 0.9 of a layer: nothing frozen
@@ -69,7 +69,7 @@ def test_freeze_layers_fraction_is_a_share_of_the_layers_rounded_down(tiny_class
 
 
 def test_freeze_input_embeddings(tiny_classifier):
-    from shared.optim import freeze_input_embeddings
+    from shared.training.optim import freeze_input_embeddings
 
     frozen = freeze_input_embeddings(tiny_classifier)
     assert frozen == tiny_classifier.bert.embeddings.word_embeddings.weight.numel()

@@ -1,4 +1,4 @@
-"""shared/outputs.py: an output folder that holds an earlier run's results is refused, or cleaned when allowed."""
+"""shared/core/outputs.py: an output folder that holds an earlier run's results is refused, or cleaned when allowed."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared.errors import DataError
-from shared.outputs import CARD_MARKER, check_output_dir, earlier_results, remove_earlier_results
+from shared.core.errors import DataError
+from shared.core.outputs import CARD_MARKER, check_output_dir, earlier_results, remove_earlier_results
 
 
 def args(out, overwrite=False, resume=None, train=True):

@@ -1,4 +1,4 @@
-"""shared/predict.py: the one prediction path, in the examples' order and in float32."""
+"""shared/evaluation/forward.py: the one prediction path, in the examples' order and in float32."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.predict import plain_forward, predict_in_order
+from shared.evaluation.forward import plain_forward, predict_in_order
 
 
 class Echo(nn.Module):

@@ -1,4 +1,4 @@
-"""shared/splits.py: group-aware, stratified, deterministic held-out splits and k folds."""
+"""shared/data/splits.py: group-aware, stratified, deterministic held-out splits and k folds."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from shared.args import DataArguments
-from shared.errors import DataError
-from shared.splits import carve_splits, fold_indices, split_indices, splits_to_carve, table_groups
+from shared.core.args import DataArguments
+from shared.core.errors import DataError
+from shared.data.splits import carve_splits, fold_indices, split_indices, splits_to_carve, table_groups
 from tests.helpers import ROOT
 
 SAMPLE = ROOT / "recipes" / "text_classification" / "sample_data"
@@ -120,16 +120,16 @@ def test_splits_to_carve_and_carve_splits_never_overlap():
 
 
 def test_missing_group_column_names_the_file():
-    from shared.tables import read_table
+    from shared.data.tables import read_table
 
     with pytest.raises(DataError, match=r"train\.csv: group column 'patient_id' not found"):
         table_groups(read_table(str(SAMPLE / "train.csv")), "patient_id")
 
 
 def test_warn_shared_groups_counts_without_naming_patients(caplog):
-    from shared.splits import warn_shared_groups
+    from shared.data.splits import warn_shared_groups
 
-    with caplog.at_level("WARNING", logger="shared.splits"):
+    with caplog.at_level("WARNING", logger="shared.data.splits"):
         assert warn_shared_groups({"train": ["p1", "p2", "p3"], "validation": ["p4", "p4"],
                                    "test": ["p2", "p3", "p5", "p3"]}, "patient_id") == 1
     assert [r.getMessage() for r in caplog.records] == [

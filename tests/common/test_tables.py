@@ -1,11 +1,11 @@
-"""shared/tables.py: table readers, the line of every record, and one-line errors."""
+"""shared/data/tables.py: table readers, the line of every record, and one-line errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.errors import DataError
-from shared.tables import has_column, read_table, require_columns, require_text
+from shared.core.errors import DataError
+from shared.data.tables import has_column, read_table, require_columns, require_text
 
 
 def test_non_utf8_file_names_the_line(tmp_path):

@@ -16,9 +16,9 @@ from shared.concepts.i2b2 import (
     write_rel,
 )
 from shared.concepts.markers import ENTITY, FIRST, MARKER_TOKENS, SECOND, add_marker_tokens, mark
-from shared.errors import DataError
-from shared.ner.brat import read_brat
-from shared.ner.i2b2 import read_i2b2
+from shared.core.errors import DataError
+from shared.formats.brat import read_brat
+from shared.formats.i2b2 import read_i2b2
 from tests.helpers import real_asset
 
 NOTE = "He was started on furosemide for pneumonia .\nChest x-ray revealed effusion and pneumonia .\n"

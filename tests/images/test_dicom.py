@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.errors import DataError
+from shared.core.errors import DataError
 from shared.images.decode import decode_images, open_image
 from shared.images.pixels import (
     PIXEL_MAPPING_FILE,
@@ -254,8 +254,8 @@ def test_dicom_folders_train_predict_and_leak_no_header_value(tiny_vit, tmp_path
         assert CANARY not in text and "19010101" not in text
 
     # a table of .dcm (and .png) paths, and a DICOM file as the service's request body, predict the same
-    from shared.inference import ImageClassifier
-    from shared.service import BadRequest, answer
+    from shared.deploy.predictors import ImageClassifier
+    from shared.deploy.service import BadRequest, answer
 
     classifier = ImageClassifier(str(out))
     files = [p.relative_to(data) for p in sorted((data / "test").rglob("*.*"))]

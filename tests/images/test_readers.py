@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.errors import DataError
+from shared.core.errors import DataError
 from shared.images.decode import decode_images, open_image
 from shared.images.pixels import PixelMapping
 from shared.images.readers import (
-    encode_labels,
+    encode_image_labels,
     label_names_for,
     read_image_folder,
     read_image_table,
@@ -104,7 +104,7 @@ def test_npz_multi_label(tmp_path):
     train = read_npz(path, "train")
     assert train.multi_label and train.labels[0] == ["0", "2"] and train.labels[1] == []
     names = label_names_for([train])
-    encoded = encode_labels(train, {n: i for i, n in enumerate(names)})
+    encoded = encode_image_labels(train, {n: i for i, n in enumerate(names)})
     assert encoded.dtype == np.float32 and np.array_equal(encoded, labels)
 
 
@@ -184,7 +184,7 @@ def test_label_names_merge_and_unknown_label(folder):
     other.labels = ["c_other"]
     assert label_names_for([train, other]) == ["a_normal", "b_pneumonia", "c_other"]
     with pytest.raises(DataError, match="label 'c_other' does not occur in the model's labels"):
-        encode_labels(other, {"a_normal": 0, "b_pneumonia": 1})
+        encode_image_labels(other, {"a_normal": 0, "b_pneumonia": 1})
 
 
 def test_bundled_sample_data_reads_in_every_format():

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
-from shared.errors import DataError
-from shared.ner.brat import read_brat, write_brat
-from shared.ner.conll import read_conll, write_conll
-from shared.ner.i2b2 import read_i2b2, write_i2b2
-from shared.ner.json_format import read_ner_json, write_ner_json
+from shared.core.errors import DataError
+from shared.formats.brat import read_brat, write_brat
+from shared.formats.conll import read_conll, write_conll
+from shared.formats.i2b2 import read_i2b2, write_i2b2
+from shared.formats.json_format import read_ner_json, write_ner_json
 from tests.helpers import NER_SAMPLE
 
 

@@ -64,12 +64,12 @@ def test_ci_brackets_the_estimate_and_groups_resample_documents():
 def test_a_tagger_that_predicts_no_entity_is_flagged(caplog):
     import logging
 
-    from shared.ner.metrics import collapse_check
+    from shared.ner.metrics import entity_collapse_check
 
     gold = [["B-problem", "I-problem", "O"], ["O", "B-drug"]]
     with caplog.at_level(logging.WARNING, logger="shared.ner.metrics"):
-        assert collapse_check("test", gold, [["O"] * 3, ["O"] * 2]) == 0
+        assert entity_collapse_check("test", gold, [["O"] * 3, ["O"] * 2]) == 0
         assert "test: no entity predicted in 2 examples although the gold tags hold 2" in caplog.text
         caplog.clear()
-        assert collapse_check("test", gold, [["B-problem", "O", "O"], ["O", "O"]]) == 1
+        assert entity_collapse_check("test", gold, [["B-problem", "O", "O"], ["O", "O"]]) == 1
     assert caplog.text == ""

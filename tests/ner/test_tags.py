@@ -1,9 +1,9 @@
-"""shared/ner/tags.py: IOB2/BIOES conversion, validation and repair of tag sequences, the label list."""
+"""shared/formats/tags.py: IOB2/BIOES conversion, validation and repair of tag sequences, the label list."""
 
 import pytest
 
-from shared.errors import DataError
-from shared.ner.tags import (
+from shared.core.errors import DataError
+from shared.formats.tags import (
     bioes_to_iob2,
     from_scheme,
     iob2_errors,

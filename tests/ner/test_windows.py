@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from shared.errors import DataError
-from shared.ner.tags import from_scheme, label_list
+from shared.core.errors import DataError
+from shared.formats.tags import from_scheme, label_list
 from shared.ner.windows import (
     IGNORE_INDEX,
     align_labels,
@@ -25,7 +25,7 @@ from tests.helpers import build_tiny_ner_model, ner_sample_corpus
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from shared.tiny_models import train_wordpiece_tokenizer
+    from shared.training.tiny_models import train_wordpiece_tokenizer
 
     path = tmp_path_factory.mktemp("tok")
     train_wordpiece_tokenizer(ner_sample_corpus(), str(path), vocab_size=300, model_max_length=128)

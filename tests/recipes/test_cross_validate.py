@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from shared.errors import DataError
-from shared.runner import load_recipe, run_recipe
-from shared.tiny_models import build_tiny_vit
+from shared.core.errors import DataError
+from shared.core.runner import load_recipe, run_recipe
+from shared.training.tiny_models import build_tiny_vit
 from tests.helpers import ROOT
 from tests.recipes.test_text_classification import with_patients
 
@@ -102,7 +102,7 @@ def test_concept_recipes_cross_validate_by_note(task, tmp_path):
 
     from sklearn.metrics import precision_recall_fscore_support
 
-    from shared.tiny_models import build_tiny_bert
+    from shared.training.tiny_models import build_tiny_bert
     from tests.helpers import ASSERTION_SAMPLE, RELATION_SAMPLE
 
     train = str(ASSERTION_SAMPLE / "train") if task == "assertion_status" else str(RELATION_SAMPLE / "i2b2" / "train")

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from shared.runner import run_recipe
+from shared.core.runner import run_recipe
 from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, TEXT_SAMPLE, assert_one_line, ner_corpora, run_cli
 
 QUIET = ["--bf16", "false", "--bootstrap_resamples", "0"]
@@ -230,7 +230,7 @@ def _predict_status(model_dir, data, out, capsys, *extra):
 
 # ------------------------------------------------------------------------------------------------ ONNX
 def export(model_dir, data, out, *extra):
-    from shared.runner import run_recipe as run
+    from shared.core.runner import run_recipe as run
 
     return run("export_onnx.py", ["--model_dir", model_dir, "--input", data, "--output_dir", out, *extra])
 
@@ -295,9 +295,9 @@ def test_int8_export_is_gated_on_the_metric_and_reports_its_change(text_folder, 
 
 
 def test_the_gate_refuses_a_metric_drop_and_changed_decisions():
-    from shared.errors import DataError
-    from shared.inference import Outputs
-    from shared.onnx_export import check_parity
+    from shared.core.errors import DataError
+    from shared.deploy.predictors import Outputs
+    from shared.deploy.onnx_export import check_parity
 
     class Fixed:  # a predictor whose outputs are given
         task = "text_classification"
@@ -357,7 +357,7 @@ def serve():
 
     import uvicorn
 
-    from shared.runner import load_recipe
+    from shared.core.runner import load_recipe
 
     servers = []
 
@@ -416,7 +416,7 @@ def test_service_classifies_notes_and_bounds_requests(serve, text_folder, caplog
 
 
 def TextClassifierFor(folder):
-    from shared.inference import TextClassifier
+    from shared.deploy.predictors import TextClassifier
 
     return TextClassifier(folder)
 
@@ -424,7 +424,7 @@ def TextClassifierFor(folder):
 def test_service_gives_entities_with_character_offsets(serve, ner_folder, ner_corpus):
     import httpx
 
-    from shared.inference import EntityTagger
+    from shared.deploy.predictors import EntityTagger
 
     url = serve("--model_dir", ner_folder)
     note = open(os.path.join(ner_corpus["test"]["brat"], sorted(os.listdir(ner_corpus["test"]["brat"]))[0])).read()

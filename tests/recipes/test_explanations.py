@@ -1,4 +1,4 @@
-"""Explanations (--explain N, shared/explain.py) are faithful: on a model that learned a planted cue (one word of each
+"""Explanations (--explain N, shared/trust/explain.py) are faithful: on a model that learned a planted cue (one word of each
 note decides its class), the top-attributed word is the cue in at least 90% of the explained notes, and deleting
 the top-attributed word lowers the predicted probability more than deleting a random word. Written only when asked,
 as HTML + JSON, and named as sensitive."""
@@ -12,9 +12,9 @@ import random
 import numpy as np
 import pytest
 
-from shared.explain import top_words
-from shared.runner import load_recipe
-from shared.tiny_models import build_tiny_bert
+from shared.trust.explain import top_words
+from shared.core.runner import load_recipe
+from shared.training.tiny_models import build_tiny_bert
 
 FILLER = ("patient reviewed today stable bloods normal plan discharge follow clinic home breathing comfortable "
           "observations eating well mobile family present").split()
@@ -135,7 +135,7 @@ def marked_images(root, n: int, seed: int) -> list[tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def marked_run(tmp_path_factory):
-    from shared.tiny_models import build_tiny_vit
+    from shared.training.tiny_models import build_tiny_vit
 
     tmp = tmp_path_factory.mktemp("marked")
     marked_images(tmp / "train", 320, 0)
@@ -166,7 +166,7 @@ def test_a_cnn_gets_grad_cam_on_its_last_feature_map():
     import torch
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    from shared.explain import heat_maps
+    from shared.trust.explain import heat_maps
 
     torch.manual_seed(0)
     model = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],

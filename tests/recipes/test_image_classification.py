@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.errors import DataError
-from shared.runner import load_recipe, run_recipe
+from shared.core.errors import DataError
+from shared.core.runner import load_recipe, run_recipe
 from tests.helpers import IMAGE_SAMPLE, ROOT, real_asset, run_cli
 
 RECIPE = os.path.join(ROOT, "recipes", "image_classification")
@@ -170,12 +170,12 @@ def _reload_probs(model_dir, npz, split="test"):
     """Probabilities of a reloaded model on one npz split, preprocessed exactly like the recipe (no augmentation)."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from shared.args import ModelArguments
+    from shared.core.args import ModelArguments
     from shared.images.augment import PixelDataset
     from shared.images.backbone import reload_at_trained_size
     from shared.images.decode import decode_images
     from shared.images.readers import read_npz
-    from shared.models import load_trained
+    from shared.training.models import load_trained
 
     model = load_trained(AutoModelForImageClassification, ModelArguments(model_name_or_path=model_dir),
                          prepare_base=reload_at_trained_size).eval()
@@ -234,7 +234,7 @@ def test_sample_config_runs(tiny_vit, tmp_path, monkeypatch):
 def test_every_config_names_only_known_arguments():
     import yaml
 
-    from shared.args import ArgumentParser, TrainingArguments
+    from shared.core.args import ArgumentParser, TrainingArguments
 
     parser = ArgumentParser((image_train.ImageModelArguments, image_train.ImageDataArguments, TrainingArguments))
     known = set(parser.by_dest())

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.errors import DataError
-from shared.runner import run_recipe
-from shared.tiny_models import TINY_IMAGE_BUILDERS
+from shared.core.errors import DataError
+from shared.core.runner import run_recipe
+from shared.training.tiny_models import TINY_IMAGE_BUILDERS
 from tests.helpers import IMAGE_SAMPLE
 
 ARCHS = ["resnet", "convnext", "efficientnet"]
@@ -145,8 +145,8 @@ def test_onnx_export_passes_the_parity_gate_and_predicts_like_pytorch(trained, t
 def test_default_lora_targets_and_what_stays_trained(tiny_cnns, arch, targets, kinds):
     from transformers import AutoModelForImageClassification
 
-    from shared.args import ModelArguments
-    from shared.lora import apply_lora
+    from shared.core.args import ModelArguments
+    from shared.training.lora import apply_lora
 
     model = AutoModelForImageClassification.from_pretrained(tiny_cnns[arch])
     convolutions = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
@@ -219,8 +219,8 @@ def _where(arch, name):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_freeze_layers_freezes_the_stem_and_bottom_stages(tiny_cnns, arch):
-    from shared.args import ModelArguments
-    from shared.optim import freeze, num_encoder_layers
+    from shared.core.args import ModelArguments
+    from shared.training.optim import freeze, num_encoder_layers
 
     model, named = _named(arch, tiny_cnns)
     assert num_encoder_layers(model) == 2  # EfficientNet's 3 blocks are 2 stages
@@ -236,7 +236,7 @@ def test_freeze_layers_freezes_the_stem_and_bottom_stages(tiny_cnns, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_layerwise_learning_rates_go_down_by_stage(tiny_cnns, arch):
-    from shared.optim import layerwise_lr_groups
+    from shared.training.optim import layerwise_lr_groups
 
     model, named = _named(arch, tiny_cnns)
     groups = layerwise_lr_groups(model, 1.0, 0.5, 0.01)

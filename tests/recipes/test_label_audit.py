@@ -1,4 +1,4 @@
-"""The label audit of cross-validation (recipes/cross_validate.py --audit_labels, shared/audit.py): on synthetic data a
+"""The label audit of cross-validation (recipes/cross_validate.py --audit_labels, shared/trust/audit.py): on synthetic data a
 tiny model learns (one word decides the class / the entity), labels flipped on purpose rank at the top of
 label_issues.csv, with the right label suggested; the out-of-fold predictions cover every row once, hold no text,
 and are scored as one test set with bootstrap CIs."""
@@ -9,8 +9,8 @@ import csv
 import json
 import random
 
-from shared.runner import run_recipe
-from shared.tiny_models import build_tiny_bert
+from shared.core.runner import run_recipe
+from shared.training.tiny_models import build_tiny_bert
 from tests.helpers import ROOT
 from tests.recipes.test_explanations import CUES, DRUGS, FILLER, cue_notes, write
 

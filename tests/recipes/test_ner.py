@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from shared.ner.i2b2 import read_i2b2
-from shared.runner import load_recipe
+from shared.formats.i2b2 import read_i2b2
+from shared.core.runner import load_recipe
 from tests.helpers import NER_SAMPLE, ner_corpora, real_asset
 
 
@@ -38,7 +38,7 @@ def test_crf_end_to_end_saves_and_reloads_to_the_same_predictions(crf_run, tmp_p
     assert config["use_crf"] is True and config["label_alignment"] == "all"
     assert 0.0 <= results["test_f1"] <= 1.0 and "test_pipeline_agreement" not in results
     # predictions written by the training run are valid IOB2 (read back by the i2b2 reader)
-    from shared.ner.i2b2 import read_i2b2
+    from shared.formats.i2b2 import read_i2b2
 
     first = {p: (out / "test_predictions" / p).read_text() for p in os.listdir(out / "test_predictions")}
     reloaded = recipe.main(["--model_name_or_path", str(out), "--output_dir", str(tmp_path),
@@ -131,7 +131,7 @@ def pipeline_entities(ner, words: list[str]) -> set:
 
 def recipe_entities(words: list[str], tags: list[str]) -> set:
     """The recipe's entities as character spans over the whitespace-joined words (the pipeline's coordinates)."""
-    from shared.ner.tags import spans_from_tags
+    from shared.formats.tags import spans_from_tags
 
     starts = [sum(len(w) + 1 for w in words[:k]) for k in range(len(words))]
     return {(t, starts[s], starts[e - 1] + len(words[e - 1])) for t, s, e in spans_from_tags(tags)}

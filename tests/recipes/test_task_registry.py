@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from shared.runner import run_recipe
+from shared.core.runner import run_recipe
 from shared.tasks import RECORD_KEY, TASKS, folder_record
 from tests.helpers import (ASSERTION_SAMPLE, IMAGE_SAMPLE, NER_SAMPLE, ROOT, TEXT_SAMPLE, assert_one_line,
                            build_tiny_ner_model, recipe_case, run_cli)
@@ -105,7 +105,7 @@ def test_a_pair_model_refuses_a_table_without_its_second_column(pairs_folder, tm
 def test_the_service_of_a_pair_model_asks_for_the_second_text(pairs_folder):
     from fastapi.testclient import TestClient
 
-    from shared.runner import load_recipe
+    from shared.core.runner import load_recipe
 
     _, model = pairs_folder
     app, _ = load_recipe("serve.py").build_app(["--model_dir", str(model)])

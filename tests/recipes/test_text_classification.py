@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.runner import load_recipe
-from shared.splits import split_indices
+from shared.core.runner import load_recipe
+from shared.data.splits import split_indices
 from tests.helpers import TEXT_SAMPLE, TOY_CORPUS, real_asset, run_cli
 
 SAMPLE = TEXT_SAMPLE
@@ -61,18 +61,18 @@ def test_text_recipe_flags_a_test_file_sharing_patients_and_resamples_its_patien
     train = with_patients(tmp_path / "train.csv", 30)  # patients p000-p009
     test = with_patients(tmp_path / "test.csv", 12, per_patient=2)  # p000-p005: all six also in training
     seen = {}
-    import shared.metrics
+    import shared.evaluation.metrics
 
-    real = shared.metrics.bootstrap_ci
+    real = shared.evaluation.metrics.bootstrap_ci
 
     def spy(*args, groups=None, **kwargs):
         seen["groups"] = groups
         return real(*args, groups=groups, **kwargs)
 
-    monkeypatch.setattr(shared.metrics, "bootstrap_ci", spy)
+    monkeypatch.setattr(shared.evaluation.metrics, "bootstrap_ci", spy)
     common = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", train, "--test_file", test, "--do_train",
               "--do_predict", "--num_train_epochs", "1", "--bootstrap_resamples", "50", "--seed", "3"]
-    with caplog.at_level("WARNING", logger="shared.splits"):
+    with caplog.at_level("WARNING", logger="shared.data.splits"):
         results = recipe.main([*common, "--output_dir", str(tmp_path / "out"), "--group_column", "patient_id"])
     assert "test shares 6 of its 6 groups ('patient_id')" in caplog.text
     assert "p00" not in caplog.text  # counts only: patient ids are never logged
@@ -80,7 +80,7 @@ def test_text_recipe_flags_a_test_file_sharing_patients_and_resamples_its_patien
     assert "test_accuracy_ci_low" in results
 
     caplog.clear()
-    with caplog.at_level("WARNING", logger="shared.splits"):  # a test file without the column: nothing to check
+    with caplog.at_level("WARNING", logger="shared.data.splits"):  # a test file without the column: nothing to check
         recipe.main([*common, "--test_file", str(SAMPLE / "test.csv"), "--max_predict_samples", "8",
                      "--output_dir", str(tmp_path / "out2"), "--group_column", "patient_id"])
     assert "shares" not in caplog.text and seen["groups"] is None
@@ -251,8 +251,8 @@ def test_lora_adapter_reload_and_merge_give_same_predictions(recipe, tiny_bert_d
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    from shared.args import ModelArguments
-    from shared.models import load_trained
+    from shared.core.args import ModelArguments
+    from shared.training.models import load_trained
 
     args = sample_files(64) + ["--do_train", "--do_predict", "--use_lora", "--lora_r", "4", "--learning_rate", "5e-3"]
     adapter_dir, merged_dir = tmp_path / "adapter", tmp_path / "merged"
@@ -447,7 +447,7 @@ def test_oversampling_and_group_splits_count_notes_not_windows(recipe, tiny_bert
 
 
 def test_one_window_per_note_per_epoch_moves_on_every_epoch(recipe, tiny_bert_dir, tmp_path, monkeypatch):
-    from shared.long_text import WindowPerEpoch
+    from shared.data.long_text import WindowPerEpoch
 
     epochs_read, read = set(), WindowPerEpoch.__getitem__
 

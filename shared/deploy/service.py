@@ -1,0 +1,170 @@
+"""A small HTTP service for a trained or exported folder (FastAPI; ``recipes/serve.py`` runs it with uvicorn).
+
+    GET  /health   -> {"status": "ok", "task", "labels", "backend"}
+    POST /predict  text classifier: {"text": "...", "text_pair": "..."} or {"texts": [...], "text_pairs": [...]}
+                   NER:             {"text": "a note"} or {"texts": [...]}: entities with character offsets
+                   images:          the image file itself as the body (Content-Type image/png, image/jpeg, ...,
+                                    application/dicom for a .dcm)
+
+Answers are JSON: ``prediction`` and ``probabilities`` per text or image (the saved thresholds and calibration
+applied, as in predict.py), ``entities`` (type, start, end, text) per note. Requests are bounded
+(``max_request_bytes``, ``max_items``): a larger body is 413, a malformed one 400 or 415, each with one line saying
+why. Nothing of a request is logged or kept, and error messages never repeat its content. Predictions run one at a
+time (a lock), so memory stays that of one batch.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoint's `Request` annotation at definition time
+import io
+import json
+import logging
+import threading
+
+import numpy as np
+
+from shared.core.errors import DataError
+from shared.images.pixels import is_dicom
+from shared.images.readers import ImageSet
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 5_000_000
+MAX_ITEMS = 64
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _texts(body: dict, key: str, plural: str, max_items: int, required: bool = True) -> list[str] | None:
+    if key in body and plural in body:
+        raise BadRequest(400, f"give '{key}' or '{plural}', not both")
+    if key in body:
+        values = [body[key]]
+    elif plural in body:
+        values = body[plural]
+        if not isinstance(values, list) or not values:
+            raise BadRequest(400, f"'{plural}' must be a non-empty list of strings")
+    elif required:
+        raise BadRequest(400, f"the JSON body needs '{key}' (a string) or '{plural}' (a list of strings)")
+    else:
+        return None
+    if len(values) > max_items:
+        raise BadRequest(413, f"{len(values)} items in one request; at most {max_items}")
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not value.strip():
+            raise BadRequest(400, f"item {i} of '{plural if plural in body else key}' is not a non-empty string")
+    return values
+
+
+def _json_body(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(400, "the body is not valid UTF-8 JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest(400, "the JSON body must be an object")
+    return body
+
+
+def _classified(predictor, outputs) -> list[dict]:
+    return [{"prediction": label, "probabilities": {name: float(p) for name, p in zip(predictor.labels, probs)}}
+            for label, probs in zip(outputs.labels, np.asarray(outputs.probs))]
+
+
+def answer(predictor, raw: bytes, content_type: str, max_items: int = MAX_ITEMS) -> dict:
+    """The JSON answer to one POST /predict body, or :class:`BadRequest`."""
+    content_type = (content_type or "").split(";")[0].strip().lower()
+    if predictor.task == "image_classification":
+        if not (content_type.startswith("image/") or content_type in ("application/octet-stream",
+                                                                       "application/dicom")):
+            raise BadRequest(415, "send the image file itself as the body, with an image/* Content-Type")
+        return _image_answer(predictor, raw)
+    if content_type not in ("application/json", ""):
+        raise BadRequest(415, "send a JSON body (Content-Type: application/json)")
+    body = _json_body(raw)
+    texts = _texts(body, "text", "texts", max_items)
+    if predictor.task == "ner":
+        unknown = set(body) - {"text", "texts"}
+        if unknown:
+            raise BadRequest(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        found = [predictor.entities(text) for text in texts]
+        return {"entities": found[0]} if "text" in body else {"results": [{"entities": f} for f in found]}
+    unknown = set(body) - {"text", "texts", "text_pair", "text_pairs"}
+    if unknown:
+        raise BadRequest(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    pairs = _texts(body, "text_pair", "text_pairs", max_items, required=False)
+    if pairs is not None and len(pairs) != len(texts):
+        raise BadRequest(400, f"{len(texts)} texts but {len(pairs)} text pairs")
+
+    try:
+        results = _classified(predictor, predictor.predict(texts, pairs))
+    except DataError as e:  # e.g. a pair too long for the windows: the reason, never the text
+        raise BadRequest(400, e.reason) from None
+    return results[0] if "text" in body else {"results": results}
+
+
+def _image_answer(predictor, raw: bytes) -> dict:
+    from PIL import Image, UnidentifiedImageError
+
+
+
+    if not raw:
+        raise BadRequest(400, "the body is empty; send the image file")
+    if is_dicom(raw):  # decoded with the folder's pixel mapping; header values are never read into the answer
+        source = {"bytes": raw}
+    else:
+        try:
+            source = Image.open(io.BytesIO(raw))
+            source.load()
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise BadRequest(400, "the body is not an image PIL can read (PNG, JPEG, TIFF, BMP, ...) or a DICOM "
+                                  "file") from None
+    try:
+        decoded = predictor.decode(ImageSet([source], [None], [("<request>", None)], "<request>"))
+    except DataError as e:  # e.g. compressed DICOM without its decoder: the reason only
+        raise BadRequest(400, e.reason) from None
+    return _classified(predictor, predictor.predict(decoded))[0]
+
+
+def create_app(predictor, max_request_bytes: int = MAX_REQUEST_BYTES, max_items: int = MAX_ITEMS):
+    """The FastAPI application serving ``predictor`` (a :mod:`shared.deploy.predictors` predictor)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="Medical fine-tuning recipes: prediction service", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    lock = threading.Lock()
+    predictor.model  # load the weights (or the ONNX session) before the first request  # noqa: B018
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "task": predictor.task, "labels": list(predictor.labels),
+                "backend": predictor.backend}
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_request_bytes):
+            return JSONResponse({"error": f"the body is larger than {max_request_bytes} bytes"}, status_code=413)
+        raw = bytearray()
+        async for chunk in request.stream():  # a body sent without Content-Length is bounded too
+            raw += chunk
+            if len(raw) > max_request_bytes:
+                return JSONResponse({"error": f"the body is larger than {max_request_bytes} bytes"}, status_code=413)
+        try:
+            from starlette.concurrency import run_in_threadpool
+
+            def run():
+                with lock:
+                    return answer(predictor, bytes(raw), request.headers.get("content-type", ""), max_items)
+
+            return await run_in_threadpool(run)
+        except BadRequest as e:
+            return JSONResponse({"error": e.message}, status_code=e.status)
+        except Exception as e:  # never log or echo the input (a traceback's message may quote it): the kind only
+            logger.error("prediction failed: %s", type(e).__name__)
+            return JSONResponse({"error": "prediction failed (see the service log)"}, status_code=500)
+
+    return app
