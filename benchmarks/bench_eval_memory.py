@@ -111,8 +111,8 @@ def naive_predict_windows(model, windows, pad_token_id, batch_size=64, decode=No
 
 def child(spec: dict) -> dict:
     """Run one recipe with --do_predict, measuring its prediction call(s)."""
-    import shared.ner.windows
     import shared.evaluation.forward
+    import shared.ner.windows
     from shared.core.runner import run_recipe
 
     task = spec["task"]

@@ -24,10 +24,10 @@ import tempfile
 import numpy as np
 import torch
 
+from shared.core.runner import run_recipe
+from shared.evaluation.metrics import classification_metrics, softmax
 from shared.images import decode as image_decode
 from shared.images import readers as image_formats
-from shared.evaluation.metrics import classification_metrics, softmax
-from shared.core.runner import run_recipe
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 

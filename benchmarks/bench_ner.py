@@ -35,10 +35,10 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
-from shared.formats.conll import read_conll  # noqa: E402
-from shared.ner.metrics import entity_metrics  # noqa: E402
-from shared.formats.tags import from_scheme  # noqa: E402
 from shared.core.runner import run_recipe  # noqa: E402
+from shared.formats.conll import read_conll  # noqa: E402
+from shared.formats.tags import from_scheme  # noqa: E402
+from shared.ner.metrics import entity_metrics  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 DATA = os.path.join(SHARED, "data", "ner")

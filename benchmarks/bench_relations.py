@@ -37,8 +37,8 @@ sys.path.insert(0, ROOT)
 from shared.concepts.i2b2 import NO_RELATION  # noqa: E402
 from shared.concepts.markers import add_marker_tokens  # noqa: E402
 from shared.concepts.relations import read_relation_split  # noqa: E402
-from shared.evaluation.metrics import positive_micro_metrics  # noqa: E402
 from shared.core.runner import run_recipe  # noqa: E402
+from shared.evaluation.metrics import positive_micro_metrics  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 DDI = os.path.join(SHARED, "data", "relations", "ddi")
@@ -47,8 +47,14 @@ MODEL = os.path.join(SHARED, "models", "all-MiniLM-L6-v2")
 
 def run_baseline(args, out: str) -> dict:
     import datasets
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
-    from transformers import TrainingArguments, set_seed
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(args.seed)
     train = read_relation_split(os.path.join(DDI, "train"))

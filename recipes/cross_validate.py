@@ -43,13 +43,21 @@ except ImportError as error:
           "`pip install -e .`", file=sys.stderr)
     raise SystemExit(2) from None
 
-from shared.trust import audit
 from shared.core.args import main_guard
-from shared.trust.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
-from shared.trust.crossval import remove_weights, summarize
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_json, atomic_write_text
 from shared.core.runner import recipe_file
+from shared.trust import audit
+from shared.trust.crossval import (
+    RECIPES,
+    fold_args,
+    markdown_table,
+    output_dir_of,
+    read_fold_results,
+    recipe_option,
+    remove_weights,
+    summarize,
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -19,8 +19,8 @@ measured). recipes/verify_onnx.py re-runs the same check on an export folder at 
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -33,9 +33,9 @@ except ImportError as error:
 
 from shared.core.args import main_guard, setup_logging
 from shared.core.errors import DataError
-from shared.deploy.predictors import parse_task_arguments
-from shared.deploy.onnx_export import ParityArguments, export_folder
 from shared.core.outputs import StagedFolder
+from shared.deploy.onnx_export import ParityArguments, export_folder
+from shared.deploy.predictors import parse_task_arguments
 
 logger = logging.getLogger(__name__)
 USAGE = "%(prog)s --model_dir DIR --input PATH --output_dir DIR [--quantize int8] [options]"

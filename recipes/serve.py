@@ -61,9 +61,9 @@ def build_app(args: list[str] | None = None):
     (serve_args,) = parse_args(ServeArguments, args=args, description=__doc__,
                                usage="%(prog)s --model_dir DIR [--backend onnx] [--host H] [--port P] [options]")
     try:
-        from shared.deploy.service import create_app
-
         import fastapi  # noqa: F401
+
+        from shared.deploy.service import create_app
     except ImportError:
         raise DataError('serve.py needs FastAPI and uvicorn: pip install -e ".[deploy]"') from None
     predictor = load_predictor(serve_args.model_dir, serve_args.backend, serve_args.batch_size, serve_args.threads)

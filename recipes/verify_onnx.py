@@ -26,9 +26,9 @@ except ImportError as error:
 
 from shared.core.args import main_guard, setup_logging
 from shared.core.errors import DataError
+from shared.deploy.onnx_export import ParityArguments, check_parity, read_export_info
 from shared.deploy.predictors import parse_task_arguments
 from shared.tasks import folder_task
-from shared.deploy.onnx_export import ParityArguments, check_parity, read_export_info
 
 logger = logging.getLogger(__name__)
 USAGE = "%(prog)s --model_dir DIR --onnx_dir DIR --input PATH [options]"

@@ -37,31 +37,43 @@ except ImportError as error:
           "`pip install -e .`", file=sys.stderr)
     raise SystemExit(2) from None
 
-import datasets
 import numpy as np
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+from transformers import AutoConfig
 
-from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
-from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
-from shared.core.args import recipe_defaults, start_run
-from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.concepts.data import read_assertion_split, write_assertions
+from shared.concepts.encode import marked_classifier, marked_datasets
 from shared.concepts.i2b2 import ASSERTIONS
-from shared.concepts.markers import ENTITY, add_marker_tokens, fit_around
+from shared.concepts.markers import ENTITY
+from shared.core.args import (
+    ClassifierModelArguments,
+    DataArguments,
+    TrainingArguments,
+    main_guard,
+    parse_args,
+    recipe_defaults,
+    start_run,
+)
 from shared.core.errors import DataError
-from shared.training.imbalance import oversampled_order, training_loss
-from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
-from shared.training.lora import count_parameters, save_trained
-from shared.evaluation.metrics import SINGLE_LABEL_HEADLINE, selection_macro_f1, softmax
-from shared.training.models import classification_config, load_pretrained, max_sequence_length, model_for_run
-from shared.training.models import requested_max_length, trained_labels
-from shared.training.optim import optimizer_cls_and_kwargs
 from shared.core.outputs import remove_earlier_results
-from shared.evaluation.forward import predict_in_order
-from shared.evaluation.reports import prefixed, save_all_results, score_and_report, write_model_card, write_predictions
-from shared.core.resume import EpochSeededSampling, train_with_resume
+from shared.core.resume import train_with_resume
+from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
+from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.evaluation.forward import predict_in_order
+from shared.evaluation.metrics import SINGLE_LABEL_HEADLINE, selection_macro_f1, softmax
+from shared.evaluation.reports import (
+    prefixed,
+    save_all_results,
+    score_and_report,
+    training_card,
+    write_model_card,
+    write_predictions,
+)
 from shared.tasks import task_record
+from shared.training.adaptive import keep_best_epoch
+from shared.training.lora import count_parameters, save_trained
+from shared.training.models import load_pretrained, max_sequence_length, requested_max_length, trained_labels
+from shared.training.trainer import classifier_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -158,56 +170,20 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     logger.info("%d assertion classes: %s", len(label_names), ", ".join(label_names))
 
     # 6. Model and tokenizer: the marker tokens added (a fine-tuned folder has them) and the embeddings resized.
-    tokenizer = load_pretrained(AutoTokenizer, model_args)
-    if add_marker_tokens(tokenizer):
-        logger.info("added the entity marker tokens to the tokenizer")
-    config = classification_config(model_args, label_names, False)
-    model, frozen_layers = model_for_run(AutoModelForSequenceClassification, model_args, config, training_args,
-                                         resize=lambda m: m.resize_token_embeddings(len(tokenizer)))
+    tokenizer, config, model, frozen_layers = marked_classifier(model_args, training_args, label_names)
     trainable, total = count_parameters(model)
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
-    # 7. Preprocessing: each marked sentence tokenized; a long one keeps the words nearest its concept (counted).
+    # 7. Preprocessing: each marked sentence tokenized; a long one keeps the words nearest its concept (counted):
+    # shared/concepts/encode.py, the one encoding of both concept recipes.
     max_length = max_sequence_length(requested_max_length(data_args, config, training_args.do_train), tokenizer, config)
-    tokenized, cut = {}, {}
-    for split, concepts in splits.items():
-        fitted = [fit_around(tokenizer, words, max_length) for words in concepts.words]
-        cut[split] = sum(was_cut for _, was_cut in fitted)
-        if cut[split]:
-            logger.warning("%s: %d of %d sentences are longer than %d tokens and keep the words nearest the concept",
-                           split, cut[split], len(concepts), max_length)
-        encoded = tokenizer([" ".join(words) for words, _ in fitted], truncation=True, max_length=max_length)
-        columns = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                   "length": [len(ids) for ids in encoded["input_ids"]]}
-        if split in label_ids:
-            columns["labels"] = label_ids[split].tolist()
-        tokenized[split] = datasets.Dataset.from_dict(columns)
+    tokenized, cut = marked_datasets(tokenizer, splits, label_ids, max_length, nearest="concept")
 
     # 8. Trainer: batch size, epochs and class weighting from the training data where the user set none
     # (shared/training/adaptive.py; "present" outnumbers the rest); the best epoch on validation kept.
-    loss_func, derived, train_examples = None, Derived(), len(tokenized.get("train", ()))
-    if training_args.do_train:
-        if model_args.oversample:
-            order = oversampled_order(label_ids["train"], seed=training_args.seed)
-            tokenized["train"] = tokenized["train"].select(order)
-            train_examples = len(order)
-            logger.info("oversampled training set: %d examples", train_examples)
-        derived = adapt_to_training_data(training_args, model_args, len(tokenized["train"]),
-                                         RECIPE_DEFAULTS["num_train_epochs"], label_ids["train"], len(label_names))
-        loss_func = training_loss(label_ids["train"], len(label_names), model_args.class_weighting,
-                                  model_args.focal_gamma, False)
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=tokenized.get("train"),
-        eval_dataset=tokenized.get("validation"),
-        processing_class=tokenizer,
-        data_collator=collator,
-        compute_loss_func=loss_func,
-        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, training_args, model_args.layerwise_lr_decay),
-        callbacks=[EpochSeededSampling()],  # a resumed run trains in the same order (shared/core/resume.py)
-    )
+    trainer, collator, derived, train_examples = classifier_trainer(
+        model, tokenizer, tokenized, label_ids, len(label_names), model_args, training_args,
+        RECIPE_DEFAULTS["num_train_epochs"])
     output_dir, is_main = training_args.output_dir, trainer.is_world_process_zero()
     if is_main:
         remove_earlier_results(output_dir, run.earlier_results)
@@ -282,21 +258,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                           for split, c in splits.items()},
             metrics=results,
             headline_metrics=SINGLE_LABEL_HEADLINE,
-            training={
-                "epochs": training_args.num_train_epochs,
-                "learning_rate": training_args.learning_rate,
-                "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-                "max_seq_length": max_length,
-                "bf16": training_args.bf16,
-                "class_weighting": model_args.class_weighting,
-                "focal_gamma": model_args.focal_gamma,
-                "oversample": model_args.oversample,
-                "frozen_encoder_layers": frozen_layers,
-                "trainable_parameters": f"{trainable:,} of {total:,}",
-                "seed": training_args.seed,
-                **derived.card(best_epoch),
-                "calibration": calibration.describe() if calibration else "none (raw probabilities)",
-            },
+            training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,
+                                   calibration, max_seq_length=max_length),
             limitations=[
                 "Input is a sentence with the concept between the tokens [E] and [/E]; `pipeline(\"text-"
                 "classification\")` on this folder needs the markers in the text.",

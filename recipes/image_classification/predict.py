@@ -29,8 +29,8 @@ except ImportError as error:
     raise SystemExit(2) from None
 
 from shared.core.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
-from shared.deploy.predictors import ImageClassifier, ImageInputArguments, prediction_results, write_prediction_results
 from shared.core.outputs import StagedFolder, check_prediction_dir
+from shared.deploy.predictors import ImageClassifier, ImageInputArguments, prediction_results, write_prediction_results
 
 logger = logging.getLogger(__name__)
 

@@ -40,34 +40,59 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer
 
-from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
-from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
-from shared.core.args import recipe_defaults, start_run
-from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.core.args import (
+    ClassifierModelArguments,
+    DataArguments,
+    TrainingArguments,
+    main_guard,
+    parse_args,
+    recipe_defaults,
+    start_run,
+)
 from shared.core.errors import DataError
-from shared.trust.explain import explain_image_predictions
+from shared.core.outputs import remove_earlier_results
+from shared.core.resume import EpochSeededSampling, data_seed, train_with_resume
+from shared.data.labels import label_counts, names_in, require_classes
+from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
+from shared.data.tables import has_column, load_splits, read_table
+from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.evaluation.forward import predict_in_order
+from shared.evaluation.metrics import (
+    MULTI_LABEL_HEADLINE,
+    SINGLE_LABEL_HEADLINE,
+    selection_macro_f1,
+    sigmoid,
+    softmax,
+    tune_thresholds,
+)
+from shared.evaluation.reports import (
+    decision_thresholds,
+    prefixed,
+    save_all_results,
+    saved_thresholds,
+    score_and_report,
+    training_card,
+    write_model_card,
+    write_predictions,
+)
 from shared.images.augment import AugmentConfig, Augmenter, PixelDataset
-from shared.images.backbone import configure_processor, normalization, processor_size, reload_at_trained_size
-from shared.images.backbone import set_image_size
+from shared.images.backbone import (
+    configure_processor,
+    normalization,
+    processor_size,
+    reload_at_trained_size,
+    set_image_size,
+)
 from shared.images.decode import decode_images
 from shared.images.pixels import PixelMapping, dicom_groups, fit_pixel_mapping, is_dicom, parse_window
 from shared.images.readers import encode_image_labels, label_names_for, read_hub_split, read_images
+from shared.tasks import task_record
+from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.training.imbalance import oversample, training_loss
-from shared.data.labels import label_counts, names_in, require_classes
 from shared.training.lora import count_parameters, save_trained
-from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
-from shared.evaluation.metrics import selection_macro_f1, tune_thresholds
 from shared.training.models import classification_config, load_pretrained, model_for_run, trained_labels
 from shared.training.optim import optimizer_cls_and_kwargs
-from shared.core.outputs import remove_earlier_results
-from shared.evaluation.forward import predict_in_order
-from shared.evaluation.reports import decision_thresholds, prefixed, save_all_results, write_predictions
-from shared.evaluation.reports import saved_thresholds, score_and_report, write_model_card
-from shared.core.resume import EpochSeededSampling, data_seed, train_with_resume
-from shared.data.splits import carve_splits, check_split_sources, sample_limit, table_groups
-from shared.data.splits import splits_to_carve
-from shared.data.tables import has_column, load_splits, read_table
-from shared.tasks import task_record
+from shared.trust.explain import explain_image_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -423,24 +448,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                           for split, d in decoded.items()},
             metrics=results,
             headline_metrics=MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE,
-            training={
-                "epochs": training_args.num_train_epochs,
-                "learning_rate": training_args.learning_rate,
-                "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-                "image_size": image_size,
-                "pixel mapping (DICOM, 16-bit)": mapping.describe(),
-                "augmentation": data_args.augment_config() if data_args.augment else "none",
-                "bf16": training_args.bf16,
-                "class_weighting": model_args.class_weighting,
-                "focal_gamma": model_args.focal_gamma,
-                "oversample": model_args.oversample,
-                "lora": f"r={model_args.lora_r}, alpha={model_args.lora_alpha}" if model_args.use_lora else "no",
-                "frozen_encoder_layers": frozen_layers,
-                "trainable_parameters": f"{trainable:,} of {total:,}",
-                "seed": training_args.seed,
-                **derived.card(best_epoch),
-                "calibration": calibration.describe() if calibration else "none (raw probabilities)",
-            },
+            training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,
+                                   calibration, image_size=image_size,
+                                   **{"pixel mapping (DICOM, 16-bit)": mapping.describe()},
+                                   augmentation=data_args.augment_config() if data_args.augment else "none"),
             limitations=[
                 "Trained on resized images; fine detail lost at low resolution is invisible to the model.",
                 "Decision threshold: " + (f"{thresholds}" if thresholds is not None and not multi_label

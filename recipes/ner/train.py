@@ -35,30 +35,45 @@ import datasets
 import numpy as np
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification, Trainer
 
-from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
-from shared.core.args import DataArguments, ModelArguments, TrainingArguments, main_guard, parse_args, recipe_defaults
-from shared.core.args import start_run
-from shared.trust.audit import write_tag_probabilities
+from shared.core.args import (
+    DataArguments,
+    ModelArguments,
+    TrainingArguments,
+    main_guard,
+    parse_args,
+    recipe_defaults,
+    start_run,
+)
 from shared.core.errors import DataError
-from shared.trust.explain import explain_entities
-from shared.training.imbalance import training_loss
-from shared.data.long_text import default_stride
-from shared.training.lora import count_parameters, save_trained
-from shared.evaluation.metrics import add_ci
-from shared.training.models import load_pretrained, max_sequence_length, model_for_run, requested_max_length
-from shared.ner.crf import CrfTokenClassifier, has_crf
-from shared.ner.data import FORMATS, carve_groups, load_ner_splits
-from shared.ner.metrics import entity_collapse_check, entity_metrics, entity_metrics_ci, entity_report
-from shared.formats.tags import SCHEMES, from_scheme, label_list, split_tag, to_scheme, validate_tags
-from shared.ner.windows import IGNORE_INDEX, load_tokenizer, make_windows, pipeline_agreement, predict_windows
-from shared.ner.windows import subword_maps, word_probabilities, words_from_windows
-from shared.training.optim import optimizer_cls_and_kwargs
-from shared.core.outputs import remove_earlier_results
 from shared.core.files import atomic_write_json
-from shared.evaluation.reports import prefixed, save_all_results, write_model_card
+from shared.core.outputs import remove_earlier_results
 from shared.core.resume import EpochSeededSampling, train_with_resume
+from shared.data.labels import IGNORE_INDEX
+from shared.data.long_text import default_stride
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
+from shared.evaluation.metrics import add_ci
+from shared.evaluation.reports import prefixed, save_all_results, training_card, write_model_card
+from shared.formats.tags import SCHEMES, from_scheme, label_list, split_tag, to_scheme, validate_tags
+from shared.ner.crf import CrfTokenClassifier, has_crf
+from shared.ner.data import NER_FORMATS, carve_groups, load_ner_splits
+from shared.ner.metrics import entity_collapse_check, entity_metrics, entity_metrics_ci, entity_report
+from shared.ner.windows import (
+    load_tokenizer,
+    make_windows,
+    pipeline_agreement,
+    predict_windows,
+    subword_maps,
+    word_probabilities,
+    words_from_windows,
+)
 from shared.tasks import task_record
+from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
+from shared.training.imbalance import training_loss
+from shared.training.lora import count_parameters, save_trained
+from shared.training.models import load_pretrained, max_sequence_length, model_for_run, requested_max_length
+from shared.training.optim import optimizer_cls_and_kwargs
+from shared.trust.audit import write_tag_probabilities
+from shared.trust.explain import explain_entities
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +86,7 @@ class NerDataArguments(DataArguments):
     data_format: str = field(
         default="auto",
         metadata={"help": "Input format; auto guesses from the path (.con -> i2b2, .ann -> BRAT, .json/.jsonl -> "
-                          "JSON, anything else -> CoNLL).", "choices": list(FORMATS)},
+                          "JSON, anything else -> CoNLL).", "choices": list(NER_FORMATS)},
     )
     tokens_column: str = field(default="tokens", metadata={"help": "JSON / hub field holding the word list."})
     tags_column: str = field(default="ner_tags", metadata={"help": "JSON / hub field holding the tag list."})
@@ -357,23 +372,12 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             data_summary=data_summary,
             metrics=results,
             headline_metrics=HEADLINE + [f"f1_{t}" for t in types],
-            training={
-                "epochs": training_args.num_train_epochs,
-                "learning_rate": training_args.learning_rate,
-                "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-                "max_seq_length (window)": max_length,
-                "stride": stride,
-                "label_alignment": alignment,
-                "output layer": "CRF (constrained Viterbi)" if use_crf else "softmax",
-                "tag_scheme": scheme,
-                "bf16": training_args.bf16,
-                "class_weighting": model_args.class_weighting,
-                "lora": f"r={model_args.lora_r}, alpha={model_args.lora_alpha}" if model_args.use_lora else "no",
-                "frozen_encoder_layers": frozen_layers,
-                "trainable_parameters": f"{trainable:,} of {total:,}",
-                "seed": training_args.seed,
-                **derived.card(best_epoch),
-            },
+            training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,
+                                   calibration=False,  # token tags: no temperature scaling
+                                   **{"max_seq_length (window)": max_length, "stride": stride,
+                                      "label_alignment": alignment,
+                                      "output layer": "CRF (constrained Viterbi)" if use_crf else "softmax",
+                                      "tag_scheme": scheme}),
             limitations=[
                 f"Examples longer than {max_length} subword tokens are read in overlapping windows (stride "
                 f"{stride}); each word is predicted in the window where it has the most context.",

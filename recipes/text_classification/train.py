@@ -35,33 +35,73 @@ except ImportError as error:
 import numpy as np
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
-from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
-from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
-from shared.core.args import recipe_defaults, start_run
-from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.core.args import (
+    ClassifierModelArguments,
+    DataArguments,
+    TrainingArguments,
+    main_guard,
+    parse_args,
+    recipe_defaults,
+    start_run,
+)
 from shared.core.errors import DataError
-from shared.trust.explain import explain_text_predictions
-from shared.training.imbalance import oversampled_order, training_loss
-from shared.data.labels import encode_labels, label_counts, names_in
-from shared.data.labels import require_classes, sort_label_names
-from shared.data.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch
-from shared.data.long_text import long_text_settings, notes_from_windows, windows_of_notes
-from shared.training.lora import count_parameters, save_trained
-from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, sigmoid, softmax
-from shared.evaluation.metrics import selection_macro_f1, tune_thresholds
-from shared.training.models import classification_config, load_pretrained, max_sequence_length, model_for_run, require_fast
-from shared.training.models import requested_max_length, trained_labels
-from shared.training.optim import optimizer_cls_and_kwargs
 from shared.core.outputs import remove_earlier_results
-from shared.evaluation.forward import predict_in_order
-from shared.evaluation.reports import decision_thresholds, prefixed, save_all_results, write_predictions
-from shared.evaluation.reports import saved_thresholds, score_and_report, write_model_card
 from shared.core.resume import EpochSeededSampling, train_with_resume
-from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
-from shared.data.splits import table_groups, warn_shared_groups
+from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
+from shared.data.long_text import (
+    AGGREGATIONS,
+    MODES,
+    TRAIN_WINDOWS,
+    WindowPerEpoch,
+    long_text_settings,
+    notes_from_windows,
+    windows_of_notes,
+)
+from shared.data.splits import (
+    carve_splits,
+    check_split_sources,
+    sample_limit,
+    splits_to_carve,
+    table_groups,
+    warn_shared_groups,
+)
 from shared.data.tables import load_splits
+from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.evaluation.forward import predict_in_order
+from shared.evaluation.metrics import (
+    MULTI_LABEL_HEADLINE,
+    SINGLE_LABEL_HEADLINE,
+    selection_macro_f1,
+    sigmoid,
+    softmax,
+    tune_thresholds,
+)
+from shared.evaluation.reports import (
+    decision_thresholds,
+    prefixed,
+    save_all_results,
+    saved_thresholds,
+    score_and_report,
+    training_card,
+    write_model_card,
+    write_predictions,
+)
 from shared.tasks import task_record
 from shared.text.data import NoteEncoder, read_text_columns
+from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
+from shared.training.imbalance import oversampled_order, training_loss
+from shared.training.lora import count_parameters, save_trained
+from shared.training.models import (
+    classification_config,
+    load_pretrained,
+    max_sequence_length,
+    model_for_run,
+    requested_max_length,
+    require_fast,
+    trained_labels,
+)
+from shared.training.optim import optimizer_cls_and_kwargs
+from shared.trust.explain import explain_text_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -357,27 +397,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                           for split, table in tables.items()},
             metrics=results,
             headline_metrics=MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE,
-            training={
-                "epochs": training_args.num_train_epochs,
-                "learning_rate": training_args.learning_rate,
-                "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-                "max_seq_length": max_length,
-                "long_text": (f"chunk (windows sharing {long_text.stride} tokens; trained on "
-                              + ("one window per note per epoch" if long_text.train_windows == "one_per_epoch"
-                                 else "every window") +
-                              f"; a note's prediction is the {long_text.aggregation} of its windows' logits)"
-                              if chunk else "truncate"),
-                "bf16": training_args.bf16,
-                "class_weighting": model_args.class_weighting,
-                "focal_gamma": model_args.focal_gamma,
-                "oversample": model_args.oversample,
-                "lora": f"r={model_args.lora_r}, alpha={model_args.lora_alpha}" if model_args.use_lora else "no",
-                "frozen_encoder_layers": frozen_layers,
-                "trainable_parameters": f"{trainable:,} of {total:,}",
-                "seed": training_args.seed,
-                **derived.card(best_epoch),
-                "calibration": calibration.describe() if calibration else "none (raw probabilities)",
-            },
+            training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,
+                                   calibration, max_seq_length=max_length, long_text=long_text.describe()),
             limitations=[
                 (f"Notes longer than {max_length} tokens are read in overlapping windows by this recipe "
                  "(`--do_predict`); `pipeline()` on this folder reads a note in one pass (truncated where asked), "

@@ -3,7 +3,7 @@
 Read with :func:`shared.formats.brat.read_brat` (``allow_overlaps=True``: relation corpora such as DDI 2013 have
 discontinuous mentions that share words); every ``R`` line must name two entities of its file that lie on one
 line of the note. Negatives are implicit, as in DDI: every pair of entities of a sentence without an ``R`` line is a
-"no relation" candidate (:func:`candidate_pairs`).
+"no relation" candidate (:func:`brat_candidate_pairs`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def allowed_type_pairs(type_pairs: Iterable[tuple[str, str]] | None) -> set[froz
     return None if type_pairs is None else {frozenset(p) for p in type_pairs}
 
 
-def candidate_pairs(doc: BratDoc, type_pairs: Iterable[tuple[str, str]] | None = None
+def brat_candidate_pairs(doc: BratDoc, type_pairs: Iterable[tuple[str, str]] | None = None
                     ) -> list[tuple[BratEntity, BratEntity]]:
     """Every unordered pair of entities on one line, in text order (first by start offset); with ``type_pairs``
     only pairs whose types (in either order) are listed."""

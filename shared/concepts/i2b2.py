@@ -132,7 +132,7 @@ def pair_key(a: Concept, b: Concept) -> tuple:
     return tuple(sorted([(a.line, a.start, a.end), (b.line, b.start, b.end)]))
 
 
-def candidate_pairs(note: I2b2Note) -> list[tuple[Concept, Concept]]:
+def i2b2_candidate_pairs(note: I2b2Note) -> list[tuple[Concept, Concept]]:
     """Every pair of concepts of one sentence whose types i2b2 relates: (treatment, problem), (test, problem) in
     that order, and (problem, problem) in text order. Sorted by line, then by position."""
     by_line: dict[int, list[Concept]] = {}

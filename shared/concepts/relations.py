@@ -4,7 +4,7 @@ A split is an i2b2 folder (``.txt`` + ``.con`` [+ ``.rel``], or ``txt/`` + ``con
 BRAT folder (``.txt`` + ``.ann`` with ``T`` and ``R`` lines). Candidates, as each corpus defines them:
 
 - i2b2 2010: the type-compatible pairs of one line, (treatment, problem), (test, problem) and (problem, problem)
-  (:func:`shared.concepts.i2b2.candidate_pairs`); a pair may only take the relation types that join its two types
+  (:func:`shared.concepts.i2b2.i2b2_candidate_pairs`); a pair may only take the relation types that join its two types
   (a (test, problem) pair is TeRP, TeCP or none), which :attr:`RelationSet.allowed` records.
 - BRAT: every unordered pair of entities of one line, in text order (DDI 2013's convention, its negatives implicit),
   or only the pairs whose types ``type_pairs`` lists.
@@ -22,7 +22,15 @@ from typing import Sequence
 
 from shared.concepts import brat as brat_relations
 from shared.concepts.data import read_notes_with_concepts
-from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES, Relation, candidate_pairs, pair_key, parse_rel, write_rel
+from shared.concepts.i2b2 import (
+    NO_RELATION,
+    RELATION_TYPES,
+    Relation,
+    i2b2_candidate_pairs,
+    pair_key,
+    parse_rel,
+    write_rel,
+)
 from shared.concepts.markers import FIRST, SECOND, mark
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
@@ -30,7 +38,7 @@ from shared.formats.brat import BratDoc, BratEntity, format_entity, parse_ann, r
 from shared.formats.detect import detect_format
 from shared.formats.i2b2 import I2b2Note, write_con
 
-FORMATS = ("auto", "i2b2", "brat")
+RELATION_FORMATS = ("auto", "i2b2", "brat")
 
 
 @dataclass
@@ -126,7 +134,7 @@ def _read_i2b2(path, concepts_dir, type_pairs) -> RelationSet:
     pairs, words, labels, allowed, refs = [], [], [], [], []
     for index, note in enumerate(notes):
         gold = {pair_key(r.first, r.second): r for r in parse_rel(rel_path(note), note)} if labelled else {}
-        candidates = [(a, b) for a, b in candidate_pairs(note) if wanted is None or frozenset((a.type, b.type)) in wanted]
+        candidates = [(a, b) for a, b in i2b2_candidate_pairs(note) if wanted is None or frozenset((a.type, b.type)) in wanted]
         keys = {pair_key(a, b) for a, b in candidates}
         for relation in gold.values():
             if pair_key(relation.first, relation.second) not in keys:
@@ -172,7 +180,7 @@ def _read_brat(path, concepts_dir, type_pairs) -> RelationSet:
                 raise DataError(f"relation type '{NO_RELATION}' is this recipe's name for no relation; rename it",
                                 doc.ann_path, relation.source_line)
             gold[frozenset((relation.arg1.id, relation.arg2.id))] = relation
-        candidates = brat_relations.candidate_pairs(doc, type_pairs)
+        candidates = brat_relations.brat_candidate_pairs(doc, type_pairs)
         keys = {frozenset((a.id, b.id)) for a, b in candidates}
         for relation in gold.values():
             if frozenset((relation.arg1.id, relation.arg2.id)) not in keys:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 # The recipes folder of this checkout (the package is installed in place: `pip install -e .`).
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def recipe_file(recipe: str | os.PathLike, entry: str = "train") -> Path:
@@ -29,9 +29,9 @@ def recipe_file(recipe: str | os.PathLike, entry: str = "train") -> Path:
     command of the recipes folder itself (``export_onnx.py``, ``verify_onnx.py``, ``serve.py``)."""
     path = Path(recipe)
     if path.suffix == ".py":  # a script: a path, or a command of the recipes folder ("export_onnx.py")
-        return (RECIPES / path if not path.exists() and len(path.parts) == 1 else path).resolve()
+        return (RECIPES_DIR / path if not path.exists() and len(path.parts) == 1 else path).resolve()
     if not path.is_dir() and os.sep not in str(recipe) and "/" not in str(recipe):
-        path = RECIPES / str(recipe)
+        path = RECIPES_DIR / str(recipe)
     file = path.resolve() / f"{entry}.py"
     if not file.is_file():
         raise FileNotFoundError(f"no recipe entry point {file}")

@@ -16,6 +16,8 @@ import numpy as np
 
 from shared.core.errors import DataError
 
+IGNORE_INDEX = -100  # the label id of a position no loss or metric counts (PyTorch's cross-entropy skips it)
+
 Where = Callable[[int], tuple[str, int | None]]  # row index -> (file, line) for error messages
 
 

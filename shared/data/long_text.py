@@ -39,6 +39,14 @@ class LongText:
     def as_config(self) -> dict:
         return {"long_text": asdict(self)}
 
+    def describe(self) -> str:
+        """One line for the model card."""
+        if self.mode != "chunk":
+            return "truncate"
+        trained_on = "one window per note per epoch" if self.train_windows == "one_per_epoch" else "every window"
+        return (f"chunk (windows sharing {self.stride} tokens; trained on {trained_on}; a note's prediction is the "
+                f"{self.aggregation} of its windows' logits)")
+
 
 def long_text_settings(mode: str | None, stride: int | None, aggregation: str | None, train_windows: str | None,
                        max_length: int, config=None) -> LongText:

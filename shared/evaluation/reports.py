@@ -116,6 +116,30 @@ def format_metric(metrics: dict, name: str, digits: int = 3) -> str:
 LOWER_IS_BETTER = {"ece", "mce", "brier", "nll"}  # calibration metrics (shared/evaluation/calibration.py)
 
 
+def training_card(training_args, model_args, frozen_layers, trainable: int, total: int, derived, best_epoch,
+                  calibration=None, **task_settings) -> dict[str, object]:
+    """The model card's training section, from what the run recorded: the schedule, ``task_settings`` (the task's
+    own, e.g. windows or image size, in the order given), precision, imbalance handling (the options the model
+    arguments have), LoRA, freezing, the defaults derived from the data, the epoch kept and the calibration (left
+    out when ``calibration`` is False: a task without it)."""
+    section: dict[str, object] = {
+        "epochs": training_args.num_train_epochs,
+        "learning_rate": training_args.learning_rate,
+        "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+        **task_settings,
+        "bf16": training_args.bf16,
+    }
+    for option in ("class_weighting", "focal_gamma", "oversample"):
+        if hasattr(model_args, option):
+            section[option] = getattr(model_args, option)
+    section["lora"] = f"r={model_args.lora_r}, alpha={model_args.lora_alpha}" if model_args.use_lora else "no"
+    section.update(frozen_encoder_layers=frozen_layers, trainable_parameters=f"{trainable:,} of {total:,}",
+                   seed=training_args.seed, **derived.card(best_epoch))
+    if calibration is not False:
+        section["calibration"] = calibration.describe() if calibration else "none (raw probabilities)"
+    return section
+
+
 def write_model_card(
     output_dir: str,
     *,

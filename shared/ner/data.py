@@ -20,7 +20,7 @@ from shared.formats.detect import detect_format
 from shared.formats.i2b2 import read_i2b2, write_i2b2
 from shared.formats.json_format import read_ner_json, write_ner_json
 
-FORMATS = ("auto", "i2b2", "brat", "conll", "json")
+NER_FORMATS = ("auto", "i2b2", "brat", "conll", "json")
 
 
 @dataclass
@@ -77,7 +77,7 @@ def load_split(path: str, fmt: str, limit: int | None = None, tokens_column: str
         return _conll(path, limit, tag_column, require_tags)
     if fmt == "json":
         return _json(path, limit, tokens_column, tags_column, require_tags, group_column)
-    raise DataError(f"unknown --data_format '{fmt}' (choose from {', '.join(FORMATS)})")
+    raise DataError(f"unknown --data_format '{fmt}' (choose from {', '.join(NER_FORMATS)})")
 
 
 def _keep_docs(per_doc_counts: list[int], limit: int | None) -> int:

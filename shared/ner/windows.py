@@ -12,11 +12,10 @@ import numpy as np
 
 from shared.core.args import ModelArguments
 from shared.core.errors import DataError
+from shared.data.labels import IGNORE_INDEX
 from shared.evaluation.forward import predict_in_order
 from shared.formats.tags import spans_from_tags
 from shared.training.models import load_pretrained, require_fast
-
-IGNORE_INDEX = -100  # the label id PyTorch's cross-entropy skips
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from shared.core.errors import DataError
+from shared.data.labels import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 STRATEGIES = ("none", "balanced", "inverse_sqrt")
 
 

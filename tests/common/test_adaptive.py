@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, given, parse_args
 from shared.training.adaptive import (
     IMBALANCE_RATIO,
     MAX_EPOCHS,
@@ -21,7 +22,6 @@ from shared.training.adaptive import (
     schedule_for,
     wants_best_epoch,
 )
-from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, given, parse_args
 
 
 @pytest.mark.parametrize("examples, batch, epochs", [

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from shared.trust.crossval import fold_args, markdown_table, output_dir_of, remove_weights, summarize
 from shared.core.errors import DataError
 from shared.core.runner import run_recipe
+from shared.trust.crossval import fold_args, markdown_table, output_dir_of, remove_weights, summarize
 from tests.helpers import ROOT
 
 

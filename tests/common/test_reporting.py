@@ -8,9 +8,9 @@ import os
 import pytest
 
 from shared.core.files import atomic_write_json
-
-
 from shared.evaluation.reports import format_metric, save_results
+
+
 def test_results_are_merged_and_written_atomically(tmp_path):
     save_results(str(tmp_path), "eval", {"eval_accuracy": 0.5})
     save_results(str(tmp_path), "test", {"test_accuracy": 0.75, "test_auroc": float("nan")})

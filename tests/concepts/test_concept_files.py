@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.concepts.brat import candidate_pairs as brat_pairs
+from shared.concepts.brat import brat_candidate_pairs as brat_pairs
 from shared.concepts.brat import relations
-from shared.concepts.i2b2 import (
-    Assertion,
-    Relation,
-    candidate_pairs,
-    parse_ast,
-    parse_rel,
-    write_ast,
-    write_rel,
-)
+from shared.concepts.i2b2 import Assertion, Relation, i2b2_candidate_pairs, parse_ast, parse_rel, write_ast, write_rel
 from shared.concepts.markers import ENTITY, FIRST, MARKER_TOKENS, SECOND, add_marker_tokens, mark
 from shared.core.errors import DataError
 from shared.formats.brat import read_brat
@@ -50,7 +42,7 @@ def test_assertions_and_relations_read_and_write_back(tmp_path):
 
 
 def test_candidates_are_the_type_compatible_pairs_of_a_sentence(tmp_path):
-    pairs = [(a.text, b.text) for a, b in candidate_pairs(note(tmp_path))]
+    pairs = [(a.text, b.text) for a, b in i2b2_candidate_pairs(note(tmp_path))]
     # line 1: treatment-problem; line 2: test-problem twice, problem-problem once; nothing across lines
     assert pairs == [("furosemide", "pneumonia"), ("chest x-ray", "effusion"), ("chest x-ray", "pneumonia"),
                      ("effusion", "pneumonia")]

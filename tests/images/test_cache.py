@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from shared.core.errors import DataError
+from shared.core.runner import run_recipe
 from shared.images.augment import PixelDataset
 from shared.images.cache import DiskPixels
 from shared.images.decode import decode_images
 from shared.images.pixels import PixelMapping
 from shared.images.readers import read_image_folder
-from shared.core.runner import run_recipe
 from tests.helpers import IMAGE_SAMPLE, assert_one_line, run_cli
 
 

@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-from shared.ner.crf import CrfTokenClassifier, allowed_transitions, constrained_viterbi  # noqa: E402
 from shared.formats.tags import iob2_errors, label_list, split_tag
+from shared.ner.crf import CrfTokenClassifier, allowed_transitions, constrained_viterbi  # noqa: E402
 
 IOB2_LABELS = label_list([["B-p", "I-p", "B-t"]])  # O, B-p, I-p, B-t, I-t
 BIOES_LABELS = label_list([["B-p", "I-p", "B-t"]], "BIOES")  # O, B-p, I-p, E-p, S-p, B-t, ...

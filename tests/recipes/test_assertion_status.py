@@ -12,8 +12,8 @@ import pytest
 
 from shared.concepts.data import read_assertion_split
 from shared.concepts.i2b2 import parse_ast
-from shared.formats.i2b2 import read_i2b2
 from shared.core.runner import run_recipe
+from shared.formats.i2b2 import read_i2b2
 from shared.training.tiny_models import build_tiny_bert
 from tests.helpers import ASSERTION_SAMPLE, assert_one_line, run_cli, run_in_process
 

@@ -3,9 +3,9 @@ the ONNX export predicts the same (and its parity gate refuses a graph altered a
 predict.py is one line, exit status 2, nothing written."""
 
 import csv
-import re
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -296,8 +296,8 @@ def test_int8_export_is_gated_on_the_metric_and_reports_its_change(text_folder, 
 
 def test_the_gate_refuses_a_metric_drop_and_changed_decisions():
     from shared.core.errors import DataError
-    from shared.deploy.predictors import Outputs
     from shared.deploy.onnx_export import check_parity
+    from shared.deploy.predictors import Outputs
 
     class Fixed:  # a predictor whose outputs are given
         task = "text_classification"

@@ -12,9 +12,9 @@ import random
 import numpy as np
 import pytest
 
-from shared.trust.explain import top_words
 from shared.core.runner import load_recipe
 from shared.training.tiny_models import build_tiny_bert
+from shared.trust.explain import top_words
 
 FILLER = ("patient reviewed today stable bloods normal plan discharge follow clinic home breathing comfortable "
           "observations eating well mobile family present").split()

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from shared.formats.i2b2 import read_i2b2
 from shared.core.runner import load_recipe
+from shared.formats.i2b2 import read_i2b2
 from tests.helpers import NER_SAMPLE, ner_corpora, real_asset
 
 

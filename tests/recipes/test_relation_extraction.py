@@ -18,10 +18,10 @@ from shared.concepts.brat import relations
 from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES, parse_rel
 from shared.concepts.markers import FIRST, SECOND, add_marker_tokens, fit_around, mark
 from shared.concepts.relations import read_relation_split
+from shared.core.runner import load_recipe, run_recipe
 from shared.evaluation.metrics import positive_micro_metrics
 from shared.formats.brat import read_brat
 from shared.formats.i2b2 import read_i2b2
-from shared.core.runner import load_recipe, run_recipe
 from shared.training.tiny_models import build_tiny_bert
 from tests.helpers import RELATION_SAMPLE, assert_one_line, real_asset, run_cli, run_in_process
 
