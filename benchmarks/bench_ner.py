@@ -54,14 +54,8 @@ def read(path: str, limit: int | None):
 def run_baseline(model_path: str, train_path: str, test_path: str, args, out: str, return_tags: bool = False) -> dict:
     """transformers' run_ner.py defaults with a plain Trainer (``return_tags``: also the gold and predicted tags)."""
     import datasets
-    from transformers import (
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-        DataCollatorForTokenClassification,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer
+    from transformers import TrainingArguments, set_seed
 
     set_seed(args.seed)
     words, tags = read(train_path, args.max_train_samples)

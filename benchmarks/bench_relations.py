@@ -47,14 +47,8 @@ MODEL = os.path.join(SHARED, "models", "all-MiniLM-L6-v2")
 
 def run_baseline(args, out: str) -> dict:
     import datasets
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+    from transformers import TrainingArguments, set_seed
 
     set_seed(args.seed)
     train = read_relation_split(os.path.join(DDI, "train"))

@@ -102,13 +102,8 @@ def text_baseline(train: list[dict], test: list[dict], seed: int, out: str) -> d
     BCE and a 0.5 threshold, as its ``problem_type`` does."""
     import torch
     from datasets import Dataset
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        Trainer,
-        TrainingArguments,
-        default_data_collator,
-    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import default_data_collator
 
     multi = "labels" in train[0]
     names = sorted({n for r in train for n in r["labels"]}) if multi else sorted({r["label"] for r in train})

@@ -36,13 +36,8 @@ def run_baseline(model_dir: str, data_dir: Path, epochs: float, max_train: int |
     import torch
     from datasets import Dataset
     from sklearn.metrics import accuracy_score, f1_score
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        Trainer,
-        TrainingArguments,
-        default_data_collator,
-    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import default_data_collator
 
     train = pd.read_csv(data_dir / "train.csv").astype({"label": str})
     test = pd.read_csv(data_dir / "test.csv").astype({"label": str})

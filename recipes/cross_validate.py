@@ -48,16 +48,8 @@ from shared.core.errors import DataError
 from shared.core.files import atomic_write_json, atomic_write_text
 from shared.core.runner import recipe_file
 from shared.trust import audit
-from shared.trust.crossval import (
-    RECIPES,
-    fold_args,
-    markdown_table,
-    output_dir_of,
-    read_fold_results,
-    recipe_option,
-    remove_weights,
-    summarize,
-)
+from shared.trust.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
+from shared.trust.crossval import remove_weights, summarize
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -294,6 +294,7 @@ def test_sigterm_mid_training_then_resume_true_matches_uninterrupted_run(tiny_be
 
 def test_interrupted_atomic_write_leaves_the_old_file(tmp_path, monkeypatch):
     import shared.core.files as reporting
+    from shared.evaluation.reports import write_model_card
 
     path = tmp_path / "all_results.json"
     reporting.atomic_write_json(path, {"eval_accuracy": 0.5})
@@ -324,8 +325,8 @@ def test_interrupted_atomic_write_leaves_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reporting.os, "replace", no_rename)
     with pytest.raises(OSError):
-        reporting.write_model_card(str(tmp_path), title="t", base_model="m", pipeline_tag="p", task_description="d",
-                                   data_summary={}, metrics={}, headline_metrics=[], training={}, limitations=[])
+        write_model_card(str(tmp_path), title="t", base_model="m", pipeline_tag="p", task_description="d",
+                         data_summary={}, metrics={}, headline_metrics=[], training={}, limitations=[])
     assert json.loads(path.read_text()) == {"eval_accuracy": 0.5}
     assert sorted(os.listdir(tmp_path)) == ["all_results.json"]  # no temporary file, no half-written card
 

@@ -75,13 +75,16 @@ Models read a fixed maximum number of tokens. The recipe truncates longer inputs
 (`*_truncated_examples` in the results), because silently dropping the end of a note can drop the finding that
 matters. Here is how the count depends on `--max_seq_length`:"""),
     code("""from shared.core.runner import load_recipe
+from shared.data.long_text import long_text_settings
+from shared.text.data import NoteEncoder
 
 recipe = load_recipe("text_classification")  # recipes/text_classification/train.py, the script the command line runs
 
 lengths = [len(ids) for ids in tokenizer(list(splits["train"]["text"]))["input_ids"]]
 print(f"tokens per note: median {int(np.median(lengths))}, max {max(lengths)}")
 for max_len in (16, 32, 64):
-    cut = recipe.count_truncated(tokenizer, splits["train"]["text"], None, max_len)
+    truncate = NoteEncoder(tokenizer, max_len, long_text_settings("truncate", None, None, None, max_len))
+    cut = truncate.check(splits["train"]["text"], None, None, "text")  # the recipe's own count
     print(f"max_seq_length {max_len:>3}: {cut:>3} of {len(lengths)} notes truncated")"""),
     md("""## 4. Class weights
 

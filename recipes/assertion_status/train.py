@@ -44,15 +44,8 @@ from shared.concepts.data import read_assertion_split, write_assertions
 from shared.concepts.encode import marked_classifier, marked_datasets
 from shared.concepts.i2b2 import ASSERTIONS
 from shared.concepts.markers import ENTITY
-from shared.core.args import (
-    ClassifierModelArguments,
-    DataArguments,
-    TrainingArguments,
-    main_guard,
-    parse_args,
-    recipe_defaults,
-    start_run,
-)
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
+from shared.core.args import recipe_defaults, start_run
 from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import train_with_resume
@@ -61,14 +54,8 @@ from shared.data.splits import carve_splits, check_split_sources, sample_limit, 
 from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import SINGLE_LABEL_HEADLINE, selection_macro_f1, softmax
-from shared.evaluation.reports import (
-    prefixed,
-    save_all_results,
-    score_and_report,
-    training_card,
-    write_model_card,
-    write_predictions,
-)
+from shared.evaluation.reports import prefixed, save_all_results, score_and_report, training_card, write_model_card
+from shared.evaluation.reports import write_predictions
 from shared.tasks import task_record
 from shared.training.adaptive import keep_best_epoch
 from shared.training.lora import count_parameters, save_trained

@@ -40,15 +40,8 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer
 
-from shared.core.args import (
-    ClassifierModelArguments,
-    DataArguments,
-    TrainingArguments,
-    main_guard,
-    parse_args,
-    recipe_defaults,
-    start_run,
-)
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
+from shared.core.args import recipe_defaults, start_run
 from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import EpochSeededSampling, data_seed, train_with_resume
@@ -57,32 +50,13 @@ from shared.data.splits import carve_splits, check_split_sources, sample_limit, 
 from shared.data.tables import has_column, load_splits, read_table
 from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.forward import predict_in_order
-from shared.evaluation.metrics import (
-    MULTI_LABEL_HEADLINE,
-    SINGLE_LABEL_HEADLINE,
-    selection_macro_f1,
-    sigmoid,
-    softmax,
-    tune_thresholds,
-)
-from shared.evaluation.reports import (
-    decision_thresholds,
-    prefixed,
-    save_all_results,
-    saved_thresholds,
-    score_and_report,
-    training_card,
-    write_model_card,
-    write_predictions,
-)
+from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, selection_macro_f1, sigmoid, softmax
+from shared.evaluation.metrics import tune_thresholds
+from shared.evaluation.reports import decision_thresholds, prefixed, save_all_results, saved_thresholds
+from shared.evaluation.reports import score_and_report, training_card, write_model_card, write_predictions
 from shared.images.augment import AugmentConfig, Augmenter, PixelDataset
-from shared.images.backbone import (
-    configure_processor,
-    normalization,
-    processor_size,
-    reload_at_trained_size,
-    set_image_size,
-)
+from shared.images.backbone import configure_processor, normalization, processor_size, reload_at_trained_size
+from shared.images.backbone import set_image_size
 from shared.images.decode import decode_images
 from shared.images.pixels import PixelMapping, dicom_groups, fit_pixel_mapping, is_dicom, parse_window
 from shared.images.readers import encode_image_labels, label_names_for, read_hub_split, read_images

@@ -35,15 +35,8 @@ import datasets
 import numpy as np
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification, Trainer
 
-from shared.core.args import (
-    DataArguments,
-    ModelArguments,
-    TrainingArguments,
-    main_guard,
-    parse_args,
-    recipe_defaults,
-    start_run,
-)
+from shared.core.args import DataArguments, ModelArguments, TrainingArguments, main_guard, parse_args, recipe_defaults
+from shared.core.args import start_run
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_json
 from shared.core.outputs import remove_earlier_results
@@ -57,15 +50,8 @@ from shared.formats.tags import SCHEMES, from_scheme, label_list, split_tag, to_
 from shared.ner.crf import CrfTokenClassifier, has_crf
 from shared.ner.data import NER_FORMATS, carve_groups, load_ner_splits
 from shared.ner.metrics import entity_collapse_check, entity_metrics, entity_metrics_ci, entity_report
-from shared.ner.windows import (
-    load_tokenizer,
-    make_windows,
-    pipeline_agreement,
-    predict_windows,
-    subword_maps,
-    word_probabilities,
-    words_from_windows,
-)
+from shared.ner.windows import load_tokenizer, make_windows, pipeline_agreement, predict_windows, subword_maps
+from shared.ner.windows import word_probabilities, words_from_windows
 from shared.tasks import task_record
 from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.training.imbalance import training_loss

@@ -50,15 +50,8 @@ from shared.concepts.encode import marked_classifier, marked_datasets
 from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES
 from shared.concepts.markers import FIRST, SECOND
 from shared.concepts.relations import RELATION_FORMATS, parse_type_pairs, read_relation_split, write_relations
-from shared.core.args import (
-    ClassifierModelArguments,
-    DataArguments,
-    TrainingArguments,
-    main_guard,
-    parse_args,
-    recipe_defaults,
-    start_run,
-)
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
+from shared.core.args import recipe_defaults, start_run
 from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import train_with_resume
@@ -67,14 +60,8 @@ from shared.data.splits import carve_splits, check_split_sources, sample_limit, 
 from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import positive_micro_metrics, softmax
-from shared.evaluation.reports import (
-    prefixed,
-    save_all_results,
-    score_and_report,
-    training_card,
-    write_model_card,
-    write_predictions,
-)
+from shared.evaluation.reports import prefixed, save_all_results, score_and_report, training_card, write_model_card
+from shared.evaluation.reports import write_predictions
 from shared.tasks import task_record
 from shared.training.adaptive import keep_best_epoch
 from shared.training.lora import count_parameters, save_trained

@@ -35,71 +35,30 @@ except ImportError as error:
 import numpy as np
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
-from shared.core.args import (
-    ClassifierModelArguments,
-    DataArguments,
-    TrainingArguments,
-    main_guard,
-    parse_args,
-    recipe_defaults,
-    start_run,
-)
+from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
+from shared.core.args import recipe_defaults, start_run
 from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import EpochSeededSampling, train_with_resume
 from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
-from shared.data.long_text import (
-    AGGREGATIONS,
-    MODES,
-    TRAIN_WINDOWS,
-    WindowPerEpoch,
-    long_text_settings,
-    notes_from_windows,
-    windows_of_notes,
-)
-from shared.data.splits import (
-    carve_splits,
-    check_split_sources,
-    sample_limit,
-    splits_to_carve,
-    table_groups,
-    warn_shared_groups,
-)
+from shared.data.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch, long_text_settings
+from shared.data.long_text import notes_from_windows, windows_of_notes
+from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
+from shared.data.splits import warn_shared_groups
 from shared.data.tables import load_splits
 from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.forward import predict_in_order
-from shared.evaluation.metrics import (
-    MULTI_LABEL_HEADLINE,
-    SINGLE_LABEL_HEADLINE,
-    selection_macro_f1,
-    sigmoid,
-    softmax,
-    tune_thresholds,
-)
-from shared.evaluation.reports import (
-    decision_thresholds,
-    prefixed,
-    save_all_results,
-    saved_thresholds,
-    score_and_report,
-    training_card,
-    write_model_card,
-    write_predictions,
-)
+from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, selection_macro_f1, sigmoid, softmax
+from shared.evaluation.metrics import tune_thresholds
+from shared.evaluation.reports import decision_thresholds, prefixed, save_all_results, saved_thresholds
+from shared.evaluation.reports import score_and_report, training_card, write_model_card, write_predictions
 from shared.tasks import task_record
 from shared.text.data import NoteEncoder, read_text_columns
 from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
 from shared.training.imbalance import oversampled_order, training_loss
 from shared.training.lora import count_parameters, save_trained
-from shared.training.models import (
-    classification_config,
-    load_pretrained,
-    max_sequence_length,
-    model_for_run,
-    requested_max_length,
-    require_fast,
-    trained_labels,
-)
+from shared.training.models import classification_config, load_pretrained, max_sequence_length, model_for_run
+from shared.training.models import requested_max_length, require_fast, trained_labels
 from shared.training.optim import optimizer_cls_and_kwargs
 from shared.trust.explain import explain_text_predictions
 

@@ -22,15 +22,8 @@ from typing import Sequence
 
 from shared.concepts import brat as brat_relations
 from shared.concepts.data import read_notes_with_concepts
-from shared.concepts.i2b2 import (
-    NO_RELATION,
-    RELATION_TYPES,
-    Relation,
-    i2b2_candidate_pairs,
-    pair_key,
-    parse_rel,
-    write_rel,
-)
+from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES, Relation, i2b2_candidate_pairs, pair_key, parse_rel
+from shared.concepts.i2b2 import write_rel
 from shared.concepts.markers import FIRST, SECOND, mark
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_text

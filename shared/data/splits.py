@@ -21,14 +21,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from sklearn.model_selection import (
-    GroupKFold,
-    GroupShuffleSplit,
-    KFold,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-    train_test_split,
-)
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import train_test_split
 
 from shared.core.args import SPLIT_FLAGS
 from shared.core.errors import DataError

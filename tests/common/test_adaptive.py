@@ -10,18 +10,9 @@ import pytest
 import torch
 
 from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, given, parse_args
-from shared.training.adaptive import (
-    IMBALANCE_RATIO,
-    MAX_EPOCHS,
-    MIN_STEPS,
-    SMALLEST_BATCH,
-    KeepBestEpoch,
-    adapt_to_training_data,
-    imbalance_ratio,
-    optimizer_steps,
-    schedule_for,
-    wants_best_epoch,
-)
+from shared.training.adaptive import IMBALANCE_RATIO, MAX_EPOCHS, MIN_STEPS, SMALLEST_BATCH, KeepBestEpoch
+from shared.training.adaptive import adapt_to_training_data, imbalance_ratio, optimizer_steps, schedule_for
+from shared.training.adaptive import wants_best_epoch
 
 
 @pytest.mark.parametrize("examples, batch, epochs", [

@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.evaluation.calibration import (
-    Calibration,
-    calibration_metrics,
-    fit_temperature,
-    fold_into_head,
-    head_layers,
-    plot_reliability,
-    reliability_points,
-    saved_calibration,
-)
+from shared.evaluation.calibration import Calibration, calibration_metrics, fit_temperature, fold_into_head, head_layers
+from shared.evaluation.calibration import plot_reliability, reliability_points, saved_calibration
 from shared.evaluation.metrics import classifier_metrics, softmax
 
 

@@ -9,14 +9,8 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from shared.core.errors import DataError
-from shared.training.imbalance import (
-    binary_focal_loss,
-    class_weights,
-    focal_loss,
-    make_loss_func,
-    oversample,
-    positive_weights,
-)
+from shared.training.imbalance import binary_focal_loss, class_weights, focal_loss, make_loss_func, oversample
+from shared.training.imbalance import positive_weights
 
 
 def test_balanced_weights_match_scikit_learn():

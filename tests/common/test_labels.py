@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 
 from shared.core.errors import DataError
-from shared.data.labels import (
-    decisions,
-    encode_labels,
-    format_label_cell,
-    label_counts,
-    parse_label_cell,
-    parse_label_column,
-    sort_label_names,
-)
+from shared.data.labels import decisions, encode_labels, format_label_cell, label_counts, parse_label_cell
+from shared.data.labels import parse_label_column, sort_label_names
 
 
 def where(i):

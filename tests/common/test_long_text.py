@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from shared.core.errors import DataError
-from shared.data.long_text import (
-    check_windows_fit,
-    encode_windows,
-    long_text_settings,
-    notes_from_windows,
-    windows_of_notes,
-)
+from shared.data.long_text import check_windows_fit, encode_windows, long_text_settings, notes_from_windows
+from shared.data.long_text import windows_of_notes
 from shared.training.imbalance import oversampled_order
 from shared.training.tiny_models import train_wordpiece_tokenizer
 from tests.helpers import TOY_CORPUS

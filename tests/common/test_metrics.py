@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from shared.evaluation.metrics import (
-    bootstrap_ci,
-    classification_metrics,
-    multilabel_metrics,
-    selection_macro_f1,
-    softmax,
-    tune_thresholds,
-)
+from shared.evaluation.metrics import bootstrap_ci, classification_metrics, multilabel_metrics, selection_macro_f1
+from shared.evaluation.metrics import softmax, tune_thresholds
 
 
 def test_classification_metrics_match_scikit_learn():

@@ -10,14 +10,8 @@ from transformers import BertConfig, DistilBertConfig, ViTConfig
 
 from shared.core.args import ModelArguments
 from shared.core.errors import DataError
-from shared.training.models import (
-    attention_implementation,
-    classification_config,
-    load_for_training,
-    load_pretrained,
-    max_sequence_length,
-    set_dropout,
-)
+from shared.training.models import attention_implementation, classification_config, load_for_training, load_pretrained
+from shared.training.models import max_sequence_length, set_dropout
 
 
 def test_load_pretrained_errors(tmp_path):

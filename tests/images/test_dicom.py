@@ -16,16 +16,8 @@ from PIL import Image
 
 from shared.core.errors import DataError
 from shared.images.decode import decode_images, open_image
-from shared.images.pixels import (
-    PIXEL_MAPPING_FILE,
-    PRESETS,
-    PixelMapping,
-    apply_window,
-    dicom_groups,
-    dicom_to_uint8,
-    fit_pixel_mapping,
-    parse_window,
-)
+from shared.images.pixels import PIXEL_MAPPING_FILE, PRESETS, PixelMapping, apply_window, dicom_groups, dicom_to_uint8
+from shared.images.pixels import fit_pixel_mapping, parse_window
 from shared.images.readers import ImageSet, read_image_folder, read_npz
 from tests.helpers import assert_one_line, run_cli, run_in_process
 

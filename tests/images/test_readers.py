@@ -11,14 +11,8 @@ from PIL import Image
 from shared.core.errors import DataError
 from shared.images.decode import decode_images, open_image
 from shared.images.pixels import PixelMapping
-from shared.images.readers import (
-    encode_image_labels,
-    label_names_for,
-    read_image_folder,
-    read_image_table,
-    read_images,
-    read_npz,
-)
+from shared.images.readers import encode_image_labels, label_names_for, read_image_folder, read_image_table, read_images
+from shared.images.readers import read_npz
 from tests.helpers import IMAGE_SAMPLE
 
 SAMPLE = str(IMAGE_SAMPLE)

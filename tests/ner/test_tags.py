@@ -3,16 +3,8 @@
 import pytest
 
 from shared.core.errors import DataError
-from shared.formats.tags import (
-    bioes_to_iob2,
-    from_scheme,
-    iob2_errors,
-    iob2_to_bioes,
-    label_list,
-    repair_iob2,
-    spans_from_tags,
-    validate_tags,
-)
+from shared.formats.tags import bioes_to_iob2, from_scheme, iob2_errors, iob2_to_bioes, label_list, repair_iob2
+from shared.formats.tags import spans_from_tags, validate_tags
 from shared.ner.windows import continuation_map
 
 IOB2 = ["B-p", "I-p", "O", "B-t", "B-t", "I-t", "I-t", "O", "B-p"]

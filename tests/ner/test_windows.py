@@ -5,21 +5,9 @@ import torch
 
 from shared.core.errors import DataError
 from shared.formats.tags import from_scheme, label_list
-from shared.ner.windows import (
-    IGNORE_INDEX,
-    align_labels,
-    continuation_map,
-    load_tokenizer,
-    make_windows,
-    needs_prefix_space,
-    pipeline_agreement,
-    predict_windows,
-    require_fast_tokenizer,
-    scored_positions,
-    simple_aggregation_spans,
-    subword_maps,
-    words_from_windows,
-)
+from shared.ner.windows import IGNORE_INDEX, align_labels, continuation_map, load_tokenizer, make_windows
+from shared.ner.windows import needs_prefix_space, pipeline_agreement, predict_windows, require_fast_tokenizer
+from shared.ner.windows import scored_positions, simple_aggregation_spans, subword_maps, words_from_windows
 from tests.helpers import build_tiny_ner_model, ner_sample_corpus
 
 

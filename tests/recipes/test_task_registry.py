@@ -11,17 +11,8 @@ import pytest
 
 from shared.core.runner import run_recipe
 from shared.tasks import RECORD_KEY, TASKS, folder_record
-from tests.helpers import (
-    ASSERTION_SAMPLE,
-    IMAGE_SAMPLE,
-    NER_SAMPLE,
-    ROOT,
-    TEXT_SAMPLE,
-    assert_one_line,
-    build_tiny_ner_model,
-    recipe_case,
-    run_cli,
-)
+from tests.helpers import ASSERTION_SAMPLE, IMAGE_SAMPLE, NER_SAMPLE, ROOT, TEXT_SAMPLE, assert_one_line
+from tests.helpers import build_tiny_ner_model, recipe_case, run_cli
 
 QUIET = ["--bf16", "false", "--bootstrap_resamples", "0"]
 
