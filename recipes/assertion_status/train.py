@@ -38,10 +38,9 @@ except ImportError as error:
     raise SystemExit(2) from None
 
 import numpy as np
-from transformers import AutoConfig
 
 from shared.concepts.data import read_assertion_split, write_assertions
-from shared.concepts.encode import marked_classifier, marked_datasets
+from shared.concepts.encode import concept_labels, marked_classifier, marked_datasets
 from shared.concepts.i2b2 import ASSERTIONS
 from shared.concepts.markers import ENTITY
 from shared.core.args import ClassifierModelArguments, DataArguments, TrainingArguments, main_guard, parse_args
@@ -49,7 +48,7 @@ from shared.core.args import recipe_defaults, start_run
 from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import train_with_resume
-from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
+from shared.data.labels import label_counts
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
 from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.forward import predict_in_order
@@ -59,7 +58,7 @@ from shared.evaluation.reports import write_predictions
 from shared.tasks import task_record
 from shared.training.adaptive import keep_best_epoch
 from shared.training.lora import count_parameters, save_trained
-from shared.training.models import load_pretrained, max_sequence_length, requested_max_length, trained_labels
+from shared.training.models import max_sequence_length, requested_max_length
 from shared.training.trainer import classifier_trainer
 
 logger = logging.getLogger(__name__)
@@ -144,16 +143,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             splits[split], split_rows[split] = train.select(idx), idx
 
     # 5. Labels: the assertions of the training data, in i2b2's order (or the model folder's when evaluating).
-    if "train" in splits:
-        names = names_in(splits["train"].labels)  # a class without training examples cannot be learnt (or weighted)
-        label_names = require_classes(sort_label_names(names, [n for n in ASSERTIONS if n in names]), False,
-                                      splits["train"].source)
-    else:
-        label_names, _ = trained_labels(load_pretrained(AutoConfig, model_args))
-    known_as = "the training data" if "train" in splits else "the model's labels"
-    label2id = {name: i for i, name in enumerate(label_names)}
-    label_ids = {split: encode_labels(c.labels, label2id, False, c.where, known_as)
-                 for split, c in splits.items() if c.labels is not None}
+    label_names, label_ids = concept_labels(splits, model_args, ASSERTIONS)
     logger.info("%d assertion classes: %s", len(label_names), ", ".join(label_names))
 
     # 6. Model and tokenizer: the marker tokens added (a fine-tuned folder has them) and the embeddings resized.

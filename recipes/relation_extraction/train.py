@@ -44,9 +44,8 @@ except ImportError as error:
     raise SystemExit(2) from None
 
 import numpy as np
-from transformers import AutoConfig
 
-from shared.concepts.encode import marked_classifier, marked_datasets
+from shared.concepts.encode import concept_labels, marked_classifier, marked_datasets
 from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES
 from shared.concepts.markers import FIRST, SECOND
 from shared.concepts.relations import RELATION_FORMATS, parse_type_pairs, read_relation_split, write_relations
@@ -55,7 +54,7 @@ from shared.core.args import recipe_defaults, start_run
 from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import train_with_resume
-from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
+from shared.data.labels import label_counts, names_in
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
 from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.forward import predict_in_order
@@ -65,7 +64,7 @@ from shared.evaluation.reports import write_predictions
 from shared.tasks import task_record
 from shared.training.adaptive import keep_best_epoch
 from shared.training.lora import count_parameters, save_trained
-from shared.training.models import load_pretrained, max_sequence_length, requested_max_length, trained_labels
+from shared.training.models import max_sequence_length, requested_max_length
 from shared.training.trainer import classifier_trainer
 
 logger = logging.getLogger(__name__)
@@ -196,23 +195,13 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 5. Labels: "none" first, then the relation types of the training data (i2b2's in its order; or the model
     # folder's when evaluating).
-    if "train" in splits:
-        names = names_in(splits["train"].labels)
-        if names == {NO_RELATION}:
-            raise DataError("training data has no relations (every candidate pair is 'none')",
-                            path=splits["train"].source)
-        label_names = require_classes(sort_label_names(names, [n for n in (NO_RELATION, *RELATION_TYPES)
-                                                               if n in names]), False, splits["train"].source)
-    else:
-        label_names, _ = trained_labels(load_pretrained(AutoConfig, model_args))
+    if "train" in splits and names_in(splits["train"].labels) == {NO_RELATION}:
+        raise DataError("training data has no relations (every candidate pair is 'none')", path=splits["train"].source)
+    label_names, label_ids = concept_labels(splits, model_args, (NO_RELATION, *RELATION_TYPES))
     if NO_RELATION not in label_names:
         raise DataError(f"the model has no '{NO_RELATION}' class: it was not trained by this recipe",
                         model_args.model_name_or_path)
     none_id = label_names.index(NO_RELATION)
-    known_as = "the training data" if "train" in splits else "the model's labels"
-    label2id = {name: i for i, name in enumerate(label_names)}
-    label_ids = {split: encode_labels(p.labels, label2id, False, p.where, known_as)
-                 for split, p in splits.items() if p.labels is not None}
     masks = {split: allowed_mask(pairs, label_names) for split, pairs in splits.items()}
     logger.info("%d classes: %s", len(label_names), ", ".join(label_names))
 

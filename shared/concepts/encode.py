@@ -1,6 +1,7 @@
-"""The model and inputs of the concept tasks, one path for the assertion and relation recipes: the entity marker
-tokens added to the tokenizer and the embeddings resized (step 6), then each marked sentence tokenized, a long one
-keeping the words nearest its concepts (step 7)."""
+"""The labels, model and inputs of the concept tasks, one path for the assertion and relation recipes: the classes
+of the training data in the task's order (step 5), the entity marker tokens added to the tokenizer and the
+embeddings resized (step 6), then each marked sentence tokenized, a long one keeping the words nearest its concepts
+(step 7)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,29 @@ from typing import Sequence
 
 import datasets
 import numpy as np
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from shared.concepts.markers import add_marker_tokens, fit_around
-from shared.training.models import classification_config, load_pretrained, model_for_run
+from shared.data.labels import encode_labels, names_in, require_classes, sort_label_names
+from shared.training.models import classification_config, load_pretrained, model_for_run, trained_labels
 
 logger = logging.getLogger(__name__)
+
+
+def concept_labels(splits: dict, model_args, order: Sequence[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(class names, label ids of every labelled split): the classes the training data holds, in ``order`` (a class
+    without training examples can be neither learnt nor weighted), or the model folder's when only evaluating; a
+    label outside them is one line naming its file and line."""
+    if "train" in splits:
+        names = names_in(splits["train"].labels)
+        label_names = require_classes(sort_label_names(names, [n for n in order if n in names]), False,
+                                      splits["train"].source)
+    else:
+        label_names, _ = trained_labels(load_pretrained(AutoConfig, model_args))
+    known_as = "the training data" if "train" in splits else "the model's labels"
+    label2id = {name: i for i, name in enumerate(label_names)}
+    return label_names, {split: encode_labels(examples.labels, label2id, False, examples.where, known_as)
+                         for split, examples in splits.items() if examples.labels is not None}
 
 
 def marked_classifier(model_args, training_args, label_names: list[str]):

@@ -228,3 +228,60 @@ def test_a_lora_adapter_folder_exports_and_predicts_with_onnx(task, tiny_bert_di
         with open(tmp_path / "predict_pytorch" / "predictions.csv") as a, \
                 open(tmp_path / "predict_onnx" / "predictions.csv") as b:
             assert [r["prediction"] for r in csv.DictReader(a)] == [r["prediction"] for r in csv.DictReader(b)]
+
+
+# ---------------------------------------------------------------------------------------------------- one path
+def spy(monkeypatch, owners, name, record):
+    """Wrap ``name`` in each module of ``owners`` so that every result it returns is appended to ``record``."""
+    for owner in owners:
+        real = getattr(owner, name)
+
+        def wrapped(*args, _real=real, **kwargs):
+            result = _real(*args, **kwargs)
+            record.append(result)
+            return result
+        monkeypatch.setattr(owner, name, wrapped)
+
+
+@pytest.mark.parametrize("task", ["text_pairs", "ner_i2b2", "image_table"])
+def test_the_predictor_encodes_a_file_exactly_as_the_recipes_evaluation_does(task, pairs_folder, i2b2_tagger,
+                                                                             tiny_vit, monkeypatch, tmp_path):
+    """The model inputs built by ``train.py --do_predict`` and by ``predict.py`` for the same file are equal (token
+    ids of every window, or the decoded pixels), as the one reading path of each task makes them."""
+    import numpy as np
+
+    import shared.deploy.predictors as predictors
+    from shared.core.runner import load_recipe
+    from shared.text.data import NoteEncoder
+
+    seen = {"recipe": [], "predict": []}
+    if task == "text_pairs":  # both sides call the one NoteEncoder
+        recipe, model, data = "text_classification", pairs_folder[1], pairs_table(TEXT_SAMPLE / "test.csv",
+                                                                                  tmp_path / "test.csv", 20)
+        flags = ["--text_column", "section", "--text_pair_column", "text"]
+        owners, name = {"recipe": NoteEncoder, "predict": NoteEncoder}, "__call__"
+    elif task == "ner_i2b2":
+        recipe, model, data, flags = "ner", i2b2_tagger, NER_SAMPLE / "test", []
+        owners, name = {"recipe": load_recipe("ner"), "predict": predictors}, "make_windows"
+    else:
+        recipe, model, data, flags = "image_classification", tmp_path / "image_model", IMAGE_SAMPLE / "test.csv", []
+        run_recipe(recipe, ["--model_name_or_path", tiny_vit, "--train_dir", IMAGE_SAMPLE / "folders" / "train",
+                            "--output_dir", model, "--do_train", "--num_train_epochs", "1", *QUIET])
+        owners, name = {"recipe": load_recipe(recipe), "predict": predictors}, "decode_images"
+    for side in seen:
+        spy(monkeypatch, [owners[side]], name, seen[side])
+        if side == "recipe":
+            run_recipe(recipe, ["--model_name_or_path", model, "--test_file", data, *flags, "--output_dir",
+                                tmp_path / "do_predict", "--do_predict", *QUIET])
+        else:
+            run_recipe(recipe, ["--model_dir", model, "--input", data, "--output_dir", tmp_path / "predict"],
+                       entry="predict")
+        monkeypatch.undo()
+    if task == "text_pairs":
+        ids = {side: [w for batch in calls for w in batch["input_ids"]] for side, calls in seen.items()}
+    elif task == "ner_i2b2":
+        ids = {side: [w.input_ids for windows, _ in calls for w in windows] for side, calls in seen.items()}
+    else:
+        ids = {side: [np.asarray(d.pixels).tolist() for d in calls] for side, calls in seen.items()}
+    assert ids["recipe"] and ids["recipe"] == ids["predict"]
+
