@@ -30,4 +30,7 @@ def detect_format(path: str, notes_format: str | None = None) -> str:
             return "i2b2"
         if os.path.exists(path[:-4] + ".ann"):
             return "brat"
+        if notes_format in ("i2b2", "brat"):  # most likely a raw note, which is read from its folder
+            raise DataError(f"a .txt file without annotations: give the folder of the raw notes (read as "
+                            f"{notes_format}, as the model was trained), or --data_format conll for a CoNLL file", path)
     return "conll"

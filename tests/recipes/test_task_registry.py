@@ -188,6 +188,11 @@ def test_an_i2b2_tagger_reads_a_folder_of_raw_notes_as_i2b2(i2b2_tagger, tmp_pat
     for name in written:  # the same notes give the same concepts, with or without gold files beside them
         assert (next((tmp_path / "from_raw").rglob(name)).read_text()
                 == next((tmp_path / "gold").rglob(name)).read_text())
+    one = next(raw.iterdir())  # a single raw note is not taken for a CoNLL file
+    out = tmp_path / "one"
+    done = run_cli("ner", ["--model_dir", i2b2_tagger, "--input", one, "--output_dir", out], entry="predict")
+    assert_one_line(done.returncode, done.stderr, r".*\.txt: a \.txt file without annotations: give the folder of "
+                                                  r"the raw notes \(read as i2b2, as the model was trained\).*", out)
 
 
 # ---------------------------------------------------------------------------------------------------- LoRA export
