@@ -2,8 +2,8 @@
 """Benchmark: evaluation memory does not grow with the evaluation data (issue #5).
 
 Each recipe predicts on a test set of N rows and of ``--scale`` x N rows, each in a fresh process, through its own
-prediction path (text and images: ``shared.evaluation.forward.predict_in_order``; NER: ``shared.ner.windows.predict_windows``
-over it, argmax / Viterbi per batch on the device), run by the recipe itself
+prediction path (text and images: ``shared.evaluation.forward.predict_in_order``; NER:
+``shared.ner.windows.predict_windows`` over it, argmax / Viterbi per batch on the device), run by the recipe itself
 (``--do_predict`` with a fine-tuned folder). Around the prediction call the child process releases free heap
 (``malloc_trim``), reads its resident memory, resets the kernel's peak counter (``/proc/self/clear_refs``) and reads
 the peak afterwards: "eval peak" is the most memory prediction added on top of what the process already held (model,
@@ -15,8 +15,8 @@ decoded uint8 images).
 As a check that the measurement would see an accumulation, the NER prediction is also run with a naive variant that
 keeps every window's full logits (N x L x C floats) and takes the argmax at the end.
 
-Models are tiny ones built from config (``shared.training.tiny_models``; a 2-layer ViT), fine-tuned for a few steps on the
-bundled sample data, so the whole benchmark takes a minute or two on a CPU and needs nothing outside the project.
+Models are tiny ones built from config (``shared.training.tiny_models``; a 2-layer ViT), fine-tuned for a few steps on
+the bundled sample data, so the whole benchmark takes a minute or two on a CPU and needs nothing outside the project.
 Linux only (``/proc``). Writes ``benchmarks/results/eval_memory.{json,md}`` and prints the markdown table.
 
     python benchmarks/bench_eval_memory.py              # 1x = 2000 texts / 1000 notes / 500 images, and 10x

@@ -106,7 +106,8 @@ def run_baseline(name, spec, args, out):
 
     def to_dataset(images):
         pil = [image_decode.open_image(s) for s in images.sources]  # like load_dataset("imagefolder")
-        return datasets.Dataset.from_dict({"image": pil, "label": image_formats.encode_image_labels(images, label2id).tolist()},
+        return datasets.Dataset.from_dict({"image": pil,
+                                           "label": image_formats.encode_image_labels(images, label2id).tolist()},
                                           features=datasets.Features({"image": datasets.Image(),
                                                                       "label": datasets.Value("int64")}))
 

@@ -15,8 +15,8 @@ X-ray folders have no validation split: 200 seeded training images outside the s
   texts padded / truncated to 128 tokens, NER labels on first subwords, images through the processor per step.
   Like those scripts it does no model selection on the validation split.
 
-Both are scored on the same test split with the same code (``shared.evaluation.metrics`` / seqeval): macro-F1 (text, images;
-multi-label Hallmarks of Cancer: macro-F1 at 0.5) or strict entity F1 (NER), with bootstrap 95% CIs, whether the
+Both are scored on the same test split with the same code (``shared.evaluation.metrics`` / seqeval): macro-F1 (text,
+images; multi-label Hallmarks of Cancer: macro-F1 at 0.5) or strict entity F1 (NER), with bootstrap 95% CIs, whether the
 run collapsed (every test example given the same answer while the gold answers differ: one class, one label set, or
 no entity), training samples/s and their ratio. Writes ``benchmarks/results/small_data.{json,md}``.
 """
@@ -217,7 +217,8 @@ def image_baseline(train, test, seed: int, out: str) -> dict:
 
     def to_dataset(images):
         pil = [image_decode.open_image(s) for s in images.sources]
-        ds = datasets.Dataset.from_dict({"image": pil, "label": image_formats.encode_image_labels(images, label2id).tolist()},
+        ds = datasets.Dataset.from_dict({"image": pil,
+                                         "label": image_formats.encode_image_labels(images, label2id).tolist()},
                                         features=datasets.Features({"image": datasets.Image(),
                                                                     "label": datasets.Value("int64")}))
         ds.set_transform(lambda b: {**b, "pixel_values": processor([im.convert("RGB") for im in b["image"]],

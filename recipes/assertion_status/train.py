@@ -185,7 +185,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        train_batch_size=training_args.per_device_train_batch_size,
                        **(best_epoch.results() if best_epoch else {}))
 
-    # 10. Evaluate on validation: temperature scaling fitted there and folded into the head (shared/evaluation/calibration.py).
+    # 10. Evaluate on validation: temperature scaling fitted there and folded into the head
+    # (shared/evaluation/calibration.py).
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
     if "validation" in tokenized:
         logits = predict_logits("validation")

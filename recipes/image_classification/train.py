@@ -257,7 +257,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         raise DataError(f"--decision_threshold applies to binary and multi-label tasks; this one has "
                         f"{len(label_names)} classes (predicted by argmax)")
     label2id = {name: i for i, name in enumerate(label_names)}
-    encoded = {split: encode_image_labels(images, label2id, known_as) for split, images in splits.items() if images.labeled}
+    encoded = {split: encode_image_labels(images, label2id, known_as)
+               for split, images in splits.items() if images.labeled}
     logger.info("%s task with %d labels", "multi-label" if multi_label else "single-label", len(label_names))
 
     # 6. Model and image processor: a fresh head over the labels (training), or the fine-tuned folder as saved; the
@@ -300,8 +301,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                                        if data_args.image_cache_dir else ""))
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
-    # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling; the
-    # best epoch on validation kept.
+    # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling;
+    # the best epoch on validation kept.
     loss_func, derived = None, Derived()
     if training_args.do_train:
         if model_args.oversample:
@@ -354,8 +355,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     def counts(split: str) -> dict[str, int]:
         return {"samples": len(decoded[split].kept), "skipped_images": len(decoded[split].bad)}
 
-    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head (shared/evaluation/calibration.py),
-    # then multi-label decision thresholds are tuned on the calibrated probabilities (never on test).
+    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head
+    # (shared/evaluation/calibration.py), then multi-label decision thresholds are tuned on the calibrated
+    # probabilities (never on test).
     thresholds = data_args.decision_threshold
     if multi_label and thresholds is None:
         thresholds = saved_thresholds(trainer.model.config, label_names)

@@ -231,8 +231,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         return datasets.Dataset.from_dict(columns)
 
     # 8. Trainer: the batch size and epochs the training data calls for where the user set none
-    # (shared/training/adaptive.py); class weights for the rare entity labels (O dominates) and/or focal loss; the best epoch
-    # on validation kept.
+    # (shared/training/adaptive.py); class weights for the rare entity labels (O dominates) and/or focal loss; the best
+    # epoch on validation kept.
     loss_func, derived = None, Derived()
     if training_args.do_train:
         derived = adapt_to_training_data(training_args, model_args, len(windows["train"]),

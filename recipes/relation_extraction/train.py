@@ -215,8 +215,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     max_length = max_sequence_length(requested_max_length(data_args, config, training_args.do_train), tokenizer, config)
     tokenized, cut = marked_datasets(tokenizer, splits, label_ids, max_length, nearest="pair")
 
-    # 8. Trainer: batch size and epochs from the training data where the user set none (shared/training/adaptive.py), the
-    # loss weighted by inverse square root class frequencies ("none" outnumbers every type); the best epoch on
+    # 8. Trainer: batch size and epochs from the training data where the user set none (shared/training/adaptive.py),
+    # the loss weighted by inverse square root class frequencies ("none" outnumbers every type); the best epoch on
     # validation (positive micro-F1) kept.
     trainer, collator, derived, train_examples = classifier_trainer(
         model, tokenizer, tokenized, label_ids, len(label_names), model_args, training_args,
@@ -257,7 +257,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                               groups))
         return prefixed({**metrics, "samples": len(probs), "cut_examples": cut[split]}, prefix)
 
-    # 10. Evaluate on validation: temperature scaling fitted there and folded into the head (shared/evaluation/calibration.py).
+    # 10. Evaluate on validation: temperature scaling fitted there and folded into the head
+    # (shared/evaluation/calibration.py).
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
     if "validation" in tokenized:
         logits = predict_logits("validation")

@@ -230,8 +230,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         tokenized[split] = encoded
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
-    # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling, both
-    # counted in notes (an oversampled note brings all its windows); the best epoch on validation kept.
+    # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling,
+    # both counted in notes (an oversampled note brings all its windows); the best epoch on validation kept.
     loss_func, train_notes, derived = None, len(tables.get("train", ())), Derived()
     if training_args.do_train:
         notes = range(train_notes)
@@ -291,8 +291,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        train_batch_size=training_args.per_device_train_batch_size,
                        **(best_epoch.results() if best_epoch else {}))
 
-    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head (shared/evaluation/calibration.py),
-    # then multi-label decision thresholds are tuned on the calibrated probabilities (never on test).
+    # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head
+    # (shared/evaluation/calibration.py), then multi-label decision thresholds are tuned on the calibrated
+    # probabilities (never on test).
     thresholds = saved_thresholds(trainer.model.config, label_names) if multi_label else None
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
     if "validation" in tokenized:

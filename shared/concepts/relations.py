@@ -127,7 +127,8 @@ def _read_i2b2(path, concepts_dir, type_pairs) -> RelationSet:
     pairs, words, labels, allowed, refs = [], [], [], [], []
     for index, note in enumerate(notes):
         gold = {pair_key(r.first, r.second): r for r in parse_rel(rel_path(note), note)} if labelled else {}
-        candidates = [(a, b) for a, b in i2b2_candidate_pairs(note) if wanted is None or frozenset((a.type, b.type)) in wanted]
+        candidates = [(a, b) for a, b in i2b2_candidate_pairs(note)
+                      if wanted is None or frozenset((a.type, b.type)) in wanted]
         keys = {pair_key(a, b) for a, b in candidates}
         for relation in gold.values():
             if pair_key(relation.first, relation.second) not in keys:

@@ -229,7 +229,8 @@ def warn_shared_groups(groups: dict[str, Sequence[str]], column: str) -> int:
 
 
 def table_groups(table, column: str) -> list[str]:
-    """``--group_column`` of a :class:`shared.data.tables.Table`; a missing column or an empty cell is a one-line error."""
+    """``--group_column`` of a :class:`shared.data.tables.Table`; a missing column or an empty cell is a one-line
+    error."""
     if column not in table.column_names:
         raise DataError(f"group column '{column}' not found (--group_column; columns: {', '.join(table.column_names)})",
                         path=table.source)

@@ -114,7 +114,8 @@ class ImageInputArguments:
 
 
 def model_arguments(model_dir: str):
-    """The loading options of a model folder: safetensors only, no remote code (``shared.training.models.load_pretrained``)."""
+    """The loading options of a model folder: safetensors only, no remote code
+    (``shared.training.models.load_pretrained``)."""
 
     return ModelArguments(model_name_or_path=model_dir)
 
@@ -136,8 +137,8 @@ def _check_backend(model_dir: str, backend: str) -> None:
 
 
 class OnnxModel:
-    """``model.onnx`` run by ONNX Runtime, called like a model in :func:`shared.evaluation.forward.predict_in_order`: the batch's
-    tensors in, float32 logits out (inputs the graph does not take are ignored)."""
+    """``model.onnx`` run by ONNX Runtime, called like a model in :func:`shared.evaluation.forward.predict_in_order`:
+    the batch's tensors in, float32 logits out (inputs the graph does not take are ignored)."""
 
     def __init__(self, path: str, providers: Sequence[str] | None = None, threads: int | None = None):
         try:

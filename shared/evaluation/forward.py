@@ -9,8 +9,8 @@ Why float32: it is what the saved folder computes in ``pipeline()`` and in any e
 files describe the model users get. After bf16 training, accelerate leaves the model's ``forward`` wrapped in bf16
 autocast (its original forward kept as ``_original_forward``); that wrapper is bypassed here.
 
-The model may also be an exported graph run by ONNX Runtime (:class:`shared.deploy.predictors.OnnxModel`): a callable that
-takes the batch's tensors and returns float32 logits, so both backends share batching, order and postprocessing.
+The model may also be an exported graph run by ONNX Runtime (:class:`shared.deploy.predictors.OnnxModel`): a callable
+that takes the batch's tensors and returns float32 logits, so both backends share batching, order and postprocessing.
 
 Under ``torchrun`` / ``accelerate launch`` every process predicts every example (the same batches in the same
 order, so sharded FSDP models run their collectives in step); only the main process writes the results.

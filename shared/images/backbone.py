@@ -25,7 +25,8 @@ from shared.core.errors import DataError
 logger = logging.getLogger(__name__)
 
 # config.model_type of convolutional backbones: no position embeddings, no attention (Grad-CAM explains them), LoRA
-# on their convolutions (shared/training/lora.py), their stages are the "layers" of --freeze_layers (shared/training/optim.py)
+# on their convolutions (shared/training/lora.py), their stages are the "layers" of --freeze_layers
+# (shared/training/optim.py)
 CONVOLUTIONAL = {"resnet", "convnext", "efficientnet"}
 
 
@@ -93,9 +94,9 @@ def set_image_size(model: nn.Module, image_size: int) -> None:
 
 
 def reload_at_trained_size(config, base_name: str):
-    """For :func:`shared.training.models.load_trained` of a LoRA adapter folder: its config describes the model as trained (e.g.
-    at ``--image_size`` 56) while the base checkpoint has its original position embeddings. Load the base at its own
-    size, then interpolate exactly as in training (the embeddings were frozen under LoRA)."""
+    """For :func:`shared.training.models.load_trained` of a LoRA adapter folder: its config describes the model as
+    trained (e.g. at ``--image_size`` 56) while the base checkpoint has its original position embeddings. Load the base
+    at its own size, then interpolate exactly as in training (the embeddings were frozen under LoRA)."""
     from transformers import AutoConfig
 
     trained_size = getattr(config, "image_size", None)

@@ -28,9 +28,9 @@ def require_fast_tokenizer(tokenizer) -> None:
 
 def load_tokenizer(model, **kwargs):
     """The tokenizer of ``model`` (a ``ModelArguments`` or a folder / Hub id) for pre-split words, loaded safely
-    (:func:`shared.training.models.load_pretrained`): fast only, and ``add_prefix_space=True`` for byte-level BPE tokenizers
-    (RoBERTa, GPT-2, Longformer, BART, DeBERTa v1), which otherwise refuse ``is_split_into_words=True`` or encode
-    every word as if glued to the previous one."""
+    (:func:`shared.training.models.load_pretrained`): fast only, and ``add_prefix_space=True`` for byte-level BPE
+    tokenizers (RoBERTa, GPT-2, Longformer, BART, DeBERTa v1), which otherwise refuse ``is_split_into_words=True`` or
+    encode every word as if glued to the previous one."""
     from transformers import AutoTokenizer
 
 

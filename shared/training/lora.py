@@ -119,8 +119,8 @@ def save_model(model: nn.Module, output_dir: str, merge: bool, state_dict: dict 
     tokenizer / image processor (``processing_class``).
 
     ``state_dict``: the full weights when ``model`` holds only a shard of them (FSDP; see
-    ``shared.core.distributed.full_state_dict``). ``config_updates``: settings saved in ``config.json`` for whoever loads
-    the folder (decision thresholds, the NER alignment). Returns the model that was saved (merged models are plain
+    ``shared.core.distributed.full_state_dict``). ``config_updates``: settings saved in ``config.json`` for whoever
+    loads the folder (decision thresholds, the NER alignment). Returns the model that was saved (merged models are plain
     ``PreTrainedModel``s).
     """
     config = (model.get_base_model() if is_lora(model) else model).config

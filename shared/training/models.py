@@ -6,8 +6,8 @@
 - :func:`load_for_training` says in ONE line what fine-tuning adds on purpose (a new classification head, unused
   pooler weights) instead of transformers' load-report table, and keeps any other missing, unexpected or
   mismatched weight loud.
-- :func:`load_trained` is the one loader of what :func:`shared.training.lora.save_model` wrote: a plain (or merged) model
-  folder, or a LoRA adapter + head over its base model.
+- :func:`load_trained` is the one loader of what :func:`shared.training.lora.save_model` wrote: a plain (or merged)
+  model folder, or a LoRA adapter + head over its base model.
 """
 
 from __future__ import annotations

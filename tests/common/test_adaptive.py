@@ -1,5 +1,5 @@
-"""Defaults derived from the training data (shared/training/adaptive.py): they follow the training set size and label balance,
-and every option the user set, on the command line or in a config, wins."""
+"""Defaults derived from the training data (shared/training/adaptive.py): they follow the training set size and label
+balance, and every option the user set, on the command line or in a config, wins."""
 
 from __future__ import annotations
 

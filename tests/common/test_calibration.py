@@ -1,6 +1,6 @@
-"""Calibration (shared/evaluation/calibration.py): our ECE / MCE / Brier / NLL equal torchmetrics' and scikit-learn's on fixed
-arrays, temperature scaling recovers a known temperature, and folding it into the head divides the logits by it for
-the heads our users train (BERT, RoBERTa's out_proj, ViT, a LoRA model's trained copy of the head)."""
+"""Calibration (shared/evaluation/calibration.py): our ECE / MCE / Brier / NLL equal torchmetrics' and scikit-learn's on
+fixed arrays, temperature scaling recovers a known temperature, and folding it into the head divides the logits by it
+for the heads our users train (BERT, RoBERTa's out_proj, ViT, a LoRA model's trained copy of the head)."""
 
 from __future__ import annotations
 

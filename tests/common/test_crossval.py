@@ -1,4 +1,5 @@
-"""shared/trust/crossval.py: the cross-validation tool's parts (fold arguments, summary, weight removal) and its errors."""
+"""shared/trust/crossval.py: the cross-validation tool's parts (fold arguments, summary, weight removal) and its
+errors."""
 
 from __future__ import annotations
 

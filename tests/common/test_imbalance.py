@@ -1,4 +1,5 @@
-"""shared/training/imbalance.py: class weights, focal losses and oversampling against scikit-learn and hand-computed values."""
+"""shared/training/imbalance.py: class weights, focal losses and oversampling against scikit-learn and hand-computed
+values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""shared/evaluation/metrics.py: classification metrics against scikit-learn, thresholds, bootstrap confidence intervals."""
+"""shared/evaluation/metrics.py: classification metrics against scikit-learn, thresholds, bootstrap confidence
+intervals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""shared/training/models.py: safe loading with one-line errors, the one-line load report, dropout, attention, lengths."""
+"""shared/training/models.py: safe loading with one-line errors, the one-line load report, dropout, attention,
+lengths."""
 
 from __future__ import annotations
 

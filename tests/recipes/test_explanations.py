@@ -1,5 +1,5 @@
-"""Explanations (--explain N, shared/trust/explain.py) are faithful: on a model that learned a planted cue (one word of each
-note decides its class), the top-attributed word is the cue in at least 90% of the explained notes, and deleting
+"""Explanations (--explain N, shared/trust/explain.py) are faithful: on a model that learned a planted cue (one word of
+each note decides its class), the top-attributed word is the cue in at least 90% of the explained notes, and deleting
 the top-attributed word lowers the predicted probability more than deleting a random word. Written only when asked,
 as HTML + JSON, and named as sensitive."""
 

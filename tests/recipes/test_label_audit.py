@@ -1,5 +1,5 @@
-"""The label audit of cross-validation (recipes/cross_validate.py --audit_labels, shared/trust/audit.py): on synthetic data a
-tiny model learns (one word decides the class / the entity), labels flipped on purpose rank at the top of
+"""The label audit of cross-validation (recipes/cross_validate.py --audit_labels, shared/trust/audit.py): on synthetic
+data a tiny model learns (one word decides the class / the entity), labels flipped on purpose rank at the top of
 label_issues.csv, with the right label suggested; the out-of-fold predictions cover every row once, hold no text,
 and are scored as one test set with bootstrap CIs."""
 
