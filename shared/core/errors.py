@@ -20,3 +20,8 @@ class DataError(ValueError):
             where = self.path if line is None else f"{self.path}:{line}"
             where += ": "
         super().__init__(f"{where}{message}".replace("\n", " "))
+
+    def renamed(self, old: str, new: str) -> "DataError":
+        """The same error with the folder ``old`` called ``new`` (a staging folder called by the name it takes)."""
+        return DataError(self.reason.replace(old, new), None if self.path is None else self.path.replace(old, new),
+                         self.line)

@@ -131,6 +131,8 @@ class StagedFolder:
     def __exit__(self, kind, value, traceback) -> None:
         if kind is not None:
             shutil.rmtree(self.path, ignore_errors=True)
+            if isinstance(value, DataError) and self.path in str(value):  # never name the hidden staging folder
+                raise value.renamed(self.path, self.output_dir) from None
             return
         if os.path.isdir(self.output_dir):
             shutil.rmtree(self.output_dir)

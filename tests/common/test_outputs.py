@@ -62,3 +62,17 @@ def test_a_readme_that_is_not_our_model_card_is_not_a_result(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="is a file, not a folder"):
         check_output_dir(args(tmp_path / "file"))
+
+
+def test_a_staged_folder_that_fails_names_the_folder_the_user_gave_never_the_hidden_staging_one(tmp_path):
+    import os
+
+    from shared.core.outputs import StagedFolder
+
+    out = tmp_path / "export"
+    with pytest.raises(DataError) as info:
+        with StagedFolder(str(out)) as folder:
+            raise DataError(f"ONNX Runtime cannot load the model (from {folder.path})",
+                            path=os.path.join(folder.path, "model.onnx"))
+    assert str(info.value) == f"{out}/model.onnx: ONNX Runtime cannot load the model (from {out})"
+    assert ".partial" not in str(info.value) and not out.exists() and os.listdir(tmp_path) == []
