@@ -84,15 +84,6 @@ def test_a_misspelt_flag_names_the_closest_valid_one(task, tmp_path):
                                                             "--learning_rate?)"), out)
 
 
-def test_a_flag_cut_short_is_not_taken_for_the_flag_it_begins(tmp_path):
-    """argparse would read --learning_rat as --learning_rate (and a typo'd prefix as whatever it begins): refused."""
-    out = tmp_path / "out"
-    proc = run_cli("text_classification", ["--model_name_or_path", "m", "--output_dir", out, "--do_train",
-                                           "--learning_rat", "1e-4"], timeout=120)
-    assert_one_line(proc.returncode, proc.stderr, re.escape("unknown option --learning_rat (did you mean "
-                                                            "--learning_rate?)"), out)
-
-
 def test_cross_validate_mistakes_are_one_line(tmp_path):
     out = tmp_path / "cv"
     proc = run_cli(ROOT / "recipes" / "cross_validate.py",

@@ -300,7 +300,6 @@ class ArgumentParser(HfArgumentParser):
 
     def __init__(self, dataclass_types, **kwargs):
         kwargs.setdefault("usage", self.USAGE)
-        kwargs.setdefault("allow_abbrev", False)  # a misspelt flag is an error, not a prefix of another one
         super().__init__(dataclass_types, **kwargs)
         self.add_argument("--config", metavar="FILE",
                           help="YAML or JSON file of arguments (name: value); flags on the command line override it.")
