@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,23 +158,28 @@ def quantize_int8(source: str, target: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    source, target = os.path.abspath(source), os.path.abspath(target)
     prepared = target + ".prepared.onnx"
-    try:
-        quant_pre_process(source, prepared, skip_symbolic_shape=True)
-        source = prepared
-    except Exception as e:  # an optimisation the graph does not allow: quantize the graph as exported
-        logger.warning("quantization pre-processing skipped (%s)", str(e).splitlines()[0][:200])
-
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)  # the quantizer logs a line per tensor it leaves in float, on the root logger
-    try:
-        # DefaultTensorType: outputs of the optimizer's fused operators have no inferred type; they are float
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1})
-    finally:
-        root.setLevel(level)
-        if os.path.exists(prepared):
-            os.remove(prepared)
+    level, cwd = root.level, os.getcwd()
+    # ONNX Runtime writes scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into the working directory when its
+    # shape inference does not complete: run it in a scratch folder, removed afterwards, never the user's folder
+    with tempfile.TemporaryDirectory(prefix="onnx-quantize-") as scratch:
+        os.chdir(scratch)
+        try:
+            try:
+                quant_pre_process(source, prepared, skip_symbolic_shape=True)
+                source = prepared
+            except Exception as e:  # an optimisation the graph does not allow: quantize the graph as exported
+                logger.warning("quantization pre-processing skipped (%s)", str(e).splitlines()[0][:200])
+            root.setLevel(logging.WARNING)  # the quantizer logs a line per tensor it leaves in float, on the root
+            # DefaultTensorType: outputs of the optimizer's fused operators have no inferred type; they are float
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1})
+        finally:
+            root.setLevel(level)
+            os.chdir(cwd)
+            if os.path.exists(prepared):
+                os.remove(prepared)
 
 
 def logit_difference(reference: Outputs, other: Outputs) -> float:

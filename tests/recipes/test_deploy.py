@@ -283,7 +283,9 @@ def test_verify_passes_an_export_and_refuses_one_altered_after_export(text_folde
 
 def test_int8_export_is_gated_on_the_metric_and_reports_its_change(text_folder, text_export, tmp_path):
     out = tmp_path / "int8"
+    before = set(os.listdir(os.getcwd()))
     info = export(text_folder, TEXT_SAMPLE / "validation.csv", out, "--quantize", "int8")
+    assert set(os.listdir(os.getcwd())) == before  # no ONNX Runtime scratch file left in the working directory
     parity = info["parity"]
     assert info["quantization"] == "int8" and parity["gate"] == "metric"
     assert parity["metric"] == "macro_f1" and parity["metric_change"] == pytest.approx(
