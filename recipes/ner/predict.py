@@ -50,7 +50,7 @@ def main(args: list[str] | None = None) -> dict:
 
     # 4. Input: read and validated, one line naming file and line on a mistake.
     split = predictor.read(predict_args.input, input_args.data_format, input_args.tokens_column,
-                           input_args.tags_column, input_args.conll_tag_column)
+                           input_args.tags_column, input_args.conll_tag_column, input_args.overlapping_entities)
     logger.info("%d sentences from %s (%s)", len(split), split.source, split.format)
 
     # 5. Predict.

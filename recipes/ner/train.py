@@ -48,7 +48,7 @@ from shared.evaluation.metrics import add_ci
 from shared.evaluation.reports import prefixed, save_all_results, training_card, write_model_card
 from shared.formats.tags import SCHEMES, from_scheme, label_list, split_tag, to_scheme, validate_tags
 from shared.ner.crf import CrfTokenClassifier, has_crf
-from shared.ner.data import NER_FORMATS, carve_groups, load_ner_splits
+from shared.ner.data import NER_FORMATS, OVERLAPPING_ENTITIES, carve_groups, load_ner_splits
 from shared.ner.metrics import entity_collapse_check, entity_metrics, entity_metrics_ci, entity_report
 from shared.ner.windows import load_tokenizer, make_windows, pipeline_agreement, predict_windows, subword_maps
 from shared.ner.windows import word_probabilities, words_from_windows
@@ -73,6 +73,17 @@ class NerDataArguments(DataArguments):
         default="auto",
         metadata={"help": "Input format; auto guesses from the path (.con -> i2b2, .ann -> BRAT, .json/.jsonl -> "
                           "JSON, anything else -> CoNLL).", "choices": list(NER_FORMATS)},
+    )
+    overlapping_entities: str = field(
+        default="error",
+        metadata={"help": "i2b2 / BRAT entities that flat tags cannot hold: two on the same words, or a discontinuous "
+                          "one with words in its gap. 'error': an overlap stops the run naming file and line (a "
+                          "discontinuous entity is read as the range from its first to its last character); "
+                          "'first_fragment': a discontinuous entity keeps its first fragment, and the later (.ann / "
+                          ".con line) of two entities on the same words is dropped; 'drop': a discontinuous entity "
+                          "is dropped, and so is the later of two entities on the same words. What changed is "
+                          "counted in the log; predict.py reads with the trained choice.",
+                  "choices": list(OVERLAPPING_ENTITIES)},
     )
     tokens_column: str = field(default="tokens", metadata={"help": "JSON / hub field holding the word list."})
     tags_column: str = field(default="ner_tags", metadata={"help": "JSON / hub field holding the tag list."})
@@ -328,7 +339,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                      config_updates={**task_record("ner", data_format=splits["train"].format.replace("hub", "json"),
                                                    tokens_column=data_args.tokens_column,
                                                    tags_column=data_args.tags_column,
-                                                   conll_tag_column=data_args.conll_tag_column),
+                                                   conll_tag_column=data_args.conll_tag_column,
+                                                   overlapping_entities=data_args.overlapping_entities),
                                      "label_alignment": alignment, "use_crf": use_crf, "max_seq_length": max_length,
                                      "stride": stride})
         if use_crf and is_main:
@@ -362,13 +374,14 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                    calibration=False,  # token tags: no temperature scaling
                                    **{"max_seq_length (window)": max_length, "stride": stride,
                                       "label_alignment": alignment,
+                                      "overlapping_entities": data_args.overlapping_entities,
                                       "output layer": "CRF (constrained Viterbi)" if use_crf else "softmax",
                                       "tag_scheme": scheme}),
             limitations=[
                 f"Examples longer than {max_length} subword tokens are read in overlapping windows (stride "
                 f"{stride}); each word is predicted in the window where it has the most context.",
                 "Entities are flat and contiguous: nested, overlapping or discontinuous annotations are not "
-                "represented.",
+                f"represented (this run read them with --overlapping_entities {data_args.overlapping_entities}).",
                 "Load with `pipeline(\"token-classification\", model=<this folder>, aggregation_strategy=\"simple\")`"
                 " on whitespace-joined words; it gives the recipe's entities on the share of examples reported as "
                 "`pipeline_agreement` (elsewhere a word's subwords disagree); long texts need the pipeline's "

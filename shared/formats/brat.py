@@ -1,10 +1,15 @@
 """BRAT standoff: ``name.txt`` + ``name.ann`` with character-offset entities (``T1<TAB>Problem 10 20<TAB>chest pain``).
 
 For token classification a note is cut into sentences at line breaks and into words by ``WORD_PATTERN`` (runs of
-letters/digits, or one punctuation mark). An entity covers every word it overlaps. Discontinuous entities
-(``10 15;20 25``) are read as the range from their first to their last character, and counted, because flat BIO
-tags cannot express gaps. Lines other than ``T`` lines (relations, events, attributes, notes, comments) are kept
-as they are, so reading and writing a file back gives the same bytes.
+letters/digits, or one punctuation mark). An entity covers every word it overlaps. Flat tags hold neither an
+entity with words in a gap (``10 15;20 25``) nor two entities on the same words; :meth:`BratDoc.tag_sentences`
+applies one of ``OVERLAPPING_ENTITIES`` to them and counts what it changed (fragments separated by spaces alone
+cover contiguous words: they are read whole). Lines other than ``T`` lines (relations, events, attributes,
+normalisations, notes) are kept as they are, so reading and writing a file back gives the same bytes.
+
+Predictions are written back over the input's own ``.ann`` (:func:`predicted_lines`): a predicted entity that is an
+input entity keeps its ``T`` line and id, new ones get ids above the input's, and every other line is kept as read
+while the annotations it refers to are still in the file, so no line ever names a missing id.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
@@ -22,7 +29,16 @@ from shared.formats.textfile import read_text
 logger = logging.getLogger(__name__)
 
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
+# What to do with entities flat tags cannot hold (overlapping ones, discontinuous ones with words in a gap):
+# 'error' stops at the later of two overlapping entities (a discontinuous one is read as its covering range);
+# 'first_fragment' cuts a discontinuous one to its first fragment and 'drop' leaves it out, and both leave out an
+# entity on words an earlier (.ann line) entity already holds.
+OVERLAPPING_ENTITIES = ("error", "first_fragment", "drop")
 _T_LINE = re.compile(r"^(T\d+)\t(\S+) (\d+ \d+(?:;\d+ \d+)*)\t(.*)$")
+
+
+class OverlapError(DataError):
+    """Two annotations on the same words, which flat tags cannot hold both of (the NER reader names its option)."""
 
 
 @dataclass
@@ -70,27 +86,57 @@ class BratDoc:
         return [words for words in self.line_words() if words]
 
     def sentence_tags(self) -> list[list[str]]:
-        """IOB2 tags for every sentence of :meth:`sentences`."""
+        """IOB2 tags for every sentence of :meth:`sentences` (overlapping entities an error)."""
+        return self.tag_sentences("error")[0]
+
+    def tag_sentences(self, overlapping: str = "error") -> tuple[list[list[str]], Counter]:
+        """IOB2 tags for every sentence of :meth:`sentences`, entities taken in ``.ann`` order, and how many entities
+        ``overlapping`` (one of ``OVERLAPPING_ENTITIES``) changed: ``covering_range`` / ``first_fragment``
+        (discontinuous entities read as their covering range / cut to their first fragment),
+        ``dropped_discontinuous`` and ``dropped_overlapping`` (entities left out)."""
+        if overlapping not in OVERLAPPING_ENTITIES:
+            raise ValueError(f"overlapping must be one of {OVERLAPPING_ENTITIES}, got {overlapping!r}")
         sents = self.sentences()
         tags = [["O"] * len(s) for s in sents]
+        changed: Counter = Counter()
         for ent in self.entities:
-            hits = [(i, j) for i, s in enumerate(sents) for j, (_, ws, we) in enumerate(s)
-                    if ws < ent.end and we > ent.start]
+            spans = ent.spans
+            if gap_holds_words(self.text, spans):
+                if overlapping == "drop":
+                    changed["dropped_discontinuous"] += 1
+                    continue
+                if overlapping == "first_fragment":
+                    spans = spans[:1]
+                    changed["first_fragment"] += 1
+                else:  # the words of the gap are tagged too
+                    changed["covering_range"] += 1
+            start, end = spans[0][0], spans[-1][1]
+            hits = [(i, j) for i, s in enumerate(sents) for j, (_, ws, we) in enumerate(s) if ws < end and we > start]
             if not hits:
                 raise DataError("entity covers no word (only whitespace)", self.ann_path, ent.source_line)
             if hits[0][0] != hits[-1][0]:
                 raise DataError("entity crosses a line break; entities must lie within one line",
                                 self.ann_path, ent.source_line)
             i = hits[0][0]
+            if any(tags[i][j] != "O" for _, j in hits):
+                if overlapping == "error":
+                    raise OverlapError("entity overlaps another entity on the same words", self.ann_path,
+                                       ent.source_line)
+                changed["dropped_overlapping"] += 1  # the earlier entity (.ann order) keeps the words
+                continue
             for n, (_, j) in enumerate(hits):
-                if tags[i][j] != "O":
-                    raise DataError("entity overlaps another entity on the same words", self.ann_path,
-                                    ent.source_line)
                 tags[i][j] = ("B-" if n == 0 else "I-") + ent.type
-        return tags
+        return tags, changed
 
 
-def parse_ann(ann_path: str, text: str, allow_overlaps: bool = False) -> tuple[list, bool]:
+def gap_holds_words(text: str, spans: list[tuple[int, int]]) -> bool:
+    """Whether a discontinuous entity leaves out a word between its fragments (fragments separated by whitespace
+    alone cover contiguous words, which flat tags hold)."""
+    return any(WORD_PATTERN.search(text, end, start) for (_, end), (start, _) in pairwise(spans))
+
+
+def parse_ann(ann_path: str, text: str, allow_overlaps: bool = False, warn_discontinuous: bool = True
+              ) -> tuple[list, bool]:
     raw = read_text(ann_path)
     trailing = raw.endswith("\n")
     lines = raw.split("\n")
@@ -127,17 +173,20 @@ def parse_ann(ann_path: str, text: str, allow_overlaps: bool = False) -> tuple[l
         ent = BratEntity(eid, etype, spans, etext, k)
         for s, e, other in [] if allow_overlaps else char_owner:
             if s < ent.end and ent.start < e:
-                raise DataError(f"entity overlaps the entity on line {other}", ann_path, k)
+                raise OverlapError(f"entity overlaps the entity on line {other}", ann_path, k)
         char_owner.append((ent.start, ent.end, k))
         items.append(ent)
-    if n_discontinuous:
+    if n_discontinuous and warn_discontinuous:
         logger.warning("%s: %d discontinuous entities read as their covering range", ann_path, n_discontinuous)
     return items, trailing
 
 
-def read_brat(path: str | os.PathLike, allow_overlaps: bool = False) -> list[BratDoc]:
+def read_brat(path: str | os.PathLike, allow_overlaps: bool = False, warn_discontinuous: bool = True
+              ) -> list[BratDoc]:
     """Read every ``.txt`` (+ ``.ann``) under ``path`` (a folder, or one ``.txt`` file). Overlapping entities are an
-    error (flat tags cannot hold them) unless ``allow_overlaps`` (relation corpora)."""
+    error (flat tags cannot hold them) unless ``allow_overlaps`` (relation corpora; NER data read with an
+    ``OVERLAPPING_ENTITIES`` rule). Discontinuous entities are logged per file unless ``warn_discontinuous`` is
+    False (the NER reader counts what it did with them per split instead)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".txt"):
@@ -157,7 +206,7 @@ def read_brat(path: str | os.PathLike, allow_overlaps: bool = False) -> list[Bra
     docs = []
     for txt, ann, has in zip(txts, anns, have):
         text = read_text(txt, offsets=True)
-        items, trailing = parse_ann(ann, text, allow_overlaps) if has else ([], True)
+        items, trailing = parse_ann(ann, text, allow_overlaps, warn_discontinuous) if has else ([], True)
         docs.append(BratDoc(os.path.basename(txt)[:-4], txt, ann if has else None, text, items, trailing,
                             labelled=has))
     return docs
@@ -168,28 +217,102 @@ def format_entity(ent: BratEntity) -> str:
     return f"{ent.id}\t{ent.type} {spans}\t{ent.text}"
 
 
+def _tag_key(doc: BratDoc, ent: BratEntity) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Type and spans, fragments separated by whitespace alone merged: the entity as flat tags predict it."""
+    merged = [ent.spans[0]]
+    for start, end in ent.spans[1:]:
+        if gap_holds_words(doc.text, [merged[-1], (start, end)]):
+            merged.append((start, end))
+        else:
+            merged[-1] = (merged[-1][0], end)
+    return ent.type, tuple(merged)
+
+
 def entities_from_tags(doc: BratDoc, tags: list[list[str]]) -> list[BratEntity]:
-    """Entities (character offsets from the words' offsets) from IOB2 tags of every sentence."""
+    """Entities (character offsets from the words' offsets) from IOB2 tags of every sentence, in text order. One
+    with the type and span of an entity of the input (fragments separated by whitespace alone count as one span)
+    is that entity, as read (its ``T`` id, line and spans); the others get ids above the input's largest ``T``."""
+    inputs: dict[tuple, list[BratEntity]] = {}
+    for ent in doc.entities:
+        inputs.setdefault(_tag_key(doc, ent), []).append(ent)
+    next_id = max((int(e.id[1:]) for e in doc.entities), default=0) + 1
     ents = []
     for words, sent_tags in zip(doc.sentences(), tags):
         for etype, s, e in spans_from_tags(sent_tags):
             start, end = words[s][1], words[e - 1][2]
-            ents.append(BratEntity(f"T{len(ents) + 1}", etype, [(start, end)], doc.text[start:end]))
+            same = inputs.get((etype, ((start, end),)))
+            if same:  # two input lines with one span and type: each prediction takes the next
+                ents.append(same.pop(0))
+            else:
+                ents.append(BratEntity(f"T{next_id}", etype, [(start, end)], doc.text[start:end]))
+                next_id += 1
     return ents
+
+
+def referenced_ids(line: str) -> list[str]:
+    """The annotation ids a non-entity ``.ann`` line refers to: ``R1<TAB>Type Arg1:T1 Arg2:T2``,
+    ``E1<TAB>Type:T3 Role:T4``, ``A1<TAB>Negated T2 [value]`` (and ``M``), ``N1<TAB>Reference T1 db:id<TAB>text``,
+    ``#1<TAB>AnnotatorNotes T1<TAB>text``, ``*<TAB>Equiv T1 T2``."""
+    fields = line.split("\t")
+    if len(fields) < 2 or not fields[0]:
+        return []
+    kind, args = fields[0][0], fields[1].split(" ")
+    if kind in "RE":
+        return [arg.split(":", 1)[1] for arg in args if ":" in arg]
+    if kind in "AMN#":
+        return args[1:2]
+    if kind == "*":
+        return args[1:]
+    return []
+
+
+def predicted_lines(doc: BratDoc, tags: list[list[str]]) -> tuple[list[str], int]:
+    """The ``.ann`` lines of ``doc`` with its entities replaced by the ones ``tags`` predict, and how many
+    non-entity lines were dropped. Input order is kept: an input entity that is predicted stays where it was, new
+    entities follow the input's last ``T`` line (in text order), and every other line is kept as read while every
+    id it refers to is still in the file (a line on a line that was dropped goes too)."""
+    predicted = entities_from_tags(doc, tags)
+    kept_ids, input_ids = {id(e) for e in predicted}, {id(e) for e in doc.entities}  # the objects, as read
+    new = [e for e in predicted if id(e) not in input_ids]
+    others = {k: x for k, x in enumerate(doc.items) if not isinstance(x, BratEntity)}
+    present = {e.id for e in predicted} | {x.split("\t", 1)[0] for x in others.values()}
+    dropped: set[int] = set()
+    while True:  # until no line refers to an id that is gone
+        gone = {k for k, x in others.items() if k not in dropped and any(r not in present for r in referenced_ids(x))}
+        if not gone:
+            break
+        dropped |= gone
+        present = {e.id for e in predicted} | {x.split("\t", 1)[0] for k, x in others.items() if k not in dropped}
+    t_positions = [k for k, x in enumerate(doc.items) if isinstance(x, BratEntity)]
+    insert_after = t_positions[-1] if t_positions else -1
+    lines = [format_entity(e) for e in new] if insert_after < 0 else []
+    for k, x in enumerate(doc.items):
+        if isinstance(x, BratEntity):
+            if id(x) in kept_ids:
+                lines.append(format_entity(x))
+        elif k not in dropped:
+            lines.append(x)
+        if k == insert_after:
+            lines += [format_entity(e) for e in new]
+    return lines, len(dropped)
 
 
 def write_brat(docs: list[BratDoc], out_dir: str | os.PathLike, tags: list[list[list[str]]] | None = None,
                write_txt: bool = True) -> None:
-    """Write ``<doc_id>.txt`` + ``<doc_id>.ann``; with ``tags`` (per doc, per sentence) only predicted T lines."""
+    """Write ``<doc_id>.txt`` + ``<doc_id>.ann``; with ``tags`` (per doc, per sentence) the predicted entities over
+    the input's other lines (:func:`predicted_lines`), logging how many lines were dropped (a count, no text)."""
     out_dir = os.fspath(out_dir)
+    n_other = n_dropped = 0
     for i, doc in enumerate(docs):
         if tags is None:
             lines = [format_entity(x) if isinstance(x, BratEntity) else x for x in doc.items]
-            trailing = doc.ann_trailing_newline
         else:
-            lines = [format_entity(e) for e in entities_from_tags(doc, tags[i])]
-            trailing = True
-        body = "\n".join(lines) + ("\n" if trailing and lines else "")
+            lines, dropped = predicted_lines(doc, tags[i])
+            n_other += sum(1 for x in doc.items if not isinstance(x, BratEntity))
+            n_dropped += dropped
+        body = "\n".join(lines) + ("\n" if doc.ann_trailing_newline and lines else "")
         if write_txt:
             atomic_write_text(os.path.join(out_dir, doc.doc_id + ".txt"), doc.text)
         atomic_write_text(os.path.join(out_dir, doc.doc_id + ".ann"), body)
+    if n_dropped:
+        logger.info("%d of %d non-entity .ann lines dropped: they refer to entities not predicted", n_dropped, n_other)

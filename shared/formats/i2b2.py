@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
+from shared.formats.brat import OverlapError
 from shared.formats.tags import spans_from_tags
 from shared.formats.textfile import read_text
 
@@ -50,13 +51,24 @@ class I2b2Note:
 
     def line_tags(self) -> list[list[str]]:
         """IOB2 tags for every line (empty lines give empty lists)."""
+        return self.tag_lines()[0]
+
+    def tag_lines(self, drop_overlapping: bool = False) -> tuple[list[list[str]], int]:
+        """IOB2 tags for every line, and how many concepts were left out: with ``drop_overlapping`` a concept on
+        tokens an earlier one (``.con`` order) holds, which flat tags cannot hold beside it; else that is an error."""
         tags = [["O"] * len(toks) for toks in self.lines]
+        dropped = 0
         for c in self.concepts:
             row = tags[c.line - 1]
+            if any(tag != "O" for tag in row[c.start: c.end + 1]):
+                if not drop_overlapping:
+                    raise OverlapError("concept overlaps another concept", self.con_path, c.source_line)
+                dropped += 1
+                continue
             row[c.start] = f"B-{c.type}"
             for k in range(c.start + 1, c.end + 1):
                 row[k] = f"I-{c.type}"
-        return tags
+        return tags, dropped
 
 
 def _note_lines(text: str) -> list[list[str]]:
@@ -66,8 +78,9 @@ def _note_lines(text: str) -> list[list[str]]:
     return [line.split() for line in lines]
 
 
-def parse_con(con_path: str, lines: list[list[str]]) -> list[Concept]:
-    """Parse and validate a ``.con`` file against the tokens of its note."""
+def parse_con(con_path: str, lines: list[list[str]], allow_overlaps: bool = False) -> list[Concept]:
+    """Parse and validate a ``.con`` file against the tokens of its note; overlapping concepts are an error unless
+    ``allow_overlaps`` (:meth:`I2b2Note.tag_lines` then leaves the later one out)."""
     concepts: list[Concept] = []
     owner: dict[tuple[int, int], int] = {}  # (line, token) -> .con line that claimed it, to report overlaps
     for k, raw in enumerate(read_text(con_path).split("\n"), start=1):
@@ -91,9 +104,9 @@ def parse_con(con_path: str, lines: list[list[str]]) -> list[Concept]:
             # Say where, not what: the tokens are patient text and must not end up in logs.
             raise DataError(f"concept text does not match the tokens at {l1}:{t1}-{l1}:{t2} of the note",
                             con_path, k)
-        for t in range(t1, t2 + 1):
+        for t in [] if allow_overlaps else range(t1, t2 + 1):
             if (l1, t) in owner:
-                raise DataError(f"concept overlaps the concept on line {owner[(l1, t)]}", con_path, k)
+                raise OverlapError(f"concept overlaps the concept on line {owner[(l1, t)]}", con_path, k)
             owner[(l1, t)] = k
         concepts.append(Concept(text, l1, t1, t2, ctype, k))
     return concepts
@@ -127,13 +140,14 @@ def _pairs(path: str) -> list[tuple[str, str, str | None]]:
     return pairs
 
 
-def read_i2b2(path: str | os.PathLike) -> list[I2b2Note]:
-    """Read and validate every note under ``path`` (see the module docstring for layouts)."""
+def read_i2b2(path: str | os.PathLike, allow_overlaps: bool = False) -> list[I2b2Note]:
+    """Read and validate every note under ``path`` (see the module docstring for layouts); overlapping concepts
+    are an error unless ``allow_overlaps``."""
     notes = []
     for doc_id, txt_path, con_path in _pairs(os.fspath(path)):
         text = read_text(txt_path)
         lines = _note_lines(text)
-        concepts = parse_con(con_path, lines) if con_path else []
+        concepts = parse_con(con_path, lines, allow_overlaps) if con_path else []
         notes.append(I2b2Note(doc_id, txt_path, con_path, text, lines, concepts, labelled=con_path is not None))
     return notes
 

@@ -7,20 +7,31 @@ example came from, which document it belongs to) plus a function that writes pre
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
 from shared.data.tables import hub_split, load_hub_dataset
-from shared.formats.brat import read_brat, write_brat
+from shared.formats.brat import OVERLAPPING_ENTITIES, OverlapError, read_brat, write_brat
 from shared.formats.conll import read_conll, write_conll
 from shared.formats.detect import detect_format
 from shared.formats.i2b2 import read_i2b2, write_i2b2
 from shared.formats.json_format import read_ner_json, write_ner_json
 
+logger = logging.getLogger(__name__)
+
 NER_FORMATS = ("auto", "i2b2", "brat", "conll", "json")
+# what --overlapping_entities changed, as the log line names it
+ENTITY_CHANGES = {
+    "covering_range": "discontinuous entities read as the range from their first to their last character",
+    "first_fragment": "discontinuous entities cut to their first fragment",
+    "dropped_discontinuous": "discontinuous entities dropped",
+    "dropped_overlapping": "entities dropped for overlapping an earlier one",
+}
 
 
 @dataclass
@@ -33,6 +44,8 @@ class NerSplit:
     groups: list[str]  # document of every example: bootstrap resamples whole documents
     # (predicted IOB2 tags per example, folder) -> files written
     write_predictions: Callable[[list[list[str]], str], list[str]] = field(repr=False, default=None)
+    # entities of i2b2 / BRAT input that flat tags cannot hold, by what --overlapping_entities did (ENTITY_CHANGES)
+    entity_changes: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -61,18 +74,30 @@ class NerSplit:
 
 def load_split(path: str, fmt: str, limit: int | None = None, tokens_column: str = "tokens",
                tags_column: str = "ner_tags", tag_column: int = -1, require_tags: bool = True,
-               group_column: str | None = None, notes_format: str | None = None) -> NerSplit:
+               group_column: str | None = None, notes_format: str | None = None,
+               overlapping_entities: str = "error") -> NerSplit:
     """Read one split. ``limit`` keeps the first examples (whole documents for i2b2/BRAT, so that prediction files
     stay complete). ``require_tags=False`` accepts unlabelled input (``tags`` is then None). ``groups`` are the
-    documents (i2b2/BRAT files, CoNLL ``-DOCSTART-``), or for JSON the ``group_column`` field of each record."""
+    documents (i2b2/BRAT files, CoNLL ``-DOCSTART-``), or for JSON the ``group_column`` field of each record.
+    ``overlapping_entities`` (``OVERLAPPING_ENTITIES``) says what i2b2 / BRAT entities that flat tags cannot hold
+    become; what it changed is counted in ``entity_changes`` and logged (counts only)."""
+    if overlapping_entities not in OVERLAPPING_ENTITIES:
+        raise DataError(f"unknown --overlapping_entities '{overlapping_entities}' (choose from "
+                        f"{', '.join(OVERLAPPING_ENTITIES)})")
     fmt = detect_format(path, notes_format) if fmt == "auto" else fmt
     if group_column and fmt != "json":
         raise DataError(f"--group_column names a field of JSON records; {fmt} examples are grouped by document "
                         "automatically", path)
-    if fmt == "i2b2":
-        return _i2b2(path, limit, require_tags)
-    if fmt == "brat":
-        return _brat(path, limit, require_tags)
+    if fmt in ("i2b2", "brat"):
+        try:
+            split = (_i2b2 if fmt == "i2b2" else _brat)(path, limit, require_tags, overlapping_entities)
+        except OverlapError as error:  # the format layer knows no options: name the one that reads such input
+            raise DataError(f"{error.reason} (flat tags hold one entity per word; --overlapping_entities "
+                            "first_fragment or drop reads such entities)", error.path, error.line) from None
+        if split.entity_changes:
+            logger.warning("%s: %s (--overlapping_entities %s)", path, ", ".join(
+                f"{n} {ENTITY_CHANGES[what]}" for what, n in split.entity_changes.items()), overlapping_entities)
+        return split
     if fmt == "conll":
         return _conll(path, limit, tag_column, require_tags)
     if fmt == "json":
@@ -100,13 +125,16 @@ def _unlabelled(source, labelled_flags, require_tags):
     return True
 
 
-def _i2b2(path, limit, require_tags) -> NerSplit:
-    notes = read_i2b2(path)
+def _i2b2(path, limit, require_tags, overlapping) -> NerSplit:
+    # i2b2 concepts are contiguous: both rules other than 'error' leave out the later of two overlapping concepts
+    notes = read_i2b2(path, allow_overlaps=overlapping != "error")
     notes = notes[: _keep_docs([sum(1 for line in n.lines if line) for n in notes], limit)]
     unlabelled = _unlabelled(path, [n.labelled for n in notes], require_tags)
     words, tags, where, groups = [], [], [], []
+    dropped = 0
     for note in notes:
-        note_tags = note.line_tags()
+        note_tags, n = note.tag_lines(drop_overlapping=overlapping != "error")
+        dropped += n
         for k, toks in enumerate(note.lines):
             if toks:  # empty lines carry nothing to predict; written back as nothing
                 words.append(toks)
@@ -120,18 +148,22 @@ def _i2b2(path, limit, require_tags) -> NerSplit:
         write_i2b2(notes, out_dir, tags=per_note, write_txt=False)
         return [os.path.join(out_dir, n.doc_id + ".con") for n in notes]
 
-    return NerSplit(path, "i2b2", words, None if unlabelled else tags, where, groups, write)
+    return NerSplit(path, "i2b2", words, None if unlabelled else tags, where, groups, write,
+                    {"dropped_overlapping": dropped} if dropped else {})
 
 
-def _brat(path, limit, require_tags) -> NerSplit:
-    docs = read_brat(path)
+def _brat(path, limit, require_tags, overlapping) -> NerSplit:
+    # overlaps are left to tag_sentences, which applies the rule; discontinuous entities are counted per split
+    docs = read_brat(path, allow_overlaps=overlapping != "error", warn_discontinuous=False)
     sentences = [d.sentences() for d in docs]
     keep = _keep_docs([len(s) for s in sentences], limit)
     docs, sentences = docs[:keep], sentences[:keep]
     unlabelled = _unlabelled(path, [d.labelled for d in docs], require_tags)
     words, tags, where, groups = [], [], [], []
+    changes: Counter = Counter()
     for doc, sents in zip(docs, sentences):
-        doc_tags = doc.sentence_tags()
+        doc_tags, changed = doc.tag_sentences(overlapping)
+        changes += changed
         for s, st in zip(sents, doc_tags):
             words.append([w for w, _, _ in s])
             tags.append(st)
@@ -145,7 +177,8 @@ def _brat(path, limit, require_tags) -> NerSplit:
         write_brat(docs, out_dir, tags=per_doc, write_txt=False)
         return [os.path.join(out_dir, d.doc_id + ".ann") for d in docs]
 
-    return NerSplit(path, "brat", words, None if unlabelled else tags, where, groups, write)
+    return NerSplit(path, "brat", words, None if unlabelled else tags, where, groups, write,
+                    {what: changes[what] for what in ENTITY_CHANGES if changes[what]})
 
 
 def _conll(path, limit, tag_column, require_tags) -> NerSplit:
@@ -235,7 +268,8 @@ def load_ner_splits(data_args, wanted, limits: dict[str, int | None]) -> dict[st
         if files[split]:
             splits[split] = load_split(files[split], data_args.data_format, limits.get(split), data_args.tokens_column,
                                        data_args.tags_column, data_args.conll_tag_column, require_tags=split != "test",
-                                       group_column=data_args.group_column if split == "train" else None)
+                                       group_column=data_args.group_column if split == "train" else None,
+                                       overlapping_entities=data_args.overlapping_entities)
         elif hub is not None and hub_split(hub, split) is not None:
             if split == "train" and data_args.group_column:
                 raise DataError("--group_column works with JSON training files (hub examples are not grouped)")

@@ -158,7 +158,8 @@ def test_brat_words_tags_and_predictions(tmp_path):
     tags = doc.sentence_tags()
     assert tags == [["O", "O", "B-Problem", "I-Problem", "O"], ["O", "O", "B-Treatment", "O", "O", "O"]]
     write_brat([doc], tmp_path / "pred", tags=[tags])
-    assert read_bytes(tmp_path / "pred" / "d1.ann") == b"T1\tProblem 12 22\tchest pain\nT2\tTreatment 35 42\taspirin\n"
+    # every entity predicted: the input's .ann comes back whole, its note and attribute lines included
+    assert read_bytes(tmp_path / "pred" / "d1.ann") == ANN.encode()
 
 
 @pytest.mark.parametrize("ann, line, message", [
