@@ -20,8 +20,10 @@ Outputs in --output_dir: the model and tokenizer (with the marker tokens), all_r
 test_results.json: accuracy, macro/micro/weighted F1 with bootstrap CIs over notes), {eval,test}_report.json (P/R/F1
 per assertion), {eval,test}_confusion_matrix.png, {eval,test}_reliability.png, test_predictions.csv (one row per
 concept: note, concept (its line:first-last tokens), label, prediction, probabilities; no text), test_predictions/
-(each test note as .txt + .con + .ast with the predicted assertions: note text, sensitive) and the model card
-README.md.
+(each test note as .txt + .con + .ast with the predicted assertions: note text, sensitive), test_explanations.{html,
+json} (--explain N: word attributions over the marked sentence of the first N test concepts; note words, sensitive)
+and the model card README.md. With --use_lora the folder holds the adapter, the head and the trained [E] / [/E]
+embedding rows (or, with --merge_lora, the merged model).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from shared.training.adaptive import keep_best_epoch
 from shared.training.lora import count_parameters, save_trained
 from shared.training.models import max_sequence_length, requested_max_length
 from shared.training.trainer import classifier_trainer
+from shared.trust.explain import explain_marked_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +86,6 @@ class AssertionDataArguments(DataArguments):
                             "--test_file), not Hub datasets")
         if self.group_column:
             raise DataError("--group_column: splits carved here keep each note's concepts together already")
-        if self.explain:
-            raise DataError("--explain is not available in the assertion recipe yet")
         if self.test_concepts_dir is not None and self.test_file is None:
             raise DataError("--test_concepts_dir gives the concepts of the --test_file notes: give --test_file too")
 
@@ -114,10 +115,6 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(ClassifierModelArguments, AssertionDataArguments,
                                                       TrainingArguments, defaults=RECIPE_DEFAULTS, args=args,
                                                       description=__doc__)
-    if model_args.use_lora:
-        raise DataError("--use_lora is not available in the assertion recipe yet: the marker tokens' embeddings "
-                        "must be trained and saved with the adapter")
-
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
     # 3. the seed, before anything random (both in shared/core/args.py: start_run).
     run = start_run(training_args)
@@ -146,8 +143,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     label_names, label_ids = concept_labels(splits, model_args, ASSERTIONS)
     logger.info("%d assertion classes: %s", len(label_names), ", ".join(label_names))
 
-    # 6. Model and tokenizer: the marker tokens added (a fine-tuned folder has them) and the embeddings resized.
-    tokenizer, config, model, frozen_layers = marked_classifier(model_args, training_args, label_names)
+    # 6. Model and tokenizer: the marker tokens added (a fine-tuned folder has them) and the embeddings resized;
+    # under --use_lora the [E] / [/E] rows train with the adapter (new tokens: no pretrained row knows them).
+    tokenizer, config, model, frozen_layers = marked_classifier(model_args, training_args, label_names, ENTITY)
     trainable, total = count_parameters(model)
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
@@ -214,6 +212,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             notes = write_assertions(f"{output_dir}/test_predictions", test, predicted)
             logger.info("assertions of %d concepts in %d notes written to test_predictions/", len(predicted),
                         len(notes))
+        if is_main and data_args.explain:  # word attributions over each marked sentence: holds note words
+            explain_marked_predictions(output_dir, "test", trainer.model, tokenizer, test.words,
+                                       split_rows.get("test", range(len(probs))), probs, label_names, max_length,
+                                       data_args.explain)
 
     # 12. Save: the model and tokenizer (with the markers), results and the model card; only the main process writes.
     if training_args.do_train:
@@ -242,7 +244,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                 "Input is a sentence with the concept between the tokens [E] and [/E]; `pipeline(\"text-"
                 "classification\")` on this folder needs the markers in the text.",
                 f"Sentences longer than {max_length} tokens keep the words nearest the concept.",
-                "test_predictions/ holds the test notes' text (sensitive, like the notes themselves).",
+                "test_predictions/ holds the test notes' text, and test_explanations.{html,json} (--explain) the "
+                "words of the explained sentences (sensitive, like the notes themselves).",
             ],
         )
         logger.info("results, predictions and model written to %s", output_dir)

@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from shared.concepts.markers import add_marker_tokens, fit_around
+from shared.concepts.markers import MARKER_TOKENS, add_marker_tokens, fit_around
 from shared.data.labels import encode_labels, names_in, require_classes, sort_label_names
 from shared.training.models import classification_config, load_pretrained, model_for_run, trained_labels
 
@@ -35,15 +35,18 @@ def concept_labels(splits: dict, model_args, order: Sequence[str]) -> tuple[list
                          for split, examples in splits.items() if examples.labels is not None}
 
 
-def marked_classifier(model_args, training_args, label_names: list[str]):
+def marked_classifier(model_args, training_args, label_names: list[str], markers: Sequence[str] = MARKER_TOKENS):
     """(tokenizer, config, model, frozen layers): a sequence classifier over ``label_names`` whose tokenizer knows
-    the marker tokens (a fine-tuned folder has them already) and whose embeddings were resized to match."""
+    the marker tokens (a fine-tuned folder has them already) and whose embeddings were resized to match. Under
+    ``--use_lora`` the embedding rows of the task's ``markers`` are trained and saved with the adapter: they are
+    new, and LoRA alone would leave them at their random start."""
     tokenizer = load_pretrained(AutoTokenizer, model_args)
     if add_marker_tokens(tokenizer):
         logger.info("added the entity marker tokens to the tokenizer")
     config = classification_config(model_args, label_names, False)
     model, frozen_layers = model_for_run(AutoModelForSequenceClassification, model_args, config, training_args,
-                                         resize=lambda m: m.resize_token_embeddings(len(tokenizer)))
+                                         resize=lambda m: add_marker_tokens(tokenizer, m),  # grows only if short
+                                         trainable_tokens=tokenizer.convert_tokens_to_ids(list(markers)))
     return tokenizer, config, model, frozen_layers
 
 

@@ -1,4 +1,5 @@
-"""LoRA through PEFT: sensible target modules per architecture, the task head trained and saved, merging.
+"""LoRA through PEFT: sensible target modules per architecture, the task head trained and saved, merging; rows of
+the input embeddings (added tokens such as the concept recipes' entity markers) trained and saved with the adapter.
 
 What :func:`save_model` writes is loaded back by :func:`shared.training.models.load_trained`.
 """
@@ -78,9 +79,12 @@ def batch_norm_modules(model: nn.Module) -> list[str]:
     return sorted({leaf if leaf not in other else name for name, leaf in zip(batch_norm, leaves)})
 
 
-def apply_lora(model: nn.Module, model_args, extra_modules_to_save: list[str] | None = None):
+def apply_lora(model: nn.Module, model_args, extra_modules_to_save: list[str] | None = None,
+               trainable_tokens: list[int] | None = None):
     """Wrap ``model`` with LoRA adapters; the head, batch-norm layers (:func:`batch_norm_modules`) and
-    ``extra_modules_to_save`` stay fully trainable and are saved with the adapter."""
+    ``extra_modules_to_save`` stay fully trainable and are saved with the adapter. ``trainable_tokens``: ids whose
+    input-embedding rows are trained too (PEFT's ``trainable_token_indices``: only those rows are saved with the
+    adapter, not the whole matrix), e.g. marker tokens added to the tokenizer, which no pretrained row knows."""
     from peft import LoraConfig, get_peft_model
 
     targets = model_args.lora_targets() or default_lora_targets(model)
@@ -90,14 +94,22 @@ def apply_lora(model: nn.Module, model_args, extra_modules_to_save: list[str] | 
         lora_dropout=model_args.lora_dropout,
         target_modules=targets,
         modules_to_save=head_modules(model) + batch_norm_modules(model) + list(extra_modules_to_save or []),
+        trainable_token_indices=sorted(set(trainable_tokens)) if trainable_tokens else None,
     )
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as e:
         raise DataError(f"LoRA: {str(e).splitlines()[0]}") from None
     trainable, total = peft_model.get_nb_trainable_parameters()
-    logger.info("LoRA on %s: %d trainable of %d parameters (%.2f%%)", targets, trainable, total, 100 * trainable / total)
+    logger.info("LoRA on %s%s: %d trainable of %d parameters (%.2f%%)", targets,
+                f" + {len(config.trainable_token_indices)} embedding rows" if trainable_tokens else "", trainable,
+                total, 100 * trainable / total)
     return peft_model
+
+
+def trains_token_rows(model: nn.Module) -> bool:
+    """Whether a LoRA model trains chosen rows of its input embeddings (:func:`apply_lora`'s ``trainable_tokens``)."""
+    return is_lora(model) and any(getattr(c, "trainable_token_indices", None) for c in model.peft_config.values())
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -132,7 +144,12 @@ def save_model(model: nn.Module, output_dir: str, merge: bool, state_dict: dict 
                            "with shared.training.models.load_trained(...).merge_and_unload()")
         else:
             model = model.merge_and_unload()
-    model.save_pretrained(output_dir, **({} if state_dict is None else {"state_dict": state_dict}))
+    kwargs = {} if state_dict is None else {"state_dict": state_dict}
+    if trains_token_rows(model):
+        # PEFT saves the whole embedding matrix when the vocabulary grew; the trained rows are in the adapter and
+        # load_trained resizes the base to the saved vocabulary, so the adapter stays small
+        kwargs["save_embedding_layers"] = False
+    model.save_pretrained(output_dir, **kwargs)
     if is_lora(model):
         # The adapter folder also carries the base config with our label maps, so reload needs no recipe arguments.
         model.get_base_model().config.save_pretrained(output_dir)

@@ -179,9 +179,11 @@ def load_trained(auto_cls, model_args, prepare_base: Callable | None = None, **k
     """A model folder a recipe saved (``--model_name_or_path``): plain or merged, or LoRA adapter + head.
 
     An adapter folder names its base model (``adapter_config.json``) and carries the trained config (labels); the
-    base is loaded with that config and the adapter (with the head's weights) put on top. ``prepare_base(config,
-    base_name)`` may adjust the config for the base checkpoint and return a function applied to the loaded base
-    before the adapter (the image recipe re-interpolates position embeddings this way).
+    base is loaded with that config and the adapter (with the head's weights) put on top. A vocabulary that grew in
+    training (the concept recipes' marker tokens: the config's ``vocab_size``) is restored first: the base loads at
+    its own size and its input embeddings are resized, so that the adapter's trained rows land on rows that exist.
+    ``prepare_base(config, base_name)`` may adjust the config for the base checkpoint and return a function applied
+    to the loaded base before the adapter (the image recipe re-interpolates position embeddings this way).
     """
     folder = model_args.model_name_or_path
     adapter_config = os.path.join(folder, ADAPTER_CONFIG)
@@ -196,31 +198,52 @@ def load_trained(auto_cls, model_args, prepare_base: Callable | None = None, **k
         raise DataError(f"{ADAPTER_CONFIG} names no base model (base_model_name_or_path)", path=folder)
     config = load_pretrained(AutoConfig, model_args)
     after = prepare_base(config, base) if prepare_base else None
+    base_args = dataclasses.replace(model_args, model_name_or_path=base)
+    trained_vocab = _vocab_size(config)
+    if trained_vocab is not None:
+        base_vocab = _vocab_size(load_pretrained(AutoConfig, base_args))
+        if base_vocab is not None and base_vocab != trained_vocab:
+            config.get_text_config().vocab_size = base_vocab  # the checkpoint's embeddings load as they are
+        else:
+            trained_vocab = None
     with _no_load_report():  # the head's weights come with the adapter
-        model = load_pretrained(auto_cls, dataclasses.replace(model_args, model_name_or_path=base), config=config,
-                                **kwargs)
+        model = load_pretrained(auto_cls, base_args, config=config, **kwargs)
+    if trained_vocab is not None:
+        # rows the base lacks: the adapter brings the trained ones (trainable_token_indices), so no mean-resizing
+        model.resize_token_embeddings(trained_vocab, mean_resizing=False)
     if after is not None:
         after(model)
     return PeftModel.from_pretrained(model, folder)
 
 
+def _vocab_size(config) -> int | None:
+    """The token vocabulary a config's input embeddings hold (a text model's), or None (images)."""
+    size = getattr(config.get_text_config(), "vocab_size", None)
+    return size if isinstance(size, int) else None
+
+
 def model_for_run(auto_cls, model_args, config, training_args, resize: Callable | None = None,
-                  prepare_base: Callable | None = None, **kwargs):
+                  prepare_base: Callable | None = None, trainable_tokens: list[int] | None = None, **kwargs):
     """Step 6 of every recipe: ``(model, frozen encoder layers)``. Training: the pretrained model with a fresh head
-    (``config``), ``resize(model)`` if given (the image recipe's resolution), ``--freeze_layers`` /
-    ``--freeze_embeddings``, then LoRA adapters with ``--use_lora``. Otherwise: the fine-tuned folder as saved
+    (``config``), ``resize(model)`` if given (the image recipe's resolution, the concept recipes' added tokens),
+    ``--freeze_layers`` / ``--freeze_embeddings``, then LoRA adapters with ``--use_lora`` (the input-embedding rows
+    of ``trainable_tokens`` trained and saved with them). Otherwise: the fine-tuned folder as saved
     (:func:`load_trained`; ``prepare_base`` as there), resized the same way."""
 
     if training_args.do_train:
         model = load_for_training(auto_cls, model_args, config, training_args.device, **kwargs)
-    else:
+    else:  # --attn_implementation as given (the CPU-training default is eager): the kernel the scores came from
+        if model_args.attn_implementation:
+            kwargs.setdefault("attn_implementation", model_args.attn_implementation)
         model = load_trained(auto_cls, model_args, prepare_base=prepare_base, **kwargs)
     if resize is not None:
         resize(model)
     if not training_args.do_train:
         return model, 0
     frozen_layers = freeze(model, model_args)
-    return (apply_lora(model, model_args) if model_args.use_lora else model), frozen_layers
+    if model_args.use_lora:
+        model = apply_lora(model, model_args, trainable_tokens=trainable_tokens)
+    return model, frozen_layers
 
 
 # ------------------------------------------------------------------------------------------------ configuration

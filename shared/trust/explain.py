@@ -6,6 +6,8 @@ region of an image, moved the model towards what it predicted.
   embedding dimensions and over the subwords of each whitespace-separated word. A long note is explained in the
   windows it was predicted from: with the mean of the windows' logits each window's attributions count 1/n; with
   their maximum only the window that gave it counts.
+- Concepts (assertion status, relations): the same over the marked sentence the model read. The entity markers are
+  special tokens, so the baseline keeps them: they are shown, flagged ``"marker"``, and never ranked as evidence.
 - Images: ViT-style backbones, attention rollout over the patch grid (where the [CLS] token drew its information
   from; Grad-CAM on patch tokens missed a planted cue in most images); CNN backbones, Grad-CAM of the explained
   class on the last feature map. The heat map is upsampled to the image and laid over it.
@@ -25,6 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from shared.concepts.markers import MARKER_TOKENS, fit_around
 from shared.core.files import atomic_write_json, atomic_write_text, save_figure
 from shared.data.labels import decisions
 from shared.formats.tags import to_scheme
@@ -38,7 +41,7 @@ PAGE_HEAD = (
     "<!doctype html><html><head><meta charset='utf-8'><title>Explanations</title><style>"
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.8}"
     ".ex{border-bottom:1px solid #ccc;padding:1em 0}.w{padding:0.1em 0.15em;border-radius:0.2em}"
-    ".meta{color:#444;font-size:0.9em}</style></head><body>"
+    ".meta{color:#444;font-size:0.9em}.mk{color:#555;font-weight:bold;font-size:0.85em}</style></head><body>"
     "<h1>Word attributions (integrated gradients)</h1><p class='meta'>Green: the word pushed the model towards its "
     "prediction; red: away from it. Contains note text: handle as patient data.</p>"
 )
@@ -166,6 +169,31 @@ def explain_text_predictions(output_dir: str, prefix: str, model, tokenizer, tex
     return explained
 
 
+def explain_marked_predictions(output_dir: str, prefix: str, model, tokenizer, sentences: Sequence[Sequence[str]],
+                               rows: Sequence[int], probs: np.ndarray, label_names: list[str], max_length: int,
+                               n: int) -> list[dict]:
+    """Explain the first ``n`` predictions of a concept recipe (assertion status, relation) towards the predicted
+    class and write them (:func:`write_text_explanations`). ``sentences``: each example's marked sentence as words;
+    it is explained as the model read it (cut to ``max_length`` tokens around its markers, as
+    ``shared.concepts.encode.encode_marked`` does). Marker words carry ``"marker": true``; their attribution is 0
+    (the baseline keeps them), and :func:`top_words` skips them."""
+
+    n = min(n, len(sentences))
+    probs = np.asarray(probs)[:n]
+    targets = probs.argmax(axis=1)
+    read = [fit_around(tokenizer, list(words), max_length)[0] for words in sentences[:n]]
+    found = explain_texts(model, tokenizer, [" ".join(words) for words in read], None, targets, max_length, None)
+    explained = []
+    for i, item in enumerate(found):
+        for word in item["words"]:
+            word["marker"] = word["word"] in MARKER_TOKENS
+        label = label_names[targets[i]]
+        explained.append({"row": int(rows[i]), "prediction": label, "explained_label": label,
+                          "probability": float(probs[i, targets[i]]), **item})
+    write_text_explanations(output_dir, prefix, explained)
+    return explained
+
+
 def _colour(score: float, scale: float) -> str:
     strength = 0.0 if scale == 0 else min(1.0, abs(score) / scale)
     rgb = (40, 160, 60) if score > 0 else (210, 50, 50)
@@ -180,7 +208,7 @@ def write_text_explanations(output_dir: str, prefix: str, explained: list[dict])
     parts = [PAGE_HEAD]
     for item in explained:
         words = item["words"]
-        scale = max((abs(w["score"]) for w in words), default=0.0)
+        scale = max((abs(w["score"]) for w in words if not w.get("marker")), default=0.0)
         label = html.escape(str(item["prediction"]))
         scored_for = html.escape(str(item.get("explained_label", item["prediction"])))
         head = (f"<div class='ex'><p class='meta'>row {item['row']}: prediction <b>{label}</b>; words scored for "
@@ -190,6 +218,9 @@ def write_text_explanations(output_dir: str, prefix: str, explained: list[dict])
             if w.get("segment", 0) != segment:
                 segment = w["segment"]
                 body.append("</p><p>")
+            if w.get("marker"):  # an entity marker: where the concept is, not evidence
+                body.append(f"<span class='mk'>{html.escape(w['word'])}</span>")
+                continue
             body.append(f"<span class='w' style='background:{_colour(w['score'], scale)}' "
                         f"title='{w['score']:.4f}'>{html.escape(w['word'])}</span>")
         parts.append(head + " ".join(body) + "</p></div>")
@@ -199,8 +230,10 @@ def write_text_explanations(output_dir: str, prefix: str, explained: list[dict])
 
 
 def top_words(words: list[dict], k: int = 1) -> list[int]:
-    """Indices of the ``k`` words with the largest attribution towards the prediction."""
-    return [int(i) for i in np.argsort([-w["score"] for w in words], kind="stable")[:k]]
+    """Indices of the ``k`` words with the largest attribution towards the prediction; entity markers never
+    count."""
+    order = np.argsort([-w["score"] for w in words], kind="stable")
+    return [int(i) for i in order if not words[i].get("marker")][:k]
 
 
 def _transformers_model(model):
