@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from shared.core.errors import DataError
@@ -33,15 +33,15 @@ RECORD_VERSION = 1
 class Task:
     """One task: ``name`` is its recipe folder under ``recipes/``; ``inputs`` the recorded settings with the values
     a predictor takes when the record leaves one out; ``predictor`` / ``input_arguments`` are ``module:attribute``
-    references (imported when used, so that naming a task loads no model code), None while the task has no
-    ``predict.py`` of its own."""
+    references to its ``predict.py``'s predictor and input options (imported when used, so that naming a task loads
+    no model code)."""
 
     name: str
     title: str
     metric: str
-    inputs: dict[str, Any] = field(default_factory=dict)
-    predictor: str | None = None
-    input_arguments: str | None = None
+    inputs: dict[str, Any]
+    predictor: str
+    input_arguments: str
 
     @property
     def a_title(self) -> str:
@@ -52,23 +52,15 @@ class Task:
     def recipe(self) -> str:
         return f"recipes/{self.name}/"
 
-    @property
-    def deployable(self) -> bool:
-        return self.predictor is not None
-
     def how_to_predict(self) -> str:
         """Where a user runs this task's folders on new inputs."""
-        if self.deployable:
-            return f"use {self.recipe}predict.py"
-        return f"predict with {self.recipe}train.py --model_name_or_path <folder> --test_file <notes> --do_predict"
+        return f"use {self.recipe}predict.py"
 
     def predictor_class(self):
-        if self.predictor is None:
-            raise DataError(f"{self.a_title} folder cannot be deployed by this tool yet: {self.how_to_predict()}")
         return _resolve(self.predictor)
 
     def input_arguments_class(self):
-        return _resolve(self.input_arguments) if self.input_arguments else None
+        return _resolve(self.input_arguments)
 
 
 def _resolve(reference: str):
@@ -81,14 +73,17 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          {"text_column": "text", "text_pair_column": None, "label_column": "label", "label_separator": None},
          "shared.deploy.predictors:TextClassifier", "shared.deploy.predictors:TextInputArguments"),
     Task("ner", "named entity recognition", "f1",
-         {"data_format": None, "tokens_column": "tokens", "tags_column": "ner_tags", "conll_tag_column": -1},
+         {"data_format": None, "tokens_column": "tokens", "tags_column": "ner_tags", "conll_tag_column": -1,
+          "overlapping_entities": "error"},  # folders trained before the option read overlaps as errors
          "shared.deploy.predictors:EntityTagger", "shared.deploy.predictors:NerInputArguments"),
     Task("image_classification", "image classification", "macro_f1",
          {"image_column": "image", "label_column": "label", "label_separator": None},
          "shared.deploy.predictors:ImageClassifier", "shared.deploy.predictors:ImageInputArguments"),
-    Task("assertion_status", "assertion status", "macro_f1", {"data_format": "i2b2", "markers": None}),
+    Task("assertion_status", "assertion status", "macro_f1", {"data_format": "i2b2", "markers": None},
+         "shared.deploy.concepts:AssertionClassifier", "shared.deploy.concepts:AssertionInputArguments"),
     Task("relation_extraction", "relation extraction", "f1",
-         {"data_format": None, "candidate_types": None, "markers": None}),
+         {"data_format": None, "candidate_types": None, "entity_types": None, "markers": None},
+         "shared.deploy.concepts:RelationClassifier", "shared.deploy.concepts:RelationInputArguments"),
 )}
 
 

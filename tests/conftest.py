@@ -36,3 +36,37 @@ def tiny_ner_model(tmp_path_factory) -> str:
 def tiny_vit(tmp_path_factory) -> str:
     """A 2-layer ViT (hidden 32, 32 px, patch 8) built from config, saved with its image processor."""
     return build_tiny_vit(tmp_path_factory.mktemp("tiny_vit"))
+
+
+@pytest.fixture
+def serve():
+    """Start recipes/serve.py's application with uvicorn on a free localhost port; yields a function
+    ``start(serve.py arguments) -> base URL``. Servers stop at the end of the test."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from shared.core.runner import load_recipe
+
+    servers = []
+
+    def start(*args):
+        app, _ = load_recipe("serve.py").build_app([str(a) for a in args])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                               access_log=False))
+        threading.Thread(target=server.run, daemon=True).start()
+        servers.append(server)
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.should_exit = True

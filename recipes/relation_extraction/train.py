@@ -292,6 +292,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         save_trained(trainer, output_dir, model_args, tokenizer,
                      config_updates={**task_record("relation_extraction", data_format=splits["train"].format,
                                                    candidate_types=data_args.candidate_types,
+                                                   entity_types=splits["train"].entity_types,
                                                    markers=[*FIRST, *SECOND]),
                                      "max_seq_length": max_length,
                                      "calibration": calibration.saved() if calibration else None})

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
+
+import numpy as np
 
 from shared.core.errors import DataError
+from shared.evaluation.metrics import add_ci, bootstrap_ci
 from shared.formats.brat import BratDoc, BratEntity
 
 _R_LINE = re.compile(r"^(R\d+)\t(\S+) Arg1:(\S+) Arg2:(\S+)\s*$")
@@ -89,3 +92,58 @@ def brat_candidate_pairs(doc: BratDoc, type_pairs: Iterable[tuple[str, str]] | N
                 continue
             pairs.append((a, b))
     return pairs
+
+
+def _entity_key(entity: BratEntity, text: str) -> tuple:
+    """(type, spans) with fragments apart by whitespace only merged: the same mention however it was cut."""
+    spans = [list(entity.spans[0])]
+    for start, end in entity.spans[1:]:
+        if not text[spans[-1][1]:start].strip():
+            spans[-1][1] = end
+        else:
+            spans.append([start, end])
+    return entity.type, tuple(map(tuple, spans))
+
+
+def _document_counts(gold: BratDoc, predicted: BratDoc) -> list[int]:
+    """[entity tp, fp, fn, relation tp, fp, fn] of one document (sets of exact keys)."""
+    counts = []
+    keyed = []
+    for doc in (gold, predicted):
+        keys = {e.id: _entity_key(e, doc.text) for e in doc.entities}
+        found = {(r.type, frozenset((keys[r.arg1.id], keys[r.arg2.id]))) for r in relations(doc)}
+        keyed.append((set(keys.values()), found))
+    for g, p in zip(*keyed):
+        counts += [len(g & p), len(p - g), len(g - p)]
+    return counts
+
+
+def end_to_end_scores(gold: Sequence[BratDoc], predicted: Sequence[BratDoc], resamples: int = 1000,
+                      seed: int = 0) -> dict[str, float]:
+    """Entity and relation precision / recall / F1 of predicted documents against gold ones (the same notes, in the
+    same order), micro-averaged over every entity and relation, with bootstrap 95% CIs over documents.
+
+    An entity counts when its type and span match exactly (a discontinuous gold mention needs the same fragments,
+    so one that flat tags cannot hold is a miss); a relation when its type and both entities (type and span) match,
+    in either argument order (DDI 2013's convention)."""
+    if [d.doc_id for d in gold] != [d.doc_id for d in predicted]:
+        raise DataError("the predicted notes are not the gold notes (names or order differ)")
+    counts = np.array([_document_counts(g, p) for g, p in zip(gold, predicted)], dtype=np.int64).reshape(-1, 6)
+
+    def scores(rows: np.ndarray) -> dict[str, float]:
+        total = counts[rows].sum(axis=0)
+        out = {}
+        for name, (tp, fp, fn) in (("entity", total[:3]), ("relation", total[3:])):
+            precision = tp / (tp + fp) if tp + fp else 0.0
+            recall = tp / (tp + fn) if tp + fn else 0.0
+            out.update({f"{name}_precision": float(precision), f"{name}_recall": float(recall),
+                        f"{name}_f1": float(2 * precision * recall / (precision + recall)) if tp else 0.0})
+        return out
+
+    result = scores(np.arange(len(counts)))
+    result.update(gold_entities=int(counts[:, 0].sum() + counts[:, 2].sum()),
+                  gold_relations=int(counts[:, 3].sum() + counts[:, 5].sum()))
+    if resamples:
+        intervals = bootstrap_ci(scores, len(counts), resamples, seed=seed)
+        result = add_ci(result, {k: v for k, v in intervals.items() if k.endswith("_f1")})
+    return result

@@ -18,6 +18,8 @@ from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
 from shared.formats.i2b2 import Concept, I2b2Note, parse_con, read_i2b2, write_con
 
+ASSERTED_TYPE = "problem"  # i2b2 decides the assertion status of problem concepts only
+
 
 @dataclass
 class ConceptSet:
@@ -91,14 +93,22 @@ def read_assertion_split(path: str, concepts_dir: str | None = None) -> ConceptS
     if any(has_ast) and not all(has_ast):
         note = notes[has_ast.index(False)]
         raise DataError(f"note has no .ast file (expected {ast_path(note)})", note.txt_path)
-    labelled = all(has_ast)
+    concepts = assertion_examples(notes, all(has_ast), path)
+    if not concepts.items:
+        raise DataError("no problem concepts in the .con files (assertions are decided for problems)", path)
+    return concepts
+
+
+def assertion_examples(notes: list[I2b2Note], labelled: bool, source: str) -> ConceptSet:
+    """The problem concepts of ``notes`` marked in their sentences (labelled from each note's ``.ast`` file when
+    ``labelled``): the one encoding of the recipe, ``predict.py`` and the chain (notes built in memory)."""
     items, words, labels, refs = [], [], [], []
     for index, note in enumerate(notes):
         asserted = {}
         if labelled:
             asserted = {(a.concept.line, a.concept.start, a.concept.end): a for a in parse_ast(ast_path(note), note)}
         for concept in note.concepts:
-            if concept.type != "problem":
+            if concept.type != ASSERTED_TYPE:
                 continue
             assertion = asserted.get((concept.line, concept.start, concept.end))
             if labelled and assertion is None:
@@ -108,9 +118,7 @@ def read_assertion_split(path: str, concepts_dir: str | None = None) -> ConceptS
             words.append(mark(note.lines[concept.line - 1], [(concept.start, concept.end)], [ENTITY]))
             labels.append(assertion.value if assertion else None)
             refs.append((ast_path(note), assertion.source_line) if assertion else (note.con_path, concept.source_line))
-    if not items:
-        raise DataError("no problem concepts in the .con files (assertions are decided for problems)", path)
-    return ConceptSet(notes, items, words, labels if labelled else None, refs, path)
+    return ConceptSet(notes, items, words, labels if labelled else None, refs, source)
 
 
 def write_assertions(out_dir: str, concepts: ConceptSet, predicted: list[str]) -> list[str]:

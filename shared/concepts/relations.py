@@ -20,10 +20,19 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from shared.concepts import brat as brat_relations
 from shared.concepts.data import read_notes_with_concepts
-from shared.concepts.i2b2 import NO_RELATION, RELATION_TYPES, Relation, i2b2_candidate_pairs, pair_key, parse_rel
-from shared.concepts.i2b2 import write_rel
+from shared.concepts.i2b2 import (
+    NO_RELATION,
+    RELATION_TYPES,
+    Relation,
+    i2b2_candidate_pairs,
+    pair_key,
+    parse_rel,
+    write_rel,
+)
 from shared.concepts.markers import FIRST, SECOND, mark
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
@@ -65,6 +74,19 @@ class RelationSet:
                            None if self.labels is None else [self.labels[i] for i in indices],
                            [self.allowed[i] for i in indices], [self.refs[i] for i in indices], self.source,
                            self.with_pairs)
+
+    @property
+    def entity_types(self) -> list[str]:
+        """The concept types of the notes (what a model trained on them pairs; the chain checks its NER gives
+        them)."""
+        return sorted({c.type for note in self.notes
+                       for c in (note.entities if self.format == "brat" else note.concepts)})
+
+    def allowed_mask(self, label_names: Sequence[str]):
+        """``(pairs, classes)`` booleans: which classes each pair may take ("none" always; i2b2: the types that join
+        its two concept types; BRAT: every type)."""
+        return np.array([[name == NO_RELATION or allowed is None or name in allowed for name in label_names]
+                         for allowed in self.allowed], dtype=bool).reshape(len(self.allowed), len(label_names))
 
     def locations(self) -> dict[str, list[str]]:
         """Where each pair is, without its words: the note and each concept's line:first-last token (i2b2) or
@@ -123,7 +145,13 @@ def _read_i2b2(path, concepts_dir, type_pairs) -> RelationSet:
         note = notes[has_rel.index(False)]
         raise DataError(f"note has no .rel file (expected {rel_path(note)}; a note without relations has an empty "
                         "one)", note.txt_path)
-    labelled, wanted = all(has_rel), brat_relations.allowed_type_pairs(type_pairs)
+    return i2b2_pairs(notes, all(has_rel), type_pairs, path)
+
+
+def i2b2_pairs(notes: list[I2b2Note], labelled: bool, type_pairs, source: str) -> RelationSet:
+    """The candidate pairs of i2b2 notes, marked (labelled from each note's ``.rel`` file when ``labelled``): the
+    one encoding of the recipe, ``predict.py`` and the chain (notes built in memory)."""
+    wanted = brat_relations.allowed_type_pairs(type_pairs)
     pairs, words, labels, allowed, refs = [], [], [], [], []
     for index, note in enumerate(notes):
         gold = {pair_key(r.first, r.second): r for r in parse_rel(rel_path(note), note)} if labelled else {}
@@ -142,7 +170,7 @@ def _read_i2b2(path, concepts_dir, type_pairs) -> RelationSet:
             labels.append(relation.type if relation else NO_RELATION)
             allowed.append(tuple(t for t, types in RELATION_TYPES.items() if types == (a.type, b.type)))
             refs.append((rel_path(note), relation.source_line) if relation else (note.con_path, a.source_line))
-    return RelationSet("i2b2", notes, pairs, words, labels if labelled else None, allowed, refs, path,
+    return RelationSet("i2b2", notes, pairs, words, labels if labelled else None, allowed, refs, source,
                        frozenset(n for n, _, _ in pairs))
 
 
@@ -165,7 +193,12 @@ def _read_brat(path, concepts_dir, type_pairs) -> RelationSet:
     missing = next((d for d in docs if d.ann_path is None), None)
     if missing is not None:
         raise DataError("note has no .ann file; relations are found between its entities", missing.txt_path)
-    labelled = concepts_dir is None
+    return brat_pairs(docs, concepts_dir is None, type_pairs, path)
+
+
+def brat_pairs(docs: list[BratDoc], labelled: bool, type_pairs, source: str) -> RelationSet:
+    """The candidate pairs of BRAT notes, marked (labelled from their ``R`` lines when ``labelled``): the one
+    encoding of the recipe, ``predict.py`` and the chain (notes built in memory)."""
     pairs, words, labels, allowed, refs = [], [], [], [], []
     for index, doc in enumerate(docs):
         gold = {}
@@ -190,7 +223,7 @@ def _read_brat(path, concepts_dir, type_pairs) -> RelationSet:
             labels.append(relation.type if relation else NO_RELATION)
             allowed.append(None)
             refs.append((doc.ann_path, relation.source_line if relation else a.source_line))
-    return RelationSet("brat", docs, pairs, words, labels if labelled else None, allowed, refs, path,
+    return RelationSet("brat", docs, pairs, words, labels if labelled else None, allowed, refs, source,
                        frozenset(n for n, _, _ in pairs))
 
 

@@ -33,6 +33,7 @@ from shared.core.errors import DataError
 from shared.core.files import atomic_write_json
 from shared.deploy.predictors import EXPORT_INFO, ONNX_FILE, Outputs
 from shared.ner.crf import CRF_WEIGHTS
+from shared.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def check_parity(torch_predictor, onnx_predictor, inputs: tuple, gold: list | No
         "changed_decisions": disagreement(reference, exported),
     }
     if gold is not None:
-        report["metric"] = "f1" if torch_predictor.task == "ner" else "macro_f1"
+        report["metric"] = get_task(torch_predictor.task).metric
         report["metric_pytorch"] = torch_predictor.score(gold, reference)
         report["metric_onnx"] = onnx_predictor.score(gold, exported)
         report["metric_change"] = report["metric_onnx"] - report["metric_pytorch"]
@@ -259,6 +260,9 @@ def export_info(predictor, input_names: list[str], quantize: str | None, parity:
             long_text = predictor.long_text
             info.update(max_length=predictor.max_length, long_text=long_text.mode, stride=long_text.stride,
                         window_aggregation=long_text.aggregation)
+        elif predictor.task in ("assertion_status", "relation_extraction"):  # the markers live in the tokenizer
+            info.update(max_length=predictor.max_length, markers=[m for pair in predictor.markers for m in pair],
+                        long_sentences="the words nearest the markers are kept")
         else:
             info.update(image_size=predictor.image_size, mean=list(predictor.mean), std=list(predictor.std),
                         resample=predictor.resample, channels="RGB")

@@ -57,6 +57,12 @@ EXPORT_INFO = "export.json"  # labels, thresholds, windows and the parity check 
 BACKENDS = ("pytorch", "onnx")
 DEFAULT_MAX_LENGTH = 128  # the text and NER recipes' --max_seq_length default, for folders that saved none
 PROGRESS_FROM = 20  # batches: shorter inputs predict without a progress bar
+# the tasks whose prediction files hold input content (predict_results.json and the model cards say so)
+SENSITIVE_PREDICTIONS = {
+    "ner": "the prediction files hold input content (CoNLL/JSON/.con/.ann hold the note words)",
+    "assertion_status": "the prediction files hold input content (each note's .txt is written back)",
+    "relation_extraction": "the prediction files hold input content (each note's .txt is written back)",
+}
 
 
 # ------------------------------------------------------------------------------------------------ input options
@@ -93,6 +99,10 @@ class NerInputArguments:
     conll_tag_column: int | None = field(default=None, metadata={"help": "CoNLL column (0-based, negative from the "
                                                                          "end) holding gold tags, if any (default: "
                                                                          "the trained one)."})
+    overlapping_entities: str | None = field(default=None, metadata={
+        "help": "Gold i2b2 / BRAT entities that flat tags cannot hold (overlapping, discontinuous): 'error', "
+                "'first_fragment' or 'drop', as train.py's option (default: the trained one). Predictions are written "
+                "over the input's own .ann lines either way.", "choices": ["error", "first_fragment", "drop"]})
 
 
 @dataclass
@@ -426,14 +436,16 @@ class EntityTagger(_Predictor):
         return self._crf.decode
 
     def read(self, path: str, data_format: str = "auto", tokens_column: str | None = None,
-             tags_column: str | None = None, conll_tag_column: int | None = None):
+             tags_column: str | None = None, conll_tag_column: int | None = None,
+             overlapping_entities: str | None = None):
         """Read an i2b2 folder, BRAT folder, CoNLL or JSON file as the recipe does (tags optional). Settings left
         None are the trained ones (the task record); a folder of raw notes is read in the trained notes format."""
 
         split = load_split(path, data_format, None, self.record.input("tokens_column", tokens_column),
                            self.record.input("tags_column", tags_column),
                            self.record.input("conll_tag_column", conll_tag_column), require_tags=False,
-                           notes_format=self.record.inputs["data_format"])
+                           notes_format=self.record.inputs["data_format"],
+                           overlapping_entities=self.record.input("overlapping_entities", overlapping_entities))
         if not len(split):
             raise DataError("no examples to predict", split.source)
         if split.tags is not None:
@@ -454,11 +466,12 @@ class EntityTagger(_Predictor):
             logger.warning("%d words produce no subword token (predicted O)", n_unmapped)
         return windows
 
-    def predict(self, words: list[list[str]], with_logits: bool = False) -> Outputs:
+    def predict(self, words: list[list[str]], with_logits: bool = False, windows=None) -> Outputs:
         """IOB2 tags for every word of every example (windows merged, nothing dropped); with ``with_logits`` also
-        every window's logits over its own positions (the parity check)."""
+        every window's logits over its own positions (the parity check). ``windows``: those :meth:`windows` made
+        of ``words`` already (the chain counts them first)."""
 
-        windows = self.windows(words)
+        windows = self.windows(words) if windows is None else windows
         preds = predict_windows(self.model, windows, self.tokenizer.pad_token_id, self.batch_size,
                                 decode=self.crf_decode, progress=self.progress(len(windows)))
         ids = words_from_windows(windows, preds, [len(w) for w in words], default=self.label2id["O"])
@@ -482,7 +495,7 @@ class EntityTagger(_Predictor):
 
     def examples(self, path: str, input_args: NerInputArguments, limit: int | None = None):
         split = self.read(path, input_args.data_format, input_args.tokens_column, input_args.tags_column,
-                          input_args.conll_tag_column)
+                          input_args.conll_tag_column, input_args.overlapping_entities)
         n = len(split) if limit is None else min(limit, len(split))
         return (split.words[:n],), (None if split.tags is None else split.tags[:n])
 
@@ -617,8 +630,7 @@ def prediction_results(predictor: _Predictor, examples: int, seconds: float, fil
         "predict_runtime": round(seconds, 3), "examples_per_second": round(examples / seconds, 3) if seconds else None,
         **({metric[0]: metric[1]} if metric else {}),
         "files": sorted(os.path.relpath(f, os.path.dirname(f)) for f in files),
-        "sensitive": "the prediction files hold input content (CoNLL/JSON/.con/.ann hold the note words)"
-                     if predictor.task == "ner" else "the prediction files hold no input text",
+        "sensitive": SENSITIVE_PREDICTIONS.get(predictor.task, "the prediction files hold no input text"),
     }
 
 
@@ -649,7 +661,6 @@ def parse_task_arguments(arguments_cls, args: list[str] | None, description: str
                        "give --model_dir to list them.")
         return (*parse_args(arguments_cls, args=argv, description=description, usage=usage), None, None)
     task = folder_task(str(folder))
-    task.predictor_class()  # a task without a predictor: one line naming how its folders predict
     arguments, input_arguments = parse_args(arguments_cls, task.input_arguments_class(), args=argv,
                                             description=description, usage=usage)
     return arguments, input_arguments, task

@@ -3,12 +3,18 @@
     GET  /health   -> {"status": "ok", "task", "labels", "backend"}
     POST /predict  text classifier: {"text": "...", "text_pair": "..."} or {"texts": [...], "text_pairs": [...]}
                    NER:             {"text": "a note"} or {"texts": [...]}: entities with character offsets
+                   assertion:       {"text": "a note", "concepts": [{"start", "end", "type"}, ...]}: each concept's
+                                    assertion and probabilities
+                   relations:       the same body: relations between the concepts (ids T1, T2, ... as given)
+                   the chain:       {"text": "a note"} or {"texts": [...]}: concepts (with assertions) and relations,
+                                    as pipeline.py's notes.jsonl
                    images:          the image file itself as the body (Content-Type image/png, image/jpeg, ...,
                                     application/dicom for a .dcm)
 
 Answers are JSON: ``prediction`` and ``probabilities`` per text or image (the saved thresholds and calibration
 applied, as in predict.py), ``entities`` (type, start, end, text) per note. Requests are bounded
-(``max_request_bytes``, ``max_items``): a larger body is 413, a malformed one 400 or 415, each with one line saying
+(``max_request_bytes``, ``max_items``; for the chain also the words, NER windows and candidate pairs one request may
+cause, :class:`shared.deploy.chain.Limits`): a larger body is 413, a malformed one 400 or 415, each with one line saying
 why. Nothing of a request is logged or kept, and error messages never repeat its content. Predictions run one at a
 time (a lock), so memory stays that of one batch.
 """
@@ -73,7 +79,7 @@ def _classified(predictor, outputs) -> list[dict]:
             for label, probs in zip(outputs.labels, np.asarray(outputs.probs))]
 
 
-def answer(predictor, raw: bytes, content_type: str, max_items: int = MAX_ITEMS) -> dict:
+def answer(predictor, raw: bytes, content_type: str, max_items: int = MAX_ITEMS, limits=None) -> dict:
     """The JSON answer to one POST /predict body, or :class:`BadRequest`."""
     content_type = (content_type or "").split(";")[0].strip().lower()
     if predictor.task == "image_classification":
@@ -84,7 +90,11 @@ def answer(predictor, raw: bytes, content_type: str, max_items: int = MAX_ITEMS)
     if content_type not in ("application/json", ""):
         raise BadRequest(415, "send a JSON body (Content-Type: application/json)")
     body = _json_body(raw)
+    if predictor.task in ("assertion_status", "relation_extraction"):
+        return _concept_answer(predictor, body, max_items)
     texts = _texts(body, "text", "texts", max_items)
+    if predictor.task == "pipeline":
+        return _chain_answer(predictor, body, texts, limits)
     if predictor.task == "ner":
         unknown = set(body) - {"text", "texts"}
         if unknown:
@@ -103,6 +113,52 @@ def answer(predictor, raw: bytes, content_type: str, max_items: int = MAX_ITEMS)
     except DataError as e:  # e.g. a pair too long for the windows: the reason, never the text
         raise BadRequest(400, e.reason) from None
     return results[0] if "text" in body else {"results": results}
+
+
+def _concept_answer(predictor, body: dict, max_items: int) -> dict:
+    """One note with its concepts (character offsets): each concept's assertion with its probabilities, or the
+    relations between them (concept ids T1, T2, ... in the order given)."""
+    from shared.deploy.chain import assert_facts, facts_of, relate_facts
+
+    unknown = set(body) - {"text", "concepts"}
+    if unknown:
+        raise BadRequest(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest(400, "the JSON body needs 'text': the note, a non-empty string")
+    if "concepts" not in body:
+        raise BadRequest(400, "the JSON body needs 'concepts': [{\"start\", \"end\", \"type\"}, ...]")
+    if isinstance(body["concepts"], list) and len(body["concepts"]) > max_items:
+        raise BadRequest(413, f"{len(body['concepts'])} concepts in one request; at most {max_items}")
+    try:
+        facts = facts_of(text, body["concepts"])
+        if predictor.task == "assertion_status":
+            asserted = assert_facts(predictor, [text], [facts])[0]
+            return {"concepts": [{"id": f.id, "type": f.type, "start": f.start, "end": f.end,
+                                  "assertion": f.assertion,
+                                  "probabilities": {n: float(p) for n, p in zip(predictor.labels, probs)}}
+                                 for f, probs in asserted]}
+        relations = relate_facts(predictor, [text], [facts])[0]
+    except DataError as e:
+        raise BadRequest(400, e.reason) from None
+    return {"relations": [{"type": t, "arg1": a, "arg2": b} for t, a, b in relations]}
+
+
+def _chain_answer(chain, body: dict, texts: list[str], limits) -> dict:
+    """Raw notes in, each note's concepts (with assertions) and relations out, as pipeline.py's notes.jsonl."""
+    from shared.deploy.chain import LimitExceeded
+
+    unknown = set(body) - {"text", "texts"}
+    if unknown:
+        raise BadRequest(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    try:
+        notes = chain.annotate(texts, limits=limits)
+    except LimitExceeded as e:  # one huge note would hold the lock for everyone else
+        raise BadRequest(413, e.reason) from None
+    except DataError as e:
+        raise BadRequest(400, e.reason) from None
+    found = [{k: v for k, v in note.as_json().items() if k != "note"} for note in notes]
+    return found[0] if "text" in body else {"results": found}
 
 
 def _image_answer(predictor, raw: bytes) -> dict:
@@ -128,8 +184,9 @@ def _image_answer(predictor, raw: bytes) -> dict:
     return _classified(predictor, predictor.predict(decoded))[0]
 
 
-def create_app(predictor, max_request_bytes: int = MAX_REQUEST_BYTES, max_items: int = MAX_ITEMS):
-    """The FastAPI application serving ``predictor`` (a :mod:`shared.deploy.predictors` predictor)."""
+def create_app(predictor, max_request_bytes: int = MAX_REQUEST_BYTES, max_items: int = MAX_ITEMS, limits=None):
+    """The FastAPI application serving ``predictor`` (a :mod:`shared.deploy.predictors` or
+    :mod:`shared.deploy.concepts` predictor, or a :class:`shared.deploy.chain.Chain` with its ``limits``)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
@@ -158,7 +215,8 @@ def create_app(predictor, max_request_bytes: int = MAX_REQUEST_BYTES, max_items:
 
             def run():
                 with lock:
-                    return answer(predictor, bytes(raw), request.headers.get("content-type", ""), max_items)
+                    return answer(predictor, bytes(raw), request.headers.get("content-type", ""), max_items,
+                                  limits)
 
             return await run_in_threadpool(run)
         except BadRequest as e:

@@ -349,41 +349,6 @@ def test_onnx_export_of_an_image_classifier_predicts_like_pytorch(image_folder, 
 
 
 # ------------------------------------------------------------------------------------------------ HTTP service
-@pytest.fixture
-def serve():
-    """Start recipes/serve.py's application with uvicorn on a free localhost port; yields a function
-    ``start(serve.py arguments) -> base URL``. Servers stop at the end of the test."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    from shared.core.runner import load_recipe
-
-    servers = []
-
-    def start(*args):
-        app, _ = load_recipe("serve.py").build_app([str(a) for a in args])
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               access_log=False))
-        threading.Thread(target=server.run, daemon=True).start()
-        servers.append(server)
-        deadline = time.time() + 30
-        while not server.started and time.time() < deadline:
-            time.sleep(0.05)
-        assert server.started
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server in servers:
-        server.should_exit = True
-
-
-
 def test_service_classifies_notes_and_bounds_requests(serve, text_folder, caplog, capfd):
     import httpx
 

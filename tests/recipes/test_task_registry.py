@@ -29,15 +29,15 @@ def cli_ok(recipe, args, entry="train"):
 
 
 # ---------------------------------------------------------------------------------------------------- the registry
-def test_the_registry_names_every_recipe_and_each_deployable_task_has_its_predict_py():
+def test_the_registry_names_every_recipe_and_each_task_has_its_predict_py():
     recipes = {p.parent.name for p in (ROOT / "recipes").glob("*/train.py")}
     assert recipes == set(TASKS)
     for task in TASKS.values():
-        assert (ROOT / task.recipe / "predict.py").is_file() == task.deployable, task.name
-        if task.deployable:
-            assert task.predictor_class().task == task.name
-            assert set(task.inputs) >= {f.name for f in __import__("dataclasses").fields(task.input_arguments_class())
-                                        if f.name not in ("data_format",)} - {"skip_bad_images", "write_image_paths"}
+        assert (ROOT / task.recipe / "predict.py").is_file(), task.name
+        assert task.predictor_class().task == task.name
+        assert set(task.inputs) >= {f.name for f in __import__("dataclasses").fields(task.input_arguments_class())
+                                    if f.name not in ("data_format",)} - {"skip_bad_images", "write_image_paths",
+                                                                          "concepts_dir"}
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -127,19 +127,17 @@ def assertion_folder(tiny_bert_dir, tmp_path_factory):
 
 
 def test_a_folder_of_another_task_is_refused_in_one_line_naming_where_it_predicts(assertion_folder, tmp_path):
-    notes = ASSERTION_SAMPLE / "test"
-    how = r"recipes/assertion_status/train\.py --model_name_or_path <folder> --test_file <notes> --do_predict"
     out = tmp_path / "out"
     done = run_cli("text_classification", ["--model_dir", assertion_folder, "--input", TEXT_SAMPLE / "test.csv",
                                            "--output_dir", out], entry="predict")
     assert_one_line(done.returncode, done.stderr, r".*/model: this folder holds an assertion status model, not a "
-                                                  r"text classification one: predict with " + how, out)
-    for command, args in [("export_onnx.py", ["--input", notes, "--output_dir", out]),
-                          ("serve.py", []),
-                          ("verify_onnx.py", ["--onnx_dir", tmp_path / "none", "--input", notes])]:
-        done = run_cli(command, ["--model_dir", assertion_folder, *args])
-        assert_one_line(done.returncode, done.stderr, r"an assertion status folder cannot be deployed by this tool "
-                                                      r"yet: predict with " + how, out)
+                                                  r"text classification one: use recipes/assertion_status/predict\.py",
+                    out)
+    done = run_cli("relation_extraction", ["--model_dir", assertion_folder, "--input", ASSERTION_SAMPLE / "test",
+                                           "--output_dir", out], entry="predict")
+    assert_one_line(done.returncode, done.stderr, r".*/model: this folder holds an assertion status model, not a "
+                                                  r"relation extraction one: use recipes/assertion_status/predict\.py",
+                    out)
 
 
 def test_a_folder_without_a_task_record_gets_one_line_and_upgrades_by_hand(pairs_folder, tmp_path):

@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Decide the assertion status of the problem concepts of new notes with a folder the assertion recipe trained (or
+its ONNX export), without the training stack.
+
+    python recipes/assertion_status/predict.py --model_dir out --input notes/ --output_dir predictions
+    python recipes/assertion_status/predict.py --model_dir out --input notes/ --concepts_dir ner_predictions/ \\
+        --output_dir predictions
+
+Steps, the same in every predict.py: 1 arguments -> 2 output folder -> 3 model folder -> 4 input -> 5 predict ->
+6 write. The input is an i2b2 folder (.txt + .con [+ .ast]), read and checked as train.py reads --test_file before
+the weights load; --concepts_dir takes the concepts from another folder (the NER predict.py output), as
+--test_concepts_dir does. Each problem concept is marked [E] ... [/E] in its sentence with the folder's tokenizer and
+length: the same assertions, bytes and all, as train.py --do_predict on that folder. For raw notes, run the whole
+chain instead: recipes/pipeline.py.
+
+Outputs in --output_dir: each note as .txt + .con + .ast with the predicted assertions (note text, sensitive),
+predictions.csv (one row per concept: note, where the concept is, label when known, prediction, probabilities; no
+text) and predict_results.json (counts, speed, macro-F1 on labelled input).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+try:
+    import shared.core.args  # noqa: F401  (this project's package, and through it torch and transformers)
+except ImportError as error:
+    print(f"error: this project is not installed ({error}): install it as its README.md says, torch first, then "
+          "`pip install -e .`", file=sys.stderr)
+    raise SystemExit(2) from None
+
+from shared.core.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
+from shared.core.outputs import StagedFolder, check_prediction_dir
+from shared.deploy.concepts import AssertionClassifier, AssertionInputArguments
+from shared.deploy.predictors import prediction_results, write_prediction_results
+
+logger = logging.getLogger(__name__)
+
+
+@main_guard
+def main(args: list[str] | None = None) -> dict:
+    # 1. Arguments: command line > --config.
+    predict_args, input_args = parse_args(PredictArguments, AssertionInputArguments, args=args,
+                                          description=__doc__, usage=PREDICT_USAGE)
+    setup_logging()
+
+    # 2. The output folder, before anything is read: new, empty, or an earlier run's (--overwrite_output_dir).
+    check_prediction_dir(predict_args.output_dir, predict_args.overwrite_output_dir)
+
+    # 3. The model folder: labels, markers, length (the weights load when first used).
+    predictor = AssertionClassifier(predict_args.model_dir, predict_args.backend, predict_args.batch_size)
+
+    # 4. Input: read and validated, one line naming file and line on a mistake.
+    concepts = predictor.read(predict_args.input, input_args.concepts_dir)
+    logger.info("%d problem concepts in %d notes", len(concepts), len(concepts.notes))
+
+    # 5. Predict.
+    start = time.perf_counter()
+    outputs = predictor.predict(concepts.words)
+    seconds = time.perf_counter() - start
+
+    # 6. Write: the notes with their assertions, predictions.csv and predict_results.json, all or nothing.
+    with StagedFolder(predict_args.output_dir) as folder:
+        files = predictor.write(folder.path, concepts, outputs)
+        metric = ("macro_f1", predictor.score(concepts.labels, outputs)) if concepts.labels is not None else None
+        results = prediction_results(predictor, len(concepts), seconds, files, metric, notes=len(concepts.notes))
+        write_prediction_results(folder.path, results)
+    logger.info("assertions of %d concepts written to %s", len(concepts), predict_args.output_dir)
+    return results
+
+
+if __name__ == "__main__":
+    main()
