@@ -11,7 +11,8 @@ import pytest
 
 from shared.core.runner import run_recipe
 from shared.tasks import RECORD_KEY, TASKS, folder_record
-from tests.helpers import ASSERTION_SAMPLE, IMAGE_SAMPLE, NER_SAMPLE, ROOT, TEXT_SAMPLE, assert_one_line
+from tests.helpers import ASSERTION_SAMPLE, IMAGE_SAMPLE, NER_SAMPLE, RELATION_SAMPLE, ROOT, TEXT_SAMPLE
+from tests.helpers import assert_one_line
 from tests.helpers import build_tiny_ner_model, recipe_case, run_cli
 
 QUIET = ["--bf16", "false", "--bootstrap_resamples", "0"]
@@ -202,6 +203,9 @@ def lora_run(task, tiny_bert_dir, tiny_vit, root):
         model = build_tiny_ner_model(root / "tiny")
         data = ["--train_file", NER_SAMPLE / "train", "--max_train_samples", "20", "--max_seq_length", "32"]
         check = NER_SAMPLE / "validation"
+    elif task == "relation_extraction":  # the marker rows travel in the adapter, then in the graph
+        model, data = tiny_bert_dir, ["--train_file", RELATION_SAMPLE / "i2b2" / "train", "--max_train_samples", "80"]
+        check = RELATION_SAMPLE / "i2b2" / "validation"
     else:
         model, data = tiny_vit, ["--train_dir", IMAGE_SAMPLE / "folders" / "train"]
         check = IMAGE_SAMPLE / "folders" / "validation"
@@ -211,7 +215,7 @@ def lora_run(task, tiny_bert_dir, tiny_vit, root):
     return out, check
 
 
-@pytest.mark.parametrize("task", ["text_classification", "ner", "image_classification"])
+@pytest.mark.parametrize("task", ["text_classification", "ner", "image_classification", "relation_extraction"])
 def test_a_lora_adapter_folder_exports_and_predicts_with_onnx(task, tiny_bert_dir, tiny_vit, tmp_path):
     adapter, check = lora_run(task, tiny_bert_dir, tiny_vit, tmp_path)
     assert (adapter / "adapter_config.json").is_file()
