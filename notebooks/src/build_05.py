@@ -116,38 +116,36 @@ per_type = report.get("per_class", report)
 for name, row in per_type.items():
     if isinstance(row, dict) and "f1-score" in row and name not in ("none", "macro avg", "weighted avg"):
         print(f"  {name:<6} F1 {row['f1-score']:.2f}  n={int(row['support'])}")"""),
-    md("""## 4. New notes, end to end
+    md("""## 4. New notes, end to end: the chain
 
-Now the chain a user runs on notes nobody annotated. The NER model writes its predicted concepts as `.con` files
-(`test_predictions/`); the assertion and relation recipes take them with `--test_concepts_dir`, so their inputs
-are the *predicted* concepts, not the gold ones (and nothing is scored: predicted concepts have no gold
-assertions or relations). Only the trained folders are used: `--do_predict`, no training."""),
+Now what a user runs on notes nobody annotated: `recipes/pipeline.py` takes raw `.txt` notes and the three trained
+folders, finds the concepts with the NER model (in its windows: a long note is never cut), gives each problem to the
+assertion model and each candidate pair of a sentence to the relation model. The later models see the *predicted*
+concepts, not the gold ones, so nothing is scored here. It checks first that the NER model gives the concept types
+the other two need. `--output_format i2b2` writes each note as `.txt` + `.con` + `.ast` + `.rel`; `jsonl` (the
+default) one JSON object per note, `brat` `.ann` files. The same chain is a service:
+`python recipes/serve.py --ner_model ... --assertion_model ... --relation_model ...`."""),
     code(IGNORE + """new_notes = WORK / "new_notes"
 new_notes.mkdir()
 for txt in sorted((NOTES / "test").glob("*.txt")):
     shutil.copy(txt, new_notes)  # the text only: no .con, .ast or .rel
 
-def predict(task, *extra):
-    return run_recipe(task, ["--model_name_or_path", str(WORK / task), "--output_dir", str(WORK / f"{task}_new"),
-                             "--test_file", str(new_notes), "--do_predict", *extra])
-
-predict("ner", "--data_format", "i2b2")  # the folder has no .con files to tell its format by
-concepts = WORK / "ner_new" / "test_predictions"
-predict("assertion_status", "--test_concepts_dir", str(concepts))
-predict("relation_extraction", "--test_concepts_dir", str(concepts))"""),
-    md("""Each recipe wrote its files back in the input's format: the NER recipe the `.con` files, the assertion and
-relation recipes each note again with the `.ast` or `.rel` file of its predictions. Every one is a valid i2b2
-file: reading the predicted `.ast` and `.rel` files against the predicted `.con` files runs the same checks as
-training data."""),
+facts = WORK / "facts"
+found = run_recipe("pipeline.py", ["--ner_model", str(WORK / "ner"), "--assertion_model", str(WORK / "assertion_status"),
+                                   "--relation_model", str(WORK / "relation_extraction"), "--input", str(new_notes),
+                                   "--output_dir", str(facts), "--output_format", "i2b2"])
+print(found["notes"], "notes:", found["concepts"], "concepts", found["concept_types"])
+print("assertions", found["assertions"])
+print("relations", found["relations"])"""),
+    md("""Every file the chain wrote is a valid i2b2 file: reading the `.ast` and `.rel` files against the predicted `.con`
+files runs the same checks as training data (and each recipe's `predict.py --concepts_dir` on the chain's `.con`
+files gives the same `.ast` and `.rel`, which the tests check file for file)."""),
     code("""from shared.concepts.i2b2 import parse_ast
 
-ast_dir, rel_dir = WORK / "assertion_status_new" / "test_predictions", WORK / "relation_extraction_new" / "test_predictions"
-notes = read_i2b2(rel_dir)
-assertions = {n.doc_id: parse_ast(str(ast_dir / f"{n.doc_id}.ast"), read_i2b2(ast_dir / f"{n.doc_id}.txt")[0])
-              for n in notes}
-relations = {n.doc_id: parse_rel(str(rel_dir / f"{n.doc_id}.rel"), n) for n in notes}
-for task in ("ner", "assertion_status", "relation_extraction"):
-    print(f"{task:<20}", sorted({p.suffix for p in (WORK / f"{task}_new" / "test_predictions").iterdir()}))
+notes = read_i2b2(facts)
+assertions = {n.doc_id: parse_ast(str(facts / f"{n.doc_id}.ast"), n) for n in notes}
+relations = {n.doc_id: parse_rel(str(facts / f"{n.doc_id}.rel"), n) for n in notes}
+print(sorted({p.suffix for p in facts.iterdir()}))
 print(len(notes), "notes; every .ast and .rel file reads back against its predicted concepts")"""),
     md("""One note with everything the three models found: each concept highlighted with its type, each problem with
 its predicted assertion, and the relations of each sentence below it. Mistakes of the concept model carry over: a
@@ -175,7 +173,7 @@ for k, words in enumerate(shown.lines, start=1):
              for r in relations[shown.doc_id] if r.first.line == k]
     rows.append(f"<p>{' '.join(parts)}" + (f"<br><small>{'; '.join(links)}</small>" if links else "") + "</p>")
 display(HTML("".join(rows)))
-print((rel_dir / f"{shown.doc_id}.rel").read_text())"""),
+print((facts / f"{shown.doc_id}.rel").read_text())"""),
     md("""## Where next
 
 - Real relation data: `python recipes/relation_extraction/train.py --config recipes/relation_extraction/configs/ddi.yaml

@@ -299,13 +299,16 @@ def facts_of(text: str, concepts, where: str = "concepts") -> list[Fact]:
 
 # ---------------------------------------------------------------------------------------------------- reading
 def read_notes(path: str, text_column: str = "text", id_column: str | None = None) -> tuple[list[str], list[str]]:
-    """(note ids, texts): a folder of raw ``.txt`` notes (ids: the file names), or a table / JSONL with a text
-    column (ids: ``id_column``, or the row number). One line naming the file and row on a mistake."""
+    """(note ids, texts): a folder of raw ``.txt`` notes (or of i2b2's ``txt/`` subfolder; ids: the file names;
+    annotations beside them are not read), or a table / JSONL with a text column (ids: ``id_column``, or the row number). One line naming the file and row on a mistake."""
     from shared.data.tables import read_table, require_columns, require_text
     from shared.formats.textfile import read_text
 
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.endswith(".txt") and not n.startswith("."))
+        if not names and os.path.isdir(os.path.join(path, "txt")):  # i2b2's txt/ + concept/ layout
+            path = os.path.join(path, "txt")
+            names = sorted(n for n in os.listdir(path) if n.endswith(".txt") and not n.startswith("."))
         if not names:
             raise DataError("no .txt notes in the folder (the chain reads raw notes: a folder of .txt files, or a "
                             "table / JSONL with a text column)", path=path)

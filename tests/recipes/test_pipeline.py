@@ -14,7 +14,7 @@ import pytest
 
 from shared.core.runner import run_recipe
 from shared.formats.brat import read_brat
-from tests.helpers import ASSERTION_SAMPLE, RELATION_SAMPLE, assert_one_line, run_cli
+from tests.helpers import ASSERTION_SAMPLE, NER_SAMPLE, RELATION_SAMPLE, assert_one_line, run_cli
 
 CANARY = "zebra-canary-7f3a"
 
@@ -95,6 +95,12 @@ def test_a_table_and_a_long_note_reach_every_stage(chain_ner_folder, assertion_f
     size = len(first) + 1
     assert {c["start"] // size for c in long["concepts"]} == set(range(12))
     assert all(("assertion" in c) == (c["type"] == "problem") for c in short["concepts"] + long["concepts"])
+
+
+def test_an_annotated_i2b2_folder_is_read_as_its_raw_notes(chain_ner_folder, tmp_path):
+    """i2b2's txt/ + concept/ layout: the notes of txt/, their annotations not read."""
+    results = chain(chain_ner_folder, tmp_path / "out", NER_SAMPLE / "test")
+    assert results["notes"] == len(list((NER_SAMPLE / "test" / "txt").glob("*.txt")))
 
 
 def test_the_onnx_chain_gives_the_pytorch_facts(chain_ner_folder, assertion_folder, relation_folder, raw_notes,
