@@ -145,13 +145,6 @@ def sample_negatives(labels: list[str], ratio: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([np.flatnonzero(labels != NO_RELATION), kept]))
 
 
-def allowed_mask(pairs, label_names: list[str]) -> np.ndarray:
-    """``(pairs, classes)``: which classes each pair may take ("none" always; i2b2: the types that join its two
-    concept types; BRAT: every type)."""
-    return np.array([[name == NO_RELATION or allowed is None or name in allowed for name in label_names]
-                     for allowed in pairs.allowed], dtype=bool)
-
-
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
@@ -200,7 +193,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         raise DataError(f"the model has no '{NO_RELATION}' class: it was not trained by this recipe",
                         model_args.model_name_or_path)
     none_id = label_names.index(NO_RELATION)
-    masks = {split: allowed_mask(pairs, label_names) for split, pairs in splits.items()}
+    masks = {split: pairs.allowed_mask(label_names) for split, pairs in splits.items()}
     logger.info("%d classes: %s", len(label_names), ", ".join(label_names))
 
     # 6. Model and tokenizer: the marker tokens added (a fine-tuned folder has them) and the embeddings resized;
