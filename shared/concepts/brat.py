@@ -16,7 +16,7 @@ import numpy as np
 
 from shared.core.errors import DataError
 from shared.evaluation.metrics import add_ci, bootstrap_ci
-from shared.formats.brat import BratDoc, BratEntity
+from shared.formats.brat import BratDoc, BratEntity, entity_key
 
 _R_LINE = re.compile(r"^(R\d+)\t(\S+) Arg1:(\S+) Arg2:(\S+)\s*$")
 
@@ -94,23 +94,12 @@ def brat_candidate_pairs(doc: BratDoc, type_pairs: Iterable[tuple[str, str]] | N
     return pairs
 
 
-def _entity_key(entity: BratEntity, text: str) -> tuple:
-    """(type, spans) with fragments apart by whitespace only merged: the same mention however it was cut."""
-    spans = [list(entity.spans[0])]
-    for start, end in entity.spans[1:]:
-        if not text[spans[-1][1]:start].strip():
-            spans[-1][1] = end
-        else:
-            spans.append([start, end])
-    return entity.type, tuple(map(tuple, spans))
-
-
 def _document_counts(gold: BratDoc, predicted: BratDoc) -> list[int]:
     """[entity tp, fp, fn, relation tp, fp, fn] of one document (sets of exact keys)."""
     counts = []
     keyed = []
     for doc in (gold, predicted):
-        keys = {e.id: _entity_key(e, doc.text) for e in doc.entities}
+        keys = {e.id: entity_key(doc, e) for e in doc.entities}
         found = {(r.type, frozenset((keys[r.arg1.id], keys[r.arg2.id]))) for r in relations(doc)}
         keyed.append((set(keys.values()), found))
     for g, p in zip(*keyed):

@@ -32,7 +32,7 @@ from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
 from shared.deploy.concepts import AssertionClassifier, RelationClassifier
 from shared.deploy.predictors import EntityTagger
-from shared.formats.brat import WORD_PATTERN, BratDoc, BratEntity, format_entity
+from shared.formats.brat import WORD_PATTERN, BratDoc, BratEntity, format_entity, line_words
 from shared.formats.i2b2 import Concept, I2b2Note, write_con
 from shared.formats.tags import spans_from_tags
 
@@ -94,16 +94,6 @@ class NoteFacts:
                               for k, (t, a, b) in enumerate(self.relations, start=1)]}
 
 
-def line_words(text: str, pattern: re.Pattern) -> list[list[tuple[str, int, int]]]:
-    """The words of every line of ``text`` (``pattern``: i2b2's whitespace tokens or BRAT's words) with character
-    offsets, one list per line (empty lines give empty lists)."""
-    out, pos = [], 0
-    for line in text.split("\n"):
-        out.append([(m.group(), pos + m.start(), pos + m.end()) for m in pattern.finditer(line)])
-        pos += len(line) + 1
-    return out
-
-
 def _covering(words: list[tuple[str, int, int]], start: int, end: int) -> tuple[int, int]:
     hits = [j for j, (_, s, e) in enumerate(words) if s < end and e > start]
     return hits[0], hits[-1]
@@ -156,15 +146,19 @@ class Chain:
                    type_map)
 
     @property
+    def tagged_types(self) -> set[str]:
+        """The entity types the NER model tags, as it names them."""
+        return {label.split("-", 1)[1] for label in self.tagger.labels if label != "O"}
+
+    @property
     def entity_types(self) -> list[str]:
         """The concept types the chain gives: the NER model's, renamed by ``type_map``."""
-        found = sorted({label.split("-", 1)[1] for label in self.tagger.labels if label != "O"})
-        return sorted({self.type_map.get(t, t) for t in found})
+        return sorted({self.type_map.get(t, t) for t in self.tagged_types})
 
     def check_types(self) -> None:
         """One line naming the types the assertion / relation models need that the NER model does not give."""
         ner_types = set(self.entity_types)
-        raw = {label.split("-", 1)[1] for label in self.tagger.labels if label != "O"}
+        raw = self.tagged_types
         unknown = sorted(set(self.type_map) - raw)
         if unknown:
             raise DataError(f"--type_map renames {', '.join(unknown)}, which the NER model does not give (it gives "

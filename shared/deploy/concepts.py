@@ -127,9 +127,9 @@ class ConceptClassifier(_Classifier):
         rows, _ = self.encode(sentences[:4])
         return dict(self.collate(rows))
 
-    def gold_ids(self, gold: Sequence[str]) -> np.ndarray:
-        return encode_labels(gold, {n: i for i, n in enumerate(self.labels)}, False, lambda i: ("", i),
-                             "the model's labels")
+    def gold_ids(self, gold: Sequence[str], where=lambda i: ("", i)) -> np.ndarray:
+        """Label ids of gold labels; one the model does not know is one line naming its file and line (``where``)."""
+        return encode_labels(gold, {n: i for i, n in enumerate(self.labels)}, False, where, "the model's labels")
 
 
 class AssertionClassifier(ConceptClassifier):
@@ -145,8 +145,7 @@ class AssertionClassifier(ConceptClassifier):
         ``concepts_dir``); an assertion the model does not know is one line naming its file and line."""
         concepts = read_assertion_split(path, concepts_dir)
         if concepts.labels is not None:
-            encode_labels(concepts.labels, {n: i for i, n in enumerate(self.labels)}, False, concepts.where,
-                          "the model's labels")
+            self.gold_ids(concepts.labels, concepts.where)
         return concepts
 
     def score(self, gold: Sequence[str], outputs: Outputs) -> float:
@@ -203,8 +202,7 @@ class RelationClassifier(ConceptClassifier):
         type_pairs = parse_type_pairs(self.record.input("candidate_types", candidate_types))
         pairs = read_relation_split(path, fmt, concepts_dir, type_pairs)
         if pairs.labels is not None:
-            encode_labels(pairs.labels, {n: i for i, n in enumerate(self.labels)}, False, pairs.where,
-                          "the model's labels")
+            self.gold_ids(pairs.labels, pairs.where)
         return pairs
 
     def score(self, gold: Sequence[str], outputs: Outputs) -> float:

@@ -75,11 +75,7 @@ class BratDoc:
 
     def line_words(self) -> list[list[tuple[str, int, int]]]:
         """Words with their character offsets, one list per line of the note (empty lines give empty lists)."""
-        out, pos = [], 0
-        for line in self.text.split("\n"):
-            out.append([(m.group(), pos + m.start(), pos + m.end()) for m in WORD_PATTERN.finditer(line)])
-            pos += len(line) + 1
-        return out
+        return line_words(self.text)
 
     def sentences(self) -> list[list[tuple[str, int, int]]]:
         """Words with their character offsets, one list per non-empty line of the note."""
@@ -127,6 +123,16 @@ class BratDoc:
             for n, (_, j) in enumerate(hits):
                 tags[i][j] = ("B-" if n == 0 else "I-") + ent.type
         return tags, changed
+
+
+def line_words(text: str, pattern: re.Pattern = WORD_PATTERN) -> list[list[tuple[str, int, int]]]:
+    """The words of every line of ``text`` (``pattern``: BRAT's words, or e.g. i2b2's whitespace tokens) with their
+    character offsets, one list per line (empty lines give empty lists)."""
+    out, pos = [], 0
+    for line in text.split("\n"):
+        out.append([(m.group(), pos + m.start(), pos + m.end()) for m in pattern.finditer(line)])
+        pos += len(line) + 1
+    return out
 
 
 def gap_holds_words(text: str, spans: list[tuple[int, int]]) -> bool:
@@ -217,8 +223,9 @@ def format_entity(ent: BratEntity) -> str:
     return f"{ent.id}\t{ent.type} {spans}\t{ent.text}"
 
 
-def _tag_key(doc: BratDoc, ent: BratEntity) -> tuple[str, tuple[tuple[int, int], ...]]:
-    """Type and spans, fragments separated by whitespace alone merged: the entity as flat tags predict it."""
+def entity_key(doc: BratDoc, ent: BratEntity) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Type and spans, fragments separated by whitespace alone merged: the entity as flat tags predict it (and as
+    the end-to-end scorer compares mentions, however they were cut)."""
     merged = [ent.spans[0]]
     for start, end in ent.spans[1:]:
         if gap_holds_words(doc.text, [merged[-1], (start, end)]):
@@ -234,7 +241,7 @@ def entities_from_tags(doc: BratDoc, tags: list[list[str]]) -> list[BratEntity]:
     is that entity, as read (its ``T`` id, line and spans); the others get ids above the input's largest ``T``."""
     inputs: dict[tuple, list[BratEntity]] = {}
     for ent in doc.entities:
-        inputs.setdefault(_tag_key(doc, ent), []).append(ent)
+        inputs.setdefault(entity_key(doc, ent), []).append(ent)
     next_id = max((int(e.id[1:]) for e in doc.entities), default=0) + 1
     ents = []
     for words, sent_tags in zip(doc.sentences(), tags):

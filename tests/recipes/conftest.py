@@ -31,24 +31,25 @@ def assertion_folder(concept_bert, tmp_path_factory) -> str:
     return str(out)
 
 
+def train_relations(concept_bert, out, data, epochs: str) -> str:
+    run_recipe("relation_extraction", [
+        "--model_name_or_path", concept_bert, "--train_file", data, "--output_dir", out, "--do_train",
+        "--num_train_epochs", epochs, "--learning_rate", "3e-3", *QUIET])
+    return str(out)
+
+
 @pytest.fixture(scope="session")
 def relation_folder(concept_bert, tmp_path_factory) -> str:
     """i2b2 relations: type-compatible candidate pairs, types a pair cannot take masked."""
-    out = tmp_path_factory.mktemp("relation") / "model"
-    run_recipe("relation_extraction", [
-        "--model_name_or_path", concept_bert, "--train_file", RELATION_SAMPLE / "i2b2" / "train", "--output_dir",
-        out, "--do_train", "--num_train_epochs", "4", "--learning_rate", "3e-3", *QUIET])
-    return str(out)
+    return train_relations(concept_bert, tmp_path_factory.mktemp("relation") / "model",
+                           RELATION_SAMPLE / "i2b2" / "train", "4")
 
 
 @pytest.fixture(scope="session")
 def brat_relation_folder(concept_bert, tmp_path_factory) -> str:
     """BRAT relations (every pair of a sentence is a candidate), one epoch: only its reading path is tested."""
-    out = tmp_path_factory.mktemp("brat_relation") / "model"
-    run_recipe("relation_extraction", [
-        "--model_name_or_path", concept_bert, "--train_file", RELATION_SAMPLE / "brat" / "train", "--output_dir",
-        out, "--do_train", "--num_train_epochs", "1", "--learning_rate", "3e-3", *QUIET])
-    return str(out)
+    return train_relations(concept_bert, tmp_path_factory.mktemp("brat_relation") / "model",
+                           RELATION_SAMPLE / "brat" / "train", "1")
 
 
 @pytest.fixture(scope="session")
