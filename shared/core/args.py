@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sys
+import typing
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -370,16 +371,34 @@ def read_config(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     return {str(k).lstrip("-"): v for k, v in config.items()}, {k.lstrip("-"): v for k, v in lines.items()}
 
 
-def _config_value(action, value, where: Callable[[str], DataError]):
-    """A config value checked and converted the way argparse converts the same value given as a flag."""
+def _takes_a_path(dest: str) -> bool:
+    return dest.endswith(("_file", "_dir", "_path", "_root")) or dest == "input"
+
+
+def _config_value(action, value, where: Callable[[str], DataError], accepts_none: bool = True):
+    """A config value checked and converted the way argparse converts the same value given as a flag.
+
+    ``null`` (``key: ~`` or ``key:``) is None for an option whose unset value is None; any other option refuses it
+    rather than quietly falling back to a default: an empty value is more often a slip (a value on the wrong line, a
+    template variable left unfilled) than a wish, and removing the line is the one way to say "the default"."""
     convert = action.type
-    if value is None or isinstance(value, dict) or convert is None:
+    if value is None:
+        if not accepts_none:
+            kind = {"string_to_bool": "true or false", "int": "a whole number", "float": "a number"}.get(
+                getattr(convert, "__name__", ""), "a value")
+            raise where(f"empty (null) value where {kind} is needed; remove the line to use the default")
+        return value
+    if isinstance(value, dict) or convert is None:
         return value
     if isinstance(value, (list, tuple)):
         if action.nargs in ("+", "*"):
             return [_config_value(type(action)(option_strings=[], dest=action.dest, type=convert), v, where)
                     for v in value]
-        if convert is not str or not all(isinstance(v, (str, int, float)) for v in value):
+        if _takes_a_path(action.dest):
+            raise where(f"takes one path, got a list {value!r}")
+        help_text = (action.help or "").lower()
+        if convert is not str or not ("comma-separated" in help_text or "list of" in help_text) or \
+                not all(isinstance(v, (str, int, float)) for v in value):
             raise where(f"expected a single value, got a list {value!r}")
         value = ",".join(str(v) for v in value)  # comma-separated options (--lora_target_modules query,value)
     if isinstance(value, bool) and convert in (int, float, str):
@@ -436,6 +455,8 @@ def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: l
         raise ValueError(f"recipe defaults name unknown arguments: {', '.join(unknown)}")
     merged, from_config = dict(defaults or {}), set()
     if config_path is not None:
+        accepts_none = {name for dtype in parser.dataclass_types for name, hint in typing.get_type_hints(dtype).items()
+                        if type(None) in typing.get_args(hint)}
         config, lines = read_config(config_path)
         for key, value in config.items():
             def where(problem, key=key):
@@ -444,7 +465,7 @@ def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: l
             if key not in actions or key in ("help", "config"):
                 suggestion = _closest(key, sorted(k for k in actions if k not in ("help", "config")))
                 raise DataError(f"unknown argument '{key}'{suggestion}", path=config_path, line=lines.get(key))
-            merged[key] = _config_value(actions[key], value, where)
+            merged[key] = _config_value(actions[key], value, where, key in accepts_none)
             from_config.add(key)
     parser.set_defaults(**merged)
     for action in parser._actions:  # a value from the config satisfies a required flag

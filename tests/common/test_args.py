@@ -47,6 +47,12 @@ def test_config_equals_form_is_the_same_as_the_separate_form(tmp_path):
      "class_weighting: 'heavy' is not one of none, balanced, inverse_sqrt"),
     ("model_name_or_path: m\n\nlerning_rate: 1e-4\n", 3, "unknown argument 'lerning_rate' (did you mean learning_rate?)"),
     ("model_name_or_path: m\n  lora_r: 4\n", 2, "cannot parse config"),
+    # null: None where the option's unset value is None, refused (never a quiet default) where it needs a value
+    ("model_name_or_path: m\nseed: ~\n", 2,
+     "seed: empty (null) value where a whole number is needed; remove the line to use the default"),
+    ("model_name_or_path: m\nlearning_rate:\n", 2,
+     "learning_rate: empty (null) value where a number is needed; remove the line to use the default"),
+    ("model_name_or_path: m\nuse_lora: ~\n", 2, "use_lora: empty (null) value where true or false is needed"),
 ])
 def test_a_config_value_of_the_wrong_type_names_the_file_line_and_key(tmp_path, text, line, message):
     config = tmp_path / "run.yaml"
@@ -54,6 +60,22 @@ def test_a_config_value_of_the_wrong_type_names_the_file_line_and_key(tmp_path, 
     with pytest.raises(DataError) as info:
         parse_args(ModelArguments, TrainingArguments, args=["--config", str(config)])
     assert str(info.value).startswith(f"{config}:{line}: ") and message in str(info.value), str(info.value)
+
+
+def test_null_is_none_only_where_none_is_the_unset_value(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model_name_or_path: m\ndropout: ~\nattn_implementation:\n")
+    (model_args,) = parse_args(ModelArguments, args=["--config", str(config)])
+    assert model_args.dropout is None and model_args.attn_implementation is None
+
+
+def test_a_list_for_a_one_path_option_names_the_key(tmp_path):
+    (tmp_path / "a.csv").write_text("text,label\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'out'}\n\ntrain_file: [{tmp_path / 'a.csv'}, {tmp_path / 'a.csv'}]\n")
+    with pytest.raises(DataError) as info:
+        parse_args(DataArguments, TrainingArguments, args=["--config", str(config)])
+    assert str(info.value).startswith(f"{config}:3: train_file: takes one path, got a list ["), str(info.value)
 
 
 def test_a_yaml_list_serves_a_comma_separated_option(tmp_path):
