@@ -15,13 +15,26 @@ come with character offsets), a note with its concepts {"text": ..., "concepts":
 relations between them out, each request capped in words, NER windows and candidate pairs (--max_words,
 --max_windows, --max_pairs: 413 beyond) so that one huge note cannot hold up the others; GET /health says the task, labels and
 backend. Bodies are bounded (--max_request_bytes, --max_items: 413 beyond), malformed ones get a 4xx with one line
-why; nothing of a request is logged. It listens on 127.0.0.1 unless --host says otherwise. The README's Deploy
-section has a Dockerfile that runs it offline.
+why; nothing of a request is logged. It listens on 127.0.0.1 unless --host says otherwise.
+
+Access: with a bearer token (--token_file FILE, or the SERVE_TOKEN environment variable; never a command-line value,
+which every user of the machine sees in `ps`) every request needs `Authorization: Bearer <token>`, else 401; GET
+/health answers {"status": "ok"} alone without it. Listening beyond this machine (--host other than loopback) needs a
+token, or --allow_unauthenticated to say that anyone who reaches the port may use it.
+
+    python -c "import secrets; print(secrets.token_urlsafe(32))" > serve_token   # readable by you only (umask 077)
+    python recipes/serve.py --model_dir out --host 0.0.0.0 --token_file serve_token
+    curl -s localhost:8000/predict -H "Authorization: Bearer $(cat serve_token)" -d '{"text": "chest pain"}'
+
+The README's Deploy section has a Dockerfile that runs it offline.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -39,6 +52,12 @@ from shared.deploy.predictors import BACKENDS, load_predictor
 from shared.deploy.service import MAX_ITEMS, MAX_REQUEST_BYTES
 
 logger = logging.getLogger(__name__)
+
+TOKEN_VARIABLE = "SERVE_TOKEN"
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_FILE_BYTES = 4096
+# RFC 6750's b64token: what an Authorization: Bearer header can carry as it is
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 @dataclass
@@ -60,6 +79,12 @@ class ServeArguments:
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface, e.g. "
                                                              "in a container)."})
     port: int = field(default=8000, metadata={"help": "Port to listen on."})
+    token_file: str | None = field(default=None, metadata={
+        "help": f"A file holding the bearer token every request must carry (Authorization: Bearer <token>; at least "
+                f"{MIN_TOKEN_CHARS} characters). Or set it in the {TOKEN_VARIABLE} environment variable."})
+    allow_unauthenticated: bool = field(default=False, metadata={
+        "help": "Serve without a token on an address other than loopback: anyone who can reach the port may use the "
+                "model."})
     max_request_bytes: int = field(default=MAX_REQUEST_BYTES, metadata={"help": "Largest request body accepted."})
     max_items: int = field(default=MAX_ITEMS, metadata={"help": "Most texts in one request."})
     batch_size: int = field(default=64, metadata={"help": "Windows / images per forward pass."})
@@ -85,11 +110,62 @@ class ServeArguments:
             raise DataError("--max_request_bytes and --max_items must be at least 1")
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def service_token(serve_args: ServeArguments) -> str | None:
+    """The bearer token (--token_file, or the SERVE_TOKEN environment variable), or None; a DataError for a
+    missing, empty or malformed one, and for a non-loopback --host without a token nor --allow_unauthenticated.
+    The token itself is never part of a message."""
+    from_env = os.environ.get(TOKEN_VARIABLE)
+    if serve_args.token_file is not None and from_env is not None:
+        raise DataError(f"give the token in --token_file or in the {TOKEN_VARIABLE} environment variable, not both")
+    if serve_args.token_file is not None:
+        where = f"token file {serve_args.token_file}"
+        try:
+            with open(serve_args.token_file, "rb") as f:
+                raw = f.read(MAX_TOKEN_FILE_BYTES + 1)
+        except FileNotFoundError:
+            raise DataError(f"{where} does not exist") from None
+        except OSError as e:
+            raise DataError(f"cannot read {where}: {e.strerror or type(e).__name__}") from None
+        if len(raw) > MAX_TOKEN_FILE_BYTES:
+            raise DataError(f"{where} is larger than {MAX_TOKEN_FILE_BYTES} bytes: it should hold the token only")
+        token = raw.decode("latin-1").strip()
+    elif from_env is not None:
+        where, token = f"the {TOKEN_VARIABLE} environment variable", from_env.strip()
+    else:
+        if not (is_loopback(serve_args.host) or serve_args.allow_unauthenticated):
+            raise DataError(f"--host {serve_args.host} listens beyond this machine, and without a token anyone who "
+                            f"reaches the port may use the model: give one (--token_file FILE or the {TOKEN_VARIABLE} "
+                            "environment variable), or pass --allow_unauthenticated")
+        return None
+    if serve_args.allow_unauthenticated:
+        raise DataError(f"--allow_unauthenticated, but {where} sets a token: drop one of them")
+    if not token:
+        raise DataError(f"{where} is empty")
+    if not BEARER_TOKEN.fullmatch(token):
+        raise DataError(f"{where} holds characters a bearer token cannot carry (one line of letters, digits and "
+                        "-._~+/, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise DataError(f"{where} holds a token of {len(token)} characters; use at least {MIN_TOKEN_CHARS} random "
+                        "ones, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return token
+
+
 def build_app(args: list[str] | None = None):
     """(the application, the parsed arguments): what main serves, and what tests start on a port of their own."""
     (serve_args,) = parse_args(ServeArguments, args=args, description=__doc__,
                                usage="%(prog)s (--model_dir DIR | --ner_model DIR [--assertion_model DIR] "
-                                     "[--relation_model DIR]) [--backend onnx] [--host H] [--port P] [options]")
+                                     "[--relation_model DIR]) [--backend onnx] [--host H] [--port P] "
+                                     "[--token_file FILE] [options]")
+    token = service_token(serve_args)  # before loading any model: a deployment mistake costs seconds
     try:
         import fastapi  # noqa: F401
 
@@ -104,7 +180,9 @@ def build_app(args: list[str] | None = None):
         predictor = load_predictor(serve_args.model_dir, serve_args.backend, serve_args.batch_size,
                                    serve_args.threads)
     limits = Limits(serve_args.max_words, serve_args.max_windows, serve_args.max_pairs)
-    return create_app(predictor, serve_args.max_request_bytes, serve_args.max_items, limits), serve_args
+    app = create_app(predictor, serve_args.max_request_bytes, serve_args.max_items, limits, token)
+    app.state.token_required = token is not None
+    return app, serve_args
 
 
 @main_guard
@@ -115,8 +193,12 @@ def main(args: list[str] | None = None) -> None:
     except ImportError:
         raise DataError('serve.py needs FastAPI and uvicorn: pip install -e ".[deploy]"') from None
     app, serve_args = build_app(args)
-    logger.info("serving %s (%s) on http://%s:%d", serve_args.model_dir, serve_args.backend, serve_args.host,
-                serve_args.port)
+    logger.info("serving %s (%s) on http://%s:%d, %s", serve_args.model_dir or serve_args.ner_model,
+                serve_args.backend, serve_args.host, serve_args.port,
+                "a bearer token required" if app.state.token_required else "no token required")
+    if not app.state.token_required and not is_loopback(serve_args.host):
+        logger.warning("no token (--allow_unauthenticated): anyone who can reach port %d may use the model",
+                       serve_args.port)
     uvicorn.run(app, host=serve_args.host, port=serve_args.port, access_log=False, log_level="warning")
 
 

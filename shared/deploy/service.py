@@ -1,6 +1,6 @@
 """A small HTTP service for a trained or exported folder (FastAPI; ``recipes/serve.py`` runs it with uvicorn).
 
-    GET  /health   -> {"status": "ok", "task", "labels", "backend"}
+    GET  /health   -> {"status": "ok", "task", "labels", "backend"} (with a token: only {"status": "ok"} without it)
     POST /predict  text classifier: {"text": "...", "text_pair": "..."} or {"texts": [...], "text_pairs": [...]}
                    NER:             {"text": "a note"} or {"texts": [...]}: entities with character offsets
                    assertion:       {"text": "a note", "concepts": [{"start", "end", "type"}, ...]}: each concept's
@@ -17,9 +17,15 @@ applied, as in predict.py), ``entities`` (type, start, end, text) per note. Requ
 cause, :class:`shared.deploy.chain.Limits`): a larger body is 413, a malformed one 400 or 415, each with one line saying
 why. Nothing of a request is logged or kept, and error messages never repeat its content. Predictions run one at a
 time (a lock), so memory stays that of one batch.
+
+With a ``token`` every request must carry ``Authorization: Bearer <token>`` (compared in constant time); without it
+the answer is 401 with ``WWW-Authenticate: Bearer``, before the body is read. ``GET /health`` alone answers without a
+token, with ``{"status": "ok"}`` only, so that a container's liveness probe needs no secret and learns nothing of the
+model; a wrong token is 401 there too.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoint's `Request` annotation at definition time
+import hmac
 import io
 import json
 import logging
@@ -184,9 +190,24 @@ def _image_answer(predictor, raw: bytes) -> dict:
     return _classified(predictor, predictor.predict(decoded))[0]
 
 
-def create_app(predictor, max_request_bytes: int = MAX_REQUEST_BYTES, max_items: int = MAX_ITEMS, limits=None):
+def bearer_refusal(authorization: str | None, token: bytes) -> tuple[str, str] | None:
+    """None when an ``Authorization`` header value carries ``token`` as its bearer credentials, else (the one-line
+    reason, the ``WWW-Authenticate`` value) of the 401. hmac.compare_digest: the time taken does not tell how much of
+    a guess was right."""
+    if authorization is None:
+        return "this service needs a bearer token: send 'Authorization: Bearer <token>'", "Bearer"
+    scheme, _, credentials = authorization.strip().partition(" ")
+    # header values arrive decoded as latin-1: encoding back gives the bytes sent, whatever they are
+    if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode("latin-1"), token):
+        return "the bearer token is not this service's", 'Bearer error="invalid_token"'
+    return None
+
+
+def create_app(predictor, max_request_bytes: int = MAX_REQUEST_BYTES, max_items: int = MAX_ITEMS, limits=None,
+               token: str | None = None):
     """The FastAPI application serving ``predictor`` (a :mod:`shared.deploy.predictors` or
-    :mod:`shared.deploy.concepts` predictor, or a :class:`shared.deploy.chain.Chain` with its ``limits``)."""
+    :mod:`shared.deploy.concepts` predictor, or a :class:`shared.deploy.chain.Chain` with its ``limits``); with
+    ``token`` (ASCII), only to requests that carry it as a bearer token."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
@@ -195,13 +216,30 @@ def create_app(predictor, max_request_bytes: int = MAX_REQUEST_BYTES, max_items:
     lock = threading.Lock()
     predictor.model  # load the weights (or the ONNX session) before the first request  # noqa: B018
 
+    expected = token.encode("ascii") if token else None
+
+    def refusal(request: Request) -> JSONResponse | None:
+        """The 401 answer to a request without the token, or None (no token set, or the right one given)."""
+        if expected is None:
+            return None
+        refused = bearer_refusal(request.headers.get("authorization"), expected)
+        if refused is None:
+            return None
+        return JSONResponse({"error": refused[0]}, status_code=401, headers={"WWW-Authenticate": refused[1]})
+
     @app.get("/health")
-    def health():
+    def health(request: Request):
+        if expected is not None and request.headers.get("authorization") is None:
+            return {"status": "ok"}  # a liveness probe: nothing of the model without the token
+        if (refused := refusal(request)) is not None:
+            return refused
         return {"status": "ok", "task": predictor.task, "labels": list(predictor.labels),
                 "backend": predictor.backend}
 
     @app.post("/predict")
     async def predict(request: Request):
+        if (refused := refusal(request)) is not None:  # before the body is read: no work for strangers
+            return refused
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > max_request_bytes):
             return JSONResponse({"error": f"the body is larger than {max_request_bytes} bytes"}, status_code=413)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from shared.core.runner import run_recipe
-from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, TEXT_SAMPLE, assert_one_line, ner_corpora, run_cli
+from tests.helpers import (IMAGE_SAMPLE, NER_SAMPLE, TEXT_SAMPLE, assert_one_line, ner_corpora, run_cli,
+                           run_in_process)
 
 QUIET = ["--bf16", "false", "--bootstrap_resamples", "0"]
 CANARY = "zebra-canary-7f3a"  # a string that must appear in no log and no prediction table
@@ -380,6 +381,85 @@ def test_service_classifies_notes_and_bounds_requests(serve, text_folder, caplog
         assert CANARY not in response.text
     out, err = capfd.readouterr()
     assert CANARY not in caplog.text + out + err  # no request content in any log
+
+
+def test_service_with_a_token_answers_only_requests_that_carry_it(serve, text_folder, tmp_path, monkeypatch, caplog,
+                                                                  capfd):
+    import secrets
+
+    import httpx
+
+    token = secrets.token_urlsafe(24)
+    token_file = tmp_path / "serve_token"
+    token_file.write_text(token + "\n")  # a file written by echo or an editor ends in a newline
+    note = {"text": "chest pain on exertion"}
+    for source in ("--token_file", "SERVE_TOKEN"):
+        if source == "SERVE_TOKEN":
+            monkeypatch.setenv("SERVE_TOKEN", token)
+            url = serve("--model_dir", text_folder, "--max_request_bytes", "2000")
+        else:
+            url = serve("--model_dir", text_folder, "--max_request_bytes", "2000", "--token_file", token_file)
+        missing = httpx.post(f"{url}/predict", json=note)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert "needs a bearer token" in missing.json()["error"]
+        for wrong in (f"Bearer {token[:-1]}", f"Bearer {token}x", f"Basic {token}", token, "Bearer",
+                      f"Bearer {token[::-1]}"):
+            refused = httpx.post(f"{url}/predict", json=note, headers={"Authorization": wrong})
+            assert refused.status_code == 401, wrong
+            assert refused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        # refused before the body is read: a stranger's oversized body is 401, not 413
+        big = httpx.post(f"{url}/predict", content=b"x" * 2500, headers={"content-type": "application/json"})
+        assert big.status_code == 401
+        for scheme in ("Bearer", "bearer"):
+            answer = httpx.post(f"{url}/predict", json=note, headers={"Authorization": f"{scheme} {token}"})
+            assert answer.status_code == 200 and "prediction" in answer.json()
+        # a liveness probe needs no token and learns nothing of the model; the details need it
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/health", headers={"Authorization": "Bearer nope"}).status_code == 401
+        health = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {token}"}).json()
+        assert health["task"] == "text_classification" and health["labels"]
+    out, err = capfd.readouterr()
+    assert token not in caplog.text + out + err  # the token is never logged
+
+
+def test_serve_refuses_a_bad_token_and_an_open_address_without_one_before_loading_a_model(tmp_path, monkeypatch,
+                                                                                        capsys):
+    never_loaded = tmp_path / "model"  # does not exist: each check stops before a model is looked at
+    serve = ["--model_dir", never_loaded]
+    # through the command line: what a deployment runs
+    proc = run_cli("serve.py", [*serve, "--host", "0.0.0.0"], timeout=120)
+    assert_one_line(proc.returncode, proc.stderr, r"--host 0\.0\.0\.0 listens beyond this machine, and without a "
+                    r"token anyone who reaches the port may use the model: give one \(--token_file FILE or the "
+                    r"SERVE_TOKEN environment variable\), or pass --allow_unauthenticated", never_loaded)
+    files = {"empty": "\n", "short": "abcde\n", "spaced": "two words and more than sixteen\n",
+             "good": "0123456789abcdef0123\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    cases = [
+        (["--token_file", tmp_path / "absent"], {}, r"token file \S+absent does not exist"),
+        (["--token_file", tmp_path / "empty"], {}, r"token file \S+empty is empty"),
+        (["--token_file", tmp_path / "short"], {}, r"token file \S+short holds a token of 5 characters; use at least "
+                                                   r"16 random ones, e\.g\. .*secrets.*"),
+        (["--token_file", tmp_path / "spaced"], {}, r"token file \S+spaced holds characters a bearer token cannot "
+                                                    r"carry .*"),
+        (["--token_file", tmp_path], {}, r"cannot read token file \S+: Is a directory"),
+        ([], {"SERVE_TOKEN": " "}, r"the SERVE_TOKEN environment variable is empty"),
+        (["--token_file", tmp_path / "good"], {"SERVE_TOKEN": "0123456789abcdef0123"},
+         r"give the token in --token_file or in the SERVE_TOKEN environment variable, not both"),
+        (["--token_file", tmp_path / "good", "--allow_unauthenticated", "true"], {},
+         r"--allow_unauthenticated, but token file \S+good sets a token: drop one of them"),
+        # past the token checks: the (absent) model folder is the next thing looked at
+        (["--host", "myhost.example", "--token_file", tmp_path / "good"], {}, r"\S+model: model folder does not exist"),
+        (["--host", "0.0.0.0", "--allow_unauthenticated", "true"], {}, r"\S+model: model folder does not exist"),
+    ]
+    for args, env, expected in cases:
+        with monkeypatch.context() as m:
+            m.delenv("SERVE_TOKEN", raising=False)
+            for key, value in env.items():
+                m.setenv(key, value)
+            status, err = run_in_process("serve.py", [*serve, *args], capsys)
+        assert_one_line(status, err, expected, never_loaded)
+        assert "abcde" not in err and "0123456789abcdef" not in err  # no token in any message
 
 
 def TextClassifierFor(folder):
