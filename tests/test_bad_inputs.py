@@ -183,7 +183,8 @@ CASES = [
     ("text_classification", "label_only_in_test", "in-process",
      r"{d}/test\.csv:3: label 'renal' does not occur in the training data \(known: cardiac, resp\)"),
     ("text_classification", "non_utf8", "in-process",
-     r"{d}/validation\.csv:3: not valid UTF-8 \(byte 2 of the line\); re-save the file as UTF-8"),
+     r"{d}/validation\.csv:3: not valid UTF-8 \(byte 2 of the line\); re-save the file as UTF-8 "
+     r"or pass its --encoding \(e\.g\. cp1252 for Excel on Windows\)"),
     ("text_classification", "pair_too_long", "in-process",
      r"{d}/validation\.csv:4: the 'question' text takes \d+ tokens, which leaves no room for its pair in a "
      r"--max_seq_length 16 window with --stride 4 \(--long_text chunk repeats it whole in every window\): raise "
@@ -212,7 +213,8 @@ CASES = [
     ("image_classification", "corrupt_image", "CLI",
      r"{d}/train\.csv:3: cannot read image '{d}/img/bad\.png': cannot identify image file .*"),
     ("image_classification", "non_utf8", "in-process",
-     r"{d}/train\.csv:3: not valid UTF-8 \(byte 15 of the line\); re-save the file as UTF-8"),
+     r"{d}/train\.csv:3: not valid UTF-8 \(byte 15 of the line\); re-save the file as UTF-8 "
+     r"or pass its --encoding \(e\.g\. cp1252 for Excel on Windows\)"),
     ("image_classification", "missing_model", "in-process", r"{d}/no_such_model: model folder does not exist"),
     ("image_classification", "pickle_weights", "in-process", re.escape(NO_WEIGHTS).replace(r"\{d\}", "{d}")),
     ("image_classification", "remote_code", "in-process", re.escape(REMOTE).replace(r"\{d\}", "{d}")),

@@ -97,7 +97,7 @@ def test_a_csv_with_another_separator_says_which(tiny_bert_dir, tmp_path, capsys
     train.write_text("text;label\nchest pain;cardiac\ncough;resp\n")
     status, err = run_in_process("text_classification", text_run(tiny_bert_dir, tmp_path, str(train)), capsys)
     assert_one_line(status, err, re.escape(f"{train}:1: the header is one column 'text;label': the file looks "
-                                           "';'-separated; save it comma-separated (.csv) or tab-separated (.tsv)"),
+                                           "';'-separated; save it comma-separated or pass --delimiter ';'"),
                     tmp_path / "out")
 
 

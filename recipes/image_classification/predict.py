@@ -50,7 +50,7 @@ def main(args: list[str] | None = None) -> dict:
 
     # 4. Input: read, checked and decoded, one line naming the file (and row) on a mistake.
     images = predictor.read(predict_args.input, input_args.image_column, input_args.label_column,
-                            input_args.label_separator)
+                            input_args.label_separator, input_args.delimiter, input_args.encoding)
     decoded = predictor.decode(images, input_args.skip_bad_images)
     logger.info("%d images from %s at %d px%s", len(decoded.kept), images.origin, predictor.image_size,
                 f" ({len(decoded.bad)} unreadable skipped)" if decoded.bad else "")

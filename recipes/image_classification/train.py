@@ -47,7 +47,7 @@ from shared.core.outputs import remove_earlier_results
 from shared.core.resume import EpochSeededSampling, data_seed, train_with_resume
 from shared.data.labels import label_counts, names_in, require_classes
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
-from shared.data.tables import has_column, load_splits, read_table
+from shared.data.tables import LabelledTableArguments, drop_unlabelled_rows, has_column, load_splits, read_table
 from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, selection_macro_f1, sigmoid, softmax
@@ -81,7 +81,7 @@ class ImageModelArguments(ClassifierModelArguments):
 
 
 @dataclass
-class ImageDataArguments(DataArguments):
+class ImageDataArguments(LabelledTableArguments, DataArguments):
     train_dir: str | None = field(default=None, metadata={"help": "Training images, one subfolder per class."})
     validation_dir: str | None = field(default=None, metadata={"help": "Validation images, one subfolder per class."})
     test_dir: str | None = field(default=None, metadata={"help": "Test images, one subfolder per class."})
@@ -189,7 +189,9 @@ def read_splits(data_args: ImageDataArguments, wanted: list[str]) -> dict:
     for split in wanted:
         if given[split] or npz:
             splits[split] = read_images(given[split] or npz, split, image_column=data_args.image_column,
-                                        label_column=data_args.label_column, label_separator=data_args.label_separator)
+                                        label_column=data_args.label_column, label_separator=data_args.label_separator,
+                                        delimiter=data_args.delimiter, encoding=data_args.encoding,
+                                        drop_unlabelled_rows=data_args.drop_unlabelled_rows)
         elif data_args.dataset_name:
             from_hub.append(split)
     for split, table in load_splits(data_args, {s: None for s in from_hub}).items():
@@ -205,7 +207,9 @@ def training_groups(data_args: ImageDataArguments, train) -> list[str]:
     """--group_column: a column of a table training file, or a DICOM attribute of every training image (PatientID,
     StudyInstanceUID, ...), read only to keep each group in one split and never written."""
     table = data_args.train_file if data_args.train_file and not data_args.train_file.endswith(".npz") else None
-    rows = read_table(table) if table else None
+    rows = read_table(table, data_args.delimiter, data_args.encoding) if table else None
+    if rows is not None and data_args.drop_unlabelled_rows:
+        rows = drop_unlabelled_rows(rows, data_args.label_column)  # the rows read_images kept
     if rows is not None and has_column(rows, data_args.group_column):
         return table_groups(rows, data_args.group_column)[: len(train)]
     if not any(is_dicom(source) for source in train.sources[:1]):

@@ -48,7 +48,8 @@ def main(args: list[str] | None = None) -> dict:
 
     # 4. Input: read and validated, one line naming file and row on a mistake.
     inp = predictor.read(predict_args.input, input_args.text_column, input_args.text_pair_column,
-                         input_args.label_column, input_args.label_separator)
+                         input_args.label_column, input_args.label_separator, input_args.delimiter,
+                         input_args.encoding)
     logger.info("%d notes from %s; %s labels", len(inp.texts), predict_args.input, len(predictor.labels))
 
     # 5. Predict.

@@ -45,7 +45,7 @@ from shared.data.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerE
 from shared.data.long_text import notes_from_windows, windows_of_notes
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
 from shared.data.splits import warn_shared_groups
-from shared.data.tables import load_splits
+from shared.data.tables import LabelledTableArguments, load_splits
 from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, selection_macro_f1, sigmoid, softmax
@@ -66,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TextDataArguments(DataArguments):
+class TextDataArguments(LabelledTableArguments, DataArguments):
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     text_pair_column: str | None = field(
         default=None, metadata={"help": "Optional second text column (e.g. question + context), encoded as a pair."}

@@ -2,7 +2,8 @@
 
 A label cell holds a class name (single-label) or a list of names (multi-label): a JSON list (``["cardiac",
 "renal"]``), a list value (JSON lines, parquet), or, with ``--label_separator ";"``, names split on the separator.
-Surrounding whitespace is stripped, so ``"cardiac "`` is the class ``cardiac``, never a new one. Prediction files
+Surrounding whitespace is stripped, so ``"cardiac "`` is the class ``cardiac``, never a new one, and a whole number
+written as a decimal is the whole number (``1.0`` is the class ``1``). Prediction files
 write multi-label cells back the same way (a JSON list, or joined with the separator).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -21,10 +23,22 @@ IGNORE_INDEX = -100  # the label id of a position no loss or metric counts (PyTo
 Where = Callable[[int], tuple[str, int | None]]  # row index -> (file, line) for error messages
 
 
+WHOLE_NUMBER_WRITTEN_AS_DECIMAL = re.compile(r"(-?\d+)\.0+")
+
+
+def class_name(value) -> str:
+    """The class a label value names: stripped of surrounding whitespace, and a whole number written as a decimal
+    (``1.0``, as Excel or pandas turn ``1`` into when a column holds a gap) is the whole number (``1``), so that
+    one split's ``1.0`` and another's ``1`` are one class."""
+    text = str(value).strip()
+    whole = WHOLE_NUMBER_WRITTEN_AS_DECIMAL.fullmatch(text)
+    return whole.group(1) if whole else text
+
+
 def parse_label_cell(value, separator: str | None = None):
     """A class name, a list of names, or None (empty cell). Raises ValueError for a malformed JSON list."""
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [str(v).strip() for v in value if str(v).strip()]
+        return [class_name(v) for v in value if str(v).strip()]
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     text = str(value).strip()
@@ -35,10 +49,10 @@ def parse_label_cell(value, separator: str | None = None):
             raise ValueError("label cell starts with '[' but is not a JSON list") from None
         if not isinstance(items, list):
             raise ValueError("label cell starts with '[' but is not a JSON list")
-        return [str(v).strip() for v in items if str(v).strip()]
+        return [class_name(v) for v in items if str(v).strip()]
     if separator is not None:
-        return [v.strip() for v in text.split(separator) if v.strip()]
-    return text or None
+        return [class_name(v) for v in text.split(separator) if v.strip()]
+    return class_name(text) or None
 
 
 def parse_label_column(values: Sequence, where: Where, separator: str | None = None, column: str = "label"):

@@ -9,15 +9,19 @@ one-line :class:`DataError` naming the file and line.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 
 from shared.core.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 HUB_SPLIT_NAMES = {"train": ["train"], "validation": ["validation", "valid", "dev"], "test": ["test"]}
@@ -55,22 +59,85 @@ class Table:
         return Table(self.dataset.select(indices), self.source, lines)
 
 
-# ------------------------------------------------------------------------------------------------ readers
-def _check_utf8(path: str) -> None:
-    with open(path, "rb") as f:
-        for line_number, raw in enumerate(f, start=1):
+# ------------------------------------------------------------------------------------------------ arguments
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+@dataclass
+class TableFormatArguments:
+    """How to read CSV/TSV/JSON input files when they are not UTF-8 with ',' (.csv) or tab (.tsv) between fields:
+    the data recipes' and predict.py's (they describe the files given, so a model folder never carries them)."""
+
+    delimiter: str | None = field(
+        default=None,
+        metadata={"help": "Field separator of .csv/.tsv files: one character, or tab, comma, semicolon, pipe "
+                          "(default: ',' for .csv, tab for .tsv). Excel in many European locales writes ';'."},
+    )
+    encoding: str | None = field(
+        default=None,
+        metadata={"help": "Text encoding of .csv/.tsv/.json/.jsonl files, a Python codec name such as cp1252 (Excel on "
+                          "Windows) or latin-1 (default: UTF-8; a UTF-8 or UTF-16 byte-order mark is read either "
+                          "way)."},
+    )
+
+    def _check_table_format(self):
+        if self.delimiter is not None:
+            self.delimiter = DELIMITER_NAMES.get(self.delimiter.lower(), self.delimiter)
+            if len(self.delimiter) != 1 or self.delimiter in "\"\r\n":
+                raise DataError(f"--delimiter must be one character (or tab, comma, semicolon, pipe), got "
+                                f"{self.delimiter!r}")
+        if self.encoding is not None:
             try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"not valid UTF-8 (byte {e.start} of the line); re-save the file as UTF-8",
-                    path=path,
-                    line=line_number,
-                ) from None
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise DataError(f"--encoding: unknown encoding {self.encoding!r} (e.g. utf-8, cp1252, latin-1, "
+                                "utf-16)") from None
 
 
-def read_table(path: str) -> Table:
-    """Read one local file or a ``save_to_disk`` folder."""
+    def __post_init__(self):
+        self._check_table_format()
+        parent = getattr(super(), "__post_init__", None)  # the recipe's DataArguments, when mixed into it
+        if parent is not None:
+            parent()
+
+
+@dataclass
+class LabelledTableArguments(TableFormatArguments):
+    """:class:`TableFormatArguments` of a recipe's training tables, and what to do with rows whose label is empty."""
+
+    drop_unlabelled_rows: bool = field(
+        default=False,
+        metadata={"help": "Drop rows whose label cell is empty (logged with their count) instead of stopping at the "
+                          "first one. An empty JSON list ([]) of a multi-label row is a label (no class), not empty."},
+    )
+
+
+# ------------------------------------------------------------------------------------------------ readers
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _decode(path: str, encoding: str | None) -> str:
+    """The file's text. Default UTF-8 (a BOM is dropped); a UTF-16 byte-order mark (Excel's "Unicode text") is read
+    as UTF-16, since the mark says so. A byte the encoding cannot read is one line naming the file, line and byte."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if encoding is None:
+        encoding = "utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        line = raw.count(b"\n", 0, e.start) + 1
+        if encoding == "utf-8-sig":
+            raise DataError(f"not valid UTF-8 (byte {e.start - line_start} of the line); re-save the file as UTF-8 "
+                            "or pass its --encoding (e.g. cp1252 for Excel on Windows)", path=path, line=line) from None
+        raise DataError(f"not valid {encoding} (byte {e.start - line_start} of the line); check --encoding",
+                        path=path, line=line) from None
+
+
+def read_table(path: str, delimiter: str | None = None, encoding: str | None = None) -> Table:
+    """Read one local file or a ``save_to_disk`` folder. ``delimiter`` (CSV/TSV) and ``encoding`` (text files) as
+    :class:`TableFormatArguments` says; None: from the suffix, and UTF-8."""
     if os.path.isdir(path):
         try:
             loaded = datasets.load_from_disk(path)
@@ -88,13 +155,11 @@ def read_table(path: str) -> Table:
 
         dataset, lines = datasets.Dataset.from_pandas(pd.read_parquet(path), preserve_index=False), None
     else:
-        _check_utf8(path)
-        with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: a BOM (Excel) is not part of a name
-            text = f.read()
+        text = _decode(path, encoding).removeprefix("\ufeff")  # a BOM (Excel) is not part of a column name
         if not text.strip():
             raise DataError("file is empty", path=path)
         if path.endswith((".csv", ".tsv")):
-            columns, lines = _read_csv(path, text, "\t" if path.endswith(".tsv") else ",")
+            columns, lines = _read_csv(path, text, delimiter or ("\t" if path.endswith(".tsv") else ","))
         elif path.endswith(".jsonl"):
             columns, lines = _read_json_lines(path, text)
         else:
@@ -113,9 +178,14 @@ def _dataset(columns: dict[str, list], path: str) -> datasets.Dataset:
 
 
 def _read_csv(path: str, text: str, separator: str) -> tuple[dict[str, list], list[int]]:
-    """Columns of a CSV/TSV (every cell a string, as written) and the line each record starts on."""
+    """Columns of a CSV/TSV (every cell a string, as written) and the line each record starts on.
+
+    Lines may end in LF, CRLF or a lone CR (old Excel on macOS). Trailing columns without a name (``text,label,``
+    from Excel) are dropped when every row leaves them empty."""
+    if "\r" in text.replace("\r\n", ""):  # lone CRs: read as line ends, as Python's universal newlines do
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     reader = csv.reader(io.StringIO(text), delimiter=separator, strict=True)
-    header, rows, lines, previous = None, [], [], 0
+    header, rows, lines, previous, unnamed = None, [], [], 0, 0
     try:
         for record in reader:
             start, previous = previous + 1, reader.line_num  # a quoted cell may span several lines
@@ -123,16 +193,28 @@ def _read_csv(path: str, text: str, separator: str) -> tuple[dict[str, list], li
                 continue  # blank line
             if header is None:
                 header = [name.strip() for name in record]
+                while len(header) > 1 and not header[-1]:
+                    header.pop()
+                    unnamed += 1
                 _check_header(path, header, start, separator)
                 continue
+            if len(header) < len(record) <= len(header) + unnamed:
+                extra = next((i for i in range(len(header), len(record)) if record[i].strip()), None)
+                if extra is not None:
+                    raise DataError(f"field {extra + 1} has a value but its column has no name in the header",
+                                    path=path, line=start)
+                record = record[: len(header)]
             if len(record) != len(header):
-                raise DataError(f"{len(record)} fields where the header has {len(header)}", path=path, line=start)
+                raise DataError(f"{len(record)} fields where the header has {len(header) + unnamed}", path=path,
+                                line=start)
             rows.append(record)
             lines.append(start)
     except csv.Error as e:
         raise DataError(f"malformed table ({e})", path=path, line=reader.line_num) from None
     if header is None:
         raise DataError("file is empty", path=path)
+    if unnamed:
+        logger.info("%s: %d empty column(s) without a name at the end of the header ignored", path, unnamed)
     return {name: [row[i] for row in rows] for i, name in enumerate(header)}, lines
 
 
@@ -140,9 +222,9 @@ def _check_header(path: str, header: list[str], line: int, separator: str) -> No
     if len(header) == 1:
         for other, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'"), (",", "','")):
             if other != separator and other in header[0]:
-                fix = "comma-separated (.csv) or tab-separated (.tsv)"
+                flag = "--delimiter tab" if other == "\t" else f"--delimiter '{other}'"
                 raise DataError(f"the header is one column '{header[0][:60]}': the file looks {name}-separated; "
-                                f"save it {fix}", path=path, line=line)
+                                f"save it comma-separated or pass {flag}", path=path, line=line)
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise DataError(f"column name(s) {', '.join(duplicated)} occur more than once in the header", path=path, line=line)
@@ -226,9 +308,13 @@ def hub_split(hub, split: str):
 
 
 def load_splits(data_args, split_files: dict[str, str | None]) -> dict[str, Table]:
-    """Load each requested split as a :class:`Table`. Local files win; otherwise ``data_args.dataset_name`` is
-    loaded from the Hub (needs network)."""
-    splits = {split: read_table(path) for split, path in split_files.items() if path}
+    """Load each requested split as a :class:`Table`. Local files win (read with the ``--delimiter`` /
+    ``--encoding`` of :class:`TableFormatArguments` when ``data_args`` has them); otherwise
+    ``data_args.dataset_name`` is loaded from the Hub (needs network)."""
+    delimiter, encoding = getattr(data_args, "delimiter", None), getattr(data_args, "encoding", None)
+    splits = {split: read_table(path, delimiter, encoding) for split, path in split_files.items() if path}
+    if getattr(data_args, "drop_unlabelled_rows", False):
+        splits = {split: drop_unlabelled_rows(table, data_args.label_column) for split, table in splits.items()}
     if data_args.dataset_name and len(splits) < len(split_files):
         hub = load_hub_dataset(data_args.dataset_name, data_args.dataset_config_name)
         for split in split_files:
@@ -268,3 +354,27 @@ def require_text(table: Table, column: str) -> None:
         if not isinstance(value, str) or not value.strip():
             path, line = table.where(index)
             raise DataError(f"empty or missing text in column '{column}'", path=path, line=line)
+
+
+def drop_unlabelled_rows(table: Table, column: str) -> Table:
+    """``table`` without the rows whose ``column`` cell is empty (``--drop_unlabelled_rows``), their count logged; a
+    table without the column is returned as it is (unlabelled test data), one whose every row is empty is an error."""
+    from shared.data.labels import parse_label_cell
+
+    if not has_column(table, column):
+        return table
+    keep = []
+    for index, value in enumerate(table[column]):
+        try:
+            empty = parse_label_cell(value) is None
+        except ValueError:  # a malformed cell is not an empty one: the label parser names it
+            empty = False
+        if not empty:
+            keep.append(index)
+    if not keep:
+        raise DataError(f"every row has an empty label (column '{column}')", path=table.source)
+    if len(keep) < len(table):
+        logger.warning("%s: %d of %d rows have an empty label (column '%s') and were dropped (--drop_unlabelled_rows)",
+                       table.source, len(table) - len(keep), len(table), column)
+        return table.select(keep)
+    return table

@@ -31,7 +31,7 @@ from shared.core.files import atomic_write_json, atomic_write_text
 from shared.core.outputs import PREDICT_RESULTS
 from shared.data.labels import decisions, encode_labels
 from shared.data.long_text import default_stride, long_text_settings, notes_from_windows
-from shared.data.tables import read_table
+from shared.data.tables import TableFormatArguments, read_table
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import classifier_metrics, sigmoid, softmax
 from shared.evaluation.reports import saved_thresholds, write_predictions
@@ -67,7 +67,7 @@ SENSITIVE_PREDICTIONS = {
 
 # ------------------------------------------------------------------------------------------------ input options
 @dataclass
-class TextInputArguments:
+class TextInputArguments(TableFormatArguments):
     _argument_group_name = "input"
 
     text_column: str | None = field(default=None, metadata={"help": "Column holding the text (default: the column "
@@ -106,7 +106,7 @@ class NerInputArguments:
 
 
 @dataclass
-class ImageInputArguments:
+class ImageInputArguments(TableFormatArguments):
     _argument_group_name = "input"
 
     image_column: str | None = field(default=None, metadata={"help": "Table column with the image path (relative "
@@ -281,7 +281,8 @@ class TextClassifier(_Classifier):
         return load_trained(AutoModelForSequenceClassification, self.model_args)
 
     def read(self, path: str, text_column: str | None = None, text_pair_column: str | None = None,
-             label_column: str | None = None, label_separator: str | None = None) -> TextInput:
+             label_column: str | None = None, label_separator: str | None = None, delimiter: str | None = None,
+             encoding: str | None = None) -> TextInput:
         """Read and validate a table (CSV/TSV/JSON/JSONL/parquet) as the recipe does (``shared.text.data``); gold
         labels when present. Columns left None are the ones the model was trained on (its task record); a model
         trained on pairs reads pairs, and one trained on single texts refuses a pair column."""
@@ -292,7 +293,7 @@ class TextClassifier(_Classifier):
         text_column = self.record.input("text_column", text_column)
         text_pair_column = self.record.input("text_pair_column", text_pair_column)
         label_column = self.record.input("label_column", label_column)
-        table = read_table(path)
+        table = read_table(path, delimiter, encoding)  # --delimiter / --encoding: the input file's own
         gold = read_text_columns(table, text_column, text_pair_column, label_column,
                                  self.record.input("label_separator", label_separator), require_labels=False)
         if gold is not None:
@@ -346,7 +347,7 @@ class TextClassifier(_Classifier):
 
     def examples(self, path: str, input_args: TextInputArguments, limit: int | None = None):
         inp = self.read(path, input_args.text_column, input_args.text_pair_column, input_args.label_column,
-                        input_args.label_separator)
+                        input_args.label_separator, input_args.delimiter, input_args.encoding)
         n = len(inp.texts) if limit is None else min(limit, len(inp.texts))
         return ((inp.texts[:n], None if inp.pairs is None else inp.pairs[:n]),
                 None if inp.gold is None else inp.gold[:n])
@@ -548,7 +549,7 @@ class ImageClassifier(_Classifier):
         return model
 
     def read(self, path: str, image_column: str | None = None, label_column: str | None = None,
-             label_separator: str | None = None):
+             label_separator: str | None = None, delimiter: str | None = None, encoding: str | None = None):
         """Class folders, a folder of images (unlabelled), an ``.npz`` (its test arrays) or a table of paths;
         columns left None are the trained ones (the task record)."""
         image_column = self.record.input("image_column", image_column)
@@ -563,7 +564,7 @@ class ImageClassifier(_Classifier):
             images = ImageSet(found, [None] * len(found), [(p, None) for p in found], path, self.multi_label)
         else:
             images = read_images(path, "test", image_column=image_column, label_column=label_column,
-                                 label_separator=label_separator)
+                                 label_separator=label_separator, delimiter=delimiter, encoding=encoding)
         if images.labeled:
             if images.multi_label != self.multi_label:
                 raise DataError(f"the labels are {'multi' if images.multi_label else 'single'}-label but the model is "
@@ -605,7 +606,8 @@ class ImageClassifier(_Classifier):
                                             gold, jsonl, extra)
 
     def examples(self, path: str, input_args: ImageInputArguments, limit: int | None = None):
-        images = self.read(path, input_args.image_column, input_args.label_column, input_args.label_separator)
+        images = self.read(path, input_args.image_column, input_args.label_column, input_args.label_separator,
+                           input_args.delimiter, input_args.encoding)
         chosen = images if limit is None else images.select(range(min(limit, len(images))))
         decoded = self.decode(chosen, input_args.skip_bad_images)
         return (decoded,), ([chosen.labels[i] for i in decoded.kept] if chosen.labeled else None)

@@ -17,7 +17,7 @@ import numpy as np
 from shared.core.errors import DataError
 from shared.data.labels import encode_labels as encode
 from shared.data.labels import names_in, parse_label_column, sort_label_names
-from shared.data.tables import has_column, read_table, require_columns
+from shared.data.tables import drop_unlabelled_rows as drop_empty_labels, has_column, read_table, require_columns
 from shared.images.pixels import DICOM_SUFFIXES, ORDINARY_SUFFIXES
 
 IMAGE_SUFFIXES = ORDINARY_SUFFIXES + DICOM_SUFFIXES
@@ -138,6 +138,9 @@ def read_image_table(
     label_column: str = "label",
     label_separator: str | None = None,
     image_root: str | None = None,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    drop_unlabelled_rows: bool = False,
 ) -> ImageSet:
     """A CSV/TSV/JSON(L)/parquet table with an image-path column and a label column.
 
@@ -146,7 +149,9 @@ def read_image_table(
     multi-label. Without the label column the set is unlabeled (prediction only).
     """
 
-    table = read_table(path)
+    table = read_table(path, delimiter, encoding)  # --delimiter / --encoding / --drop_unlabelled_rows: shared.data.tables
+    if drop_unlabelled_rows:
+        table = drop_empty_labels(table, label_column)
     require_columns(table, [image_column])
     root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
     labels: list[Any] = [None] * len(table)

@@ -25,6 +25,9 @@ def where(i):
     (["a", "b"], None, ["a", "b"]),
     (float("nan"), None, None),
     (3, None, "3"),
+    # a whole number written as a decimal (through Excel or pandas) is the whole number: 1.0 and 1 are one class
+    ("1.0", None, "1"), (0.0, None, "0"), ("-2.00", None, "-2"), ([1.0, 2], None, ["1", "2"]), ("[0.0]", None, ["0"]),
+    ("1.5", None, "1.5"), ("2.10", None, "2.10"), ("01", None, "01"), ("1.0; 2", ";", ["1", "2"]),
 ])
 def test_label_cells(cell, separator, expected):
     assert parse_label_cell(cell, separator) == expected

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.core.errors import DataError
-from shared.data.tables import has_column, read_table, require_columns, require_text
+from shared.data.tables import TableFormatArguments, has_column, read_table, require_columns, require_text
 
 
 def test_non_utf8_file_names_the_line(tmp_path):
@@ -67,6 +67,49 @@ def test_bom_crlf_and_spaces_around_header_names(tmp_path):
     table = read_table(str(path))
     assert table.column_names == ["text", "label"] and table["label"] == ["cardiac ", "resp"]
     assert table.lines == [2, 3]
+
+
+def test_cr_only_line_endings_old_excel_on_macos(tmp_path):
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b'text,label\rchest pain,cardiac\r"cough\rat night",resp\rwheeze,resp\r')
+    table = read_table(str(path))
+    assert table["label"] == ["cardiac", "resp", "resp"] and table.lines == [2, 3, 5]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_a_byte_order_mark_is_read(tmp_path, encoding):
+    path = tmp_path / "unicode.tsv"  # Excel's "Unicode text": UTF-16 LE with a BOM, tab-separated
+    path.write_bytes("\ufefftext\tlabel\r\nfièvre\tfever\r\ncough\tresp\r\n".encode(encoding))
+    table = read_table(str(path))
+    assert table.column_names == ["text", "label"] and table["text"] == ["fièvre", "cough"]
+
+
+def test_trailing_unnamed_empty_columns_are_dropped(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text("text,label,,\nchest pain,cardiac,,\ncough,resp\n")
+    table = read_table(str(path))
+    assert table.column_names == ["text", "label"] and table["label"] == ["cardiac", "resp"]
+    path.write_text("text,label,\nchest pain,cardiac,\ncough,resp,oops\n")
+    with pytest.raises(DataError, match=r"excel\.csv:3: field 3 has a value but its column has no name in the header"):
+        read_table(str(path))
+
+
+def test_delimiter_and_encoding(tmp_path):
+    path = tmp_path / "europe.csv"  # Excel in a European locale: ';' and Windows-1252
+    path.write_bytes("text;label\nfièvre;fever\ntoux;resp\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"europe\.csv:2: not valid UTF-8 \(byte 2 of the line\); .* pass its --encoding"):
+        read_table(str(path))
+    path.write_bytes("text;label\nfièvre;fever\ntoux;resp\n".encode("utf-8"))
+    with pytest.raises(DataError, match=r"looks ';'-separated; save it comma-separated or pass --delimiter ';'"):
+        read_table(str(path))
+    path.write_bytes("text;label\nfièvre;fever\ntoux;resp\n".encode("cp1252"))
+    table = read_table(str(path), delimiter=";", encoding="cp1252")
+    assert table["text"] == ["fièvre", "toux"]
+    assert TableFormatArguments(delimiter="tab").delimiter == "\t"
+    with pytest.raises(DataError, match="--delimiter must be one character"):
+        TableFormatArguments(delimiter=";;")
+    with pytest.raises(DataError, match="--encoding: unknown encoding 'utf-9'"):
+        TableFormatArguments(encoding="utf-9")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -1,0 +1,59 @@
+"""Reasonable inputs that used to be refused (issue #32): ';'-separated Windows-1252 files (``--delimiter``,
+``--encoding``, train.py and predict.py), rows without a label (``--drop_unlabelled_rows``), labels ``1.0`` in one
+split and ``1`` in another, Excel's trailing empty column; and a ``--config`` null that used to be a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from shared.core.runner import run_recipe
+from tests.helpers import assert_one_line, run_cli, run_in_process
+
+ROWS = [("chest pain on exertion", "1"), ("productive cough and wheeze", "0"), ("palpitations at night", "1"),
+        ("shortness of breath", "0")] * 3
+
+
+def write_excel_csv(path, rows, label=lambda x: x):
+    """What Excel writes in a European locale: ';' between fields, Windows-1252, a trailing empty column."""
+    lines = ["text;label;"] + [f"{text} (fièvre);{label(y)};" for text, y in rows]
+    path.write_bytes("\r\n".join(lines).encode("cp1252"))
+    return str(path)
+
+
+def test_a_semicolon_cp1252_file_with_unlabelled_rows_and_decimal_labels(tiny_bert_dir, tmp_path, capsys, caplog):
+    train = write_excel_csv(tmp_path / "train.csv", ROWS + [("no label here", ""), ("nor here", " ")])
+    test = write_excel_csv(tmp_path / "test.csv", ROWS[:4], label=lambda y: f"{y}.0")  # numbers through Excel
+    out = tmp_path / "out"
+    run_recipe("text_classification", [
+        "--model_name_or_path", tiny_bert_dir, "--output_dir", str(out), "--train_file", train, "--test_file", test,
+        "--do_train", "--do_predict", "--delimiter", ";", "--encoding", "cp1252", "--drop_unlabelled_rows",
+        "--num_train_epochs", "1", "--bootstrap_resamples", "10", "--seed", "1"])
+    assert "2 of 14 rows have an empty label (column 'label') and were dropped" in caplog.text
+    assert json.loads((out / "config.json").read_text())["label2id"] == {"0": 0, "1": 1}
+    assert "test_macro_f1" in json.loads((out / "all_results.json").read_text())
+
+    # predict.py takes the input file's own --delimiter / --encoding (a model folder never records them)
+    done = run_cli("text_classification", ["--model_dir", str(out), "--input", test, "--output_dir",
+                                           str(tmp_path / "pred"), "--delimiter", "semicolon", "--encoding", "cp1252"],
+                   entry="predict")
+    assert done.returncode == 0, done.stderr[-3000:]
+    predictions = pd.read_csv(tmp_path / "pred" / "predictions.csv", dtype=str)
+    assert list(predictions["label"]) == ["1", "0", "1", "0"]
+
+    # without the options: one line each, naming the file, the line and the way out
+    status, err = run_in_process("text_classification", [
+        "--model_name_or_path", tiny_bert_dir, "--output_dir", str(tmp_path / "no"), "--train_file", train,
+        "--do_train"], capsys)
+    assert_one_line(status, err, r".*train\.csv:2: not valid UTF-8 \(byte 26 of the line\); re-save the file as "
+                                 r"UTF-8 or pass its --encoding \(e\.g\. cp1252 for Excel on Windows\)", tmp_path / "no")
+
+
+def test_a_null_in_a_config_is_one_line_and_writes_nothing(tiny_bert_dir, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model_name_or_path: {tiny_bert_dir}\noutput_dir: {tmp_path / 'out'}\ndo_train: true\n"
+                      f"train_file: {write_excel_csv(tmp_path / 'train.csv', ROWS)}\nlearning_rate: ~\n")
+    status, err = run_in_process("text_classification", ["--config", str(config)], capsys)
+    assert_one_line(status, err, r".*run\.yaml:5: learning_rate: empty \(null\) value where a number is needed; "
+                                 r"remove the line to use the default", tmp_path / "out")
