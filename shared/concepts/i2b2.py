@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
-from shared.formats.i2b2 import Concept, I2b2Note, format_concept, format_span
+from shared.formats.i2b2 import Concept, I2b2Note, format_concept, format_span, i2b2_tokens
 from shared.formats.textfile import read_text
 
 ASSERTIONS = ("present", "absent", "possible", "conditional", "hypothetical", "associated_with_someone_else")
@@ -36,9 +36,10 @@ NO_RELATION = "none"
 # the type pairs i2b2 annotates relations between; every such pair in a sentence is a candidate
 CANDIDATE_TYPES = (("treatment", "problem"), ("test", "problem"), ("problem", "problem"))
 
-_SPAN = r'c="(.*?)" (\d+):(\d+) (\d+):(\d+)'
-_AST_LINE = re.compile(rf'^{_SPAN}\|\|t="([^"]+)"\|\|a="([^"]+)"$')
-_REL_LINE = re.compile(rf'^{_SPAN}\|\|r="([^"]+)"\|\|{_SPAN}$')
+# extra spaces around the spans and the "||" (hand-edited files) are harmless, as in .con files
+_SPAN = r'c="(.*?)"\s+(\d+):(\d+)\s+(\d+):(\d+)'
+_AST_LINE = re.compile(rf'^{_SPAN}\s*\|\|\s*t="([^"]+)"\s*\|\|\s*a="([^"]+)"$')
+_REL_LINE = re.compile(rf'^{_SPAN}\s*\|\|\s*r="([^"]+)"\s*\|\|\s*{_SPAN}$')
 
 
 @dataclass
@@ -69,7 +70,7 @@ def _concept_at(note: I2b2Note, groups, path: str, k: int, role: str = "the conc
         raise DataError(f"{role} spans lines {l1} to {l2}; concepts lie on one line", path, k)
     for concept in note.concepts:
         if (concept.line, concept.start, concept.end) == (l1, t1, t2):
-            if " ".join(text.split()).lower() != " ".join(concept.text.split()).lower():
+            if " ".join(i2b2_tokens(text)).lower() != " ".join(i2b2_tokens(concept.text)).lower():
                 raise DataError(f"{role} at {l1}:{t1}-{l2}:{t2} has other text than the .con concept there", path, k)
             return concept
     raise DataError(f"{role} at {l1}:{t1}-{l2}:{t2} is not a concept of the note's .con file", path, k)

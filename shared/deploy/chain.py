@@ -39,7 +39,7 @@ from shared.formats.tags import spans_from_tags
 logger = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("jsonl", "i2b2", "brat")
-WHITESPACE_WORD = re.compile(r"\S+")  # an i2b2 token
+WHITESPACE_WORD = re.compile(r"[^ \t\n\f\v]+")  # an i2b2 token (shared.formats.i2b2.i2b2_tokens: ASCII spaces only)
 
 
 class LimitExceeded(DataError):

@@ -21,7 +21,16 @@ from shared.formats.brat import OverlapError
 from shared.formats.tags import spans_from_tags
 from shared.formats.textfile import read_text
 
-_CON_LINE = re.compile(r'^c="(.*)" (\d+):(\d+) (\d+):(\d+)\|\|t="([^"]+)"$')
+# extra spaces around the spans and the "||" (hand-edited files) are harmless; the quoted text is compared to the note
+_CON_LINE = re.compile(r'^\s*c="(.*)"\s+(\d+):(\d+)\s+(\d+):(\d+)\s*\|\|\s*t="([^"]+)"\s*$')
+# i2b2 notes come tokenized, tokens separated by ASCII spaces: a Unicode space (a non-breaking space pasted from a
+# word processor) is part of its token, as the .con token numbers count it
+I2B2_SPACE = re.compile(r"[ \t\f\v]+")
+
+
+def i2b2_tokens(text: str) -> list[str]:
+    """The tokens of a note line (or of a concept's text) as i2b2 counts them: split on ASCII whitespace only."""
+    return [token for token in I2B2_SPACE.split(text) if token]
 
 
 @dataclass
@@ -75,7 +84,7 @@ def _note_lines(text: str) -> list[list[str]]:
     lines = text.split("\n")
     if text.endswith("\n"):
         lines.pop()
-    return [line.split() for line in lines]
+    return [i2b2_tokens(line) for line in lines]
 
 
 def parse_con(con_path: str, lines: list[list[str]], allow_overlaps: bool = False) -> list[Concept]:
@@ -100,7 +109,7 @@ def parse_con(con_path: str, lines: list[list[str]], allow_overlaps: bool = Fals
         if t2 >= n_tok:
             raise DataError(f"token {t2} is outside line {l1} ({n_tok} tokens)", con_path, k)
         covered = " ".join(lines[l1 - 1][t1: t2 + 1])
-        if " ".join(text.split()).lower() != covered.lower():
+        if " ".join(i2b2_tokens(text)).lower() != covered.lower():
             # Say where, not what: the tokens are patient text and must not end up in logs.
             raise DataError(f"concept text does not match the tokens at {l1}:{t1}-{l1}:{t2} of the note",
                             con_path, k)

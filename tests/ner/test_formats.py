@@ -113,6 +113,21 @@ def test_trailing_space_in_a_concept_type_is_not_a_new_type(tmp_path):
     assert note.line_tags()[0] == ["O", "O", "B-problem", "I-problem", "O"]
 
 
+def test_extra_spaces_in_con_lines_are_harmless(tmp_path):
+    con = 'c="chest pain"  1:2 1:3 || t="problem"  \n  c="aspirin" 3:2  3:2||t="treatment"\t\n'
+    note = read_i2b2(make_note(tmp_path, con=con))[0]
+    assert [(c.text, c.line, c.start, c.end, c.type) for c in note.concepts] == [
+        ("chest pain", 1, 2, 3, "problem"), ("aspirin", 3, 2, 2, "treatment")]
+
+
+def test_a_non_breaking_space_is_part_of_its_token_as_i2b2_counts(tmp_path):
+    # i2b2 tokens are separated by ASCII spaces: "81\u00a0mg" is one token, so "." after it is token 4 of line 3
+    note = read_i2b2(make_note(tmp_path, txt=NOTE.replace("81 mg", "81\u00a0mg"),
+                               con=CON + 'c="81\u00a0mg" 3:3 3:3||t="treatment"\n'))[0]
+    assert note.lines[2] == ["Started", "on", "aspirin", "81\u00a0mg", "."]
+    assert note.line_tags()[2] == ["O", "O", "B-treatment", "B-treatment", "O"]
+
+
 # ---------------------------------------------------------------- BRAT
 TEXT = "Patient has chest pain.\nStarted on aspirin 81 mg.\n"
 ANN = ("T1\tProblem 12 22\tchest pain\nT2\tTreatment 35 42\taspirin\n#1\tAnnotatorNotes T1\tsevere\n"
