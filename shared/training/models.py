@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 # "bert-base-uncased" or "org/name": anything else that is not an existing folder is a missing local path.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 ADAPTER_CONFIG = "adapter_config.json"
+# What transformers / PEFT load a model's weights from: safetensors (one file, shards named by their index, an adapter)
+MODEL_WEIGHTS_FILE = "model.safetensors"
+SHARD_INDEX = "model.safetensors.index.json"
+MODEL_WEIGHTS = {MODEL_WEIGHTS_FILE, SHARD_INDEX, "adapter_model.safetensors"}
+PICKLED_WEIGHTS = {"pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin"}
+LFS_POINTER = b"version https://git-lfs"
 # Checkpoint weights a fine-tuned classifier does not use, on purpose: poolers (token classification has none) and
 # pre-training heads (masked-LM, next-sentence, ...).
 PRETRAINING_ONLY = re.compile(r"(^|\.)(pooler|cls|lm_head|mask_token)(\.|$)")
@@ -62,14 +68,8 @@ def load_pretrained(auto_cls, model_args, name: str | None = None, **kwargs):
     kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
     if os.path.isdir(name):
         onnx_export = is_config and os.path.isfile(os.path.join(name, "model.onnx"))  # no PyTorch weights by design
-        if not (is_processor or onnx_export):  # the config too: a folder without safe weights fails on its first load
-            has_safetensors = any(f.endswith(".safetensors") for f in os.listdir(name))
-            if not has_safetensors and not model_args.allow_pickle_weights:
-                raise DataError(
-                    "model folder has no safetensors weights; convert it, or pass --allow_pickle_weights "
-                    "if you trust the pickled .bin file",
-                    path=name,
-                )
+        if not is_processor:  # the config too: a folder whose weights cannot load fails on its first load
+            check_weights(name, model_args.allow_pickle_weights, require_model=not onnx_export)
     elif not HUB_ID.fullmatch(name):
         raise DataError("model folder does not exist", path=name)
     elif not hub_reachable():  # only a cached copy can serve: fail in seconds, not after a minute of retries
@@ -88,6 +88,58 @@ def load_pretrained(auto_cls, model_args, name: str | None = None, **kwargs):
                 path=name,
             ) from None
         raise DataError(f"cannot load {auto_cls.__name__}: {str(e).splitlines()[0]}", path=name) from None
+
+
+def check_weights(folder: str, allow_pickle: bool = False, require_model: bool = True) -> None:
+    """A one-line :class:`DataError` for a model folder whose weights cannot load, before anything is: no weights
+    at all, only pickled ones (without ``--allow_pickle_weights``), a shard its index names that is missing, or any
+    ``.safetensors`` file cut short or damaged (an interrupted copy or save; its header and size are checked, not
+    its tensors). Every loader of a folder (training, evaluation, predict.py, serve.py, the ONNX export) passes
+    here through :func:`load_pretrained`'s first call, the config's."""
+    names = set(os.listdir(folder))
+    if SHARD_INDEX in names:
+        try:
+            with open(os.path.join(folder, SHARD_INDEX), encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise DataError("not a readable shard index (a JSON object with a 'weight_map'); copy or save the "
+                            "model again", path=os.path.join(folder, SHARD_INDEX)) from None
+        missing = [shard for shard in shards if shard not in names]
+        if missing:
+            raise DataError(f"names {len(missing)} weight file(s) that are missing ({', '.join(missing[:3])}"
+                            f"{' ...' if len(missing) > 3 else ''}); copy the whole folder again",
+                            path=os.path.join(folder, SHARD_INDEX))
+    for name in sorted(names):
+        if name.endswith(".safetensors"):
+            _check_safetensors(os.path.join(folder, name))
+    if not require_model or names & MODEL_WEIGHTS:
+        return
+    pickled = sorted(names & PICKLED_WEIGHTS)
+    if not pickled:
+        raise DataError(f"no weights in {folder} (expected {MODEL_WEIGHTS_FILE})")
+    if not allow_pickle:
+        raise DataError("model folder has no safetensors weights; convert it, or pass --allow_pickle_weights if you "
+                        "trust the pickled .bin file", path=folder)
+
+
+def _check_safetensors(path: str) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(LFS_POINTER))
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror or type(e).__name__}", path=path) from None
+    if start == LFS_POINTER:
+        raise DataError("a Git LFS pointer, not the weights: fetch them (git lfs pull) or download the model again",
+                        path=path)
+    try:
+        with safe_open(path, framework="pt"):  # reads the header; fails when the file is shorter than it says
+            pass
+    except (SafetensorError, OSError) as e:
+        reason = str(e).splitlines()[0].removeprefix("Error while deserializing header: ")[:200]
+        raise DataError(f"{os.path.basename(path)} is incomplete or damaged ({reason}); copy or save it again",
+                        path=path) from None
 
 
 def hub_unreachable_message(name: str) -> str:

@@ -229,6 +229,40 @@ def _predict_status(model_dir, data, out, capsys, *extra):
     return info.value.code, capsys.readouterr().err
 
 
+def test_a_model_folder_cut_short_or_without_weights_is_one_line_in_predict_serve_and_train(text_folder, tiny_bert_dir,
+                                                                                           tmp_path, capsys):
+    """An interrupted copy or save: SafetensorError tracebacks before; a folder with only config.json was told to pass
+    --allow_pickle_weights although it has no .bin either."""
+    cut = tmp_path / "cut"
+    shutil.copytree(text_folder, cut)
+    weights = cut / "model.safetensors"
+    with weights.open("r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    damaged = (rf"{re.escape(str(weights))}: model\.safetensors is incomplete or damaged \(incomplete metadata, file "
+               r"not fully covered\); copy or save it again")
+    data = TEXT_SAMPLE / "test.csv"
+    proc = run_cli("text_classification", ["--model_dir", cut, "--input", data, "--output_dir", tmp_path / "out"],
+                   entry="predict")
+    assert_one_line(proc.returncode, proc.stderr, damaged, tmp_path / "out")
+    status, err = run_in_process("serve.py", ["--model_dir", cut], capsys)
+    assert_one_line(status, err, damaged, tmp_path / "out")
+
+    pretrained = tmp_path / "pretrained"
+    shutil.copytree(tiny_bert_dir, pretrained)
+    with (pretrained / "model.safetensors").open("r+b") as f:
+        f.truncate(200)
+    config_only = tmp_path / "config_only"
+    config_only.mkdir()
+    shutil.copy(pretrained / "config.json", config_only)
+    train = ["--train_file", TEXT_SAMPLE / "train.csv", "--output_dir", tmp_path / "out", "--do_train"]
+    for model, expected in (
+            (pretrained, rf"{re.escape(str(pretrained))}/model\.safetensors: model\.safetensors is incomplete or "
+                         r"damaged \(invalid header length\); copy or save it again"),
+            (config_only, rf"no weights in {re.escape(str(config_only))} \(expected model\.safetensors\)")):
+        status, err = run_in_process("text_classification", ["--model_name_or_path", model, *train], capsys)
+        assert_one_line(status, err, expected, tmp_path / "out")
+
+
 # ------------------------------------------------------------------------------------------------ ONNX
 def export(model_dir, data, out, *extra):
     from shared.core.runner import run_recipe as run
