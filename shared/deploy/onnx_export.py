@@ -17,6 +17,7 @@ and the ONNX graph on real inputs and refuses (``DataError``: exit 2, one line) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -127,6 +128,21 @@ OPTIMIZER_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert
                          "electra": "bert", "camembert": "bert", "vit": "vit", "deit": "vit", "dinov2": "vit"}
 
 
+@contextlib.contextmanager
+def scratch_working_directory():
+    """Run ONNX Runtime's graph tools in a temporary working directory, removed afterwards: its symbolic shape
+    inference saves ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` beside it, in whatever the working directory
+    is, when it does not complete (a fixed relative name in onnxruntime.tools.symbolic_shape_infer, no option moves
+    it), and the user's folder (a git checkout) must not collect them. Paths given to the tools must be absolute."""
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="onnx-scratch-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield scratch
+        finally:
+            os.chdir(cwd)
+
+
 def optimize_graph(path: str, config) -> dict[str, int]:
     """ONNX Runtime's transformer optimizer on a BERT- or ViT-family graph (fused attention, LayerNorm, GELU), in
     place; the fused operators it made (empty: nothing fused, the graph kept as exported)."""
@@ -140,7 +156,9 @@ def optimize_graph(path: str, config) -> dict[str, int]:
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
-        optimized = optimize_model(path, model_type=model_type, num_heads=heads, hidden_size=hidden)
+        with scratch_working_directory():  # its fusions run symbolic shape inference
+            optimized = optimize_model(os.path.abspath(path), model_type=model_type, num_heads=heads,
+                                       hidden_size=hidden)
     except Exception as e:  # noqa: BLE001  (an unfamiliar graph: keep it unfused)
         logger.warning("ONNX Runtime's transformer optimizer skipped (%s)", type(e).__name__)
         return {}
@@ -160,13 +178,10 @@ def quantize_int8(source: str, target: str) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source, target = os.path.abspath(source), os.path.abspath(target)
-    prepared = target + ".prepared.onnx"
     root = logging.getLogger()
-    level, cwd = root.level, os.getcwd()
-    # ONNX Runtime writes scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into the working directory when its
-    # shape inference does not complete: run it in a scratch folder, removed afterwards, never the user's folder
-    with tempfile.TemporaryDirectory(prefix="onnx-quantize-") as scratch:
-        os.chdir(scratch)
+    level = root.level
+    with scratch_working_directory() as scratch:  # the intermediate graph is scratch too
+        prepared = os.path.join(scratch, "prepared.onnx")
         try:
             try:
                 quant_pre_process(source, prepared, skip_symbolic_shape=True)
@@ -178,9 +193,6 @@ def quantize_int8(source: str, target: str) -> None:
             quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1})
         finally:
             root.setLevel(level)
-            os.chdir(cwd)
-            if os.path.exists(prepared):
-                os.remove(prepared)
 
 
 def logit_difference(reference: Outputs, other: Outputs) -> float:

@@ -316,11 +316,25 @@ def test_verify_passes_an_export_and_refuses_one_altered_after_export(text_folde
                         r"from PyTorch is [\d.e-]+ \(tolerance 0\.001\)", bad.stderr.strip().splitlines()[-1])
 
 
-def test_int8_export_is_gated_on_the_metric_and_reports_its_change(text_folder, text_export, tmp_path):
+def test_int8_export_is_gated_on_the_metric_and_reports_its_change(text_folder, text_export, tmp_path, monkeypatch):
+    import onnxruntime.quantization
+
+    quantize_dynamic = onnxruntime.quantization.quantize_dynamic
+
+    def leaving_scratch(*args, **kwargs):
+        # what ONNX Runtime's symbolic shape inference does when it does not complete (the tiny model's completes)
+        open("sym_shape_infer_temp.onnx", "wb").close()
+        open("bf75f0c4-eefb-11f1-bcc5-02fc00000001.data", "wb").close()
+        return quantize_dynamic(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", leaving_scratch)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     out = tmp_path / "int8"
-    before = set(os.listdir(os.getcwd()))
     info = export(text_folder, TEXT_SAMPLE / "validation.csv", out, "--quantize", "int8")
-    assert set(os.listdir(os.getcwd())) == before  # no ONNX Runtime scratch file left in the working directory
+    assert os.getcwd() == str(cwd) and os.listdir(cwd) == []  # no ONNX Runtime scratch left in the working directory
+    assert sorted(os.listdir(out)) == sorted(os.listdir(text_export[0]))  # nor in the export
     parity = info["parity"]
     assert info["quantization"] == "int8" and parity["gate"] == "metric"
     assert parity["metric"] == "macro_f1" and parity["metric_change"] == pytest.approx(
