@@ -1,5 +1,6 @@
 """Session fixtures: tiny models built from config (CPU, seconds). Real data and weights in ``../shared`` are used by
-integration tests only, which skip when it is absent (tests/helpers.py: ``real_asset``)."""
+integration tests only, which skip when it is absent (tests/helpers.py: ``real_asset``). A run that leaves the git
+checkout changed fails (tests/clean_checkout.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import pytest
 
 from shared.training.tiny_models import build_tiny_bert, build_tiny_vit
+from tests.clean_checkout import pytest_sessionfinish, pytest_sessionstart, pytest_terminal_summary  # noqa: F401
 from tests.helpers import TEXT_SAMPLE, TOY_CORPUS, build_tiny_ner_model
 
 # Never reach for the network in tests; everything is local.
