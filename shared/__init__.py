@@ -27,7 +27,7 @@ The tree, top layer first (the README's Layout section and CONTRIBUTING.md show 
         readers.py         class folders, MedMNIST .npz, tables of paths, Hub datasets
         pixels.py          DICOM and 16-bit images: modality LUT, windows, the run's pixel mapping
         decode.py          decoding to RGB at the training size, once
-        cache.py           decoded images in a disk cache (--image_cache_dir)
+        cache.py           decoded images in a disk cache (--image_cache_dir; by default past 256 MB)
         augment.py         augmentation in plain torch
         backbone.py        position embeddings and processors at the training size; CNN stages
       concepts/          task package: assertion status and relations of concepts already found

@@ -31,6 +31,7 @@ except ImportError as error:
 from shared.core.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
 from shared.core.outputs import StagedFolder, check_prediction_dir
 from shared.deploy.predictors import ImageClassifier, ImageInputArguments, prediction_results, write_prediction_results
+from shared.images.cache import automatic_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def main(args: list[str] | None = None) -> dict:
     # 4. Input: read, checked and decoded, one line naming the file (and row) on a mistake.
     images = predictor.read(predict_args.input, input_args.image_column, input_args.label_column,
                             input_args.label_separator, input_args.delimiter, input_args.encoding)
-    decoded = predictor.decode(images, input_args.skip_bad_images)
+    size = predictor.image_size  # past the in-memory limit, into the user's disk cache (shared/images/cache.py)
+    decoded = predictor.decode(images, input_args.skip_bad_images, automatic_cache_dir(len(images), (3, size, size)))
     logger.info("%d images from %s at %d px%s", len(decoded.kept), images.origin, predictor.image_size,
                 f" ({len(decoded.bad)} unreadable skipped)" if decoded.bad else "")
 

@@ -57,6 +57,7 @@ from shared.evaluation.reports import score_and_report, training_card, write_mod
 from shared.images.augment import AugmentConfig, Augmenter, PixelDataset
 from shared.images.backbone import configure_processor, normalization, processor_size, reload_at_trained_size
 from shared.images.backbone import set_image_size
+from shared.images.cache import automatic_cache_dir
 from shared.images.decode import decode_images
 from shared.images.pixels import PixelMapping, dicom_groups, fit_pixel_mapping, is_dicom, parse_window
 from shared.images.readers import encode_image_labels, label_names_for, read_hub_split, read_images
@@ -118,7 +119,9 @@ class ImageDataArguments(LabelledTableArguments, DataArguments):
         default=None,
         metadata={"help": "Decode images once into this folder (a raw uint8 file per split, read image by image) "
                           "instead of memory: for data larger than RAM, reused by later runs on the same files, "
-                          "shared by all processes. It holds image content: keep it where the data may live."},
+                          "shared by all processes. It holds image content: keep it where the data may live. "
+                          "Default: memory while the decoded images fit 256 MB (and a quarter of the free memory), "
+                          "else ~/.cache/medical-finetuning-recipes/decoded_images (said in the log)."},
     )
     window: str | None = field(
         default=None,
@@ -288,10 +291,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if mapping.window is not None:  # 8-bit data has nothing to map
         logger.info("pixel mapping above 8 bits: %s", mapping.describe())
     decoded, decode_seconds = {}, {}
+    cache_dir = data_args.image_cache_dir or automatic_cache_dir(sum(map(len, splits.values())),
+                                                                 (3, image_size, image_size))
     for split, images in splits.items():
         start = time.perf_counter()
-        decoded[split] = decode_images(images, image_size, data_args.skip_bad_images, resample, mapping,
-                                       data_args.image_cache_dir)
+        decoded[split] = decode_images(images, image_size, data_args.skip_bad_images, resample, mapping, cache_dir)
         decode_seconds[split] = time.perf_counter() - start
     label_ids = {split: encoded[split][d.kept] for split, d in decoded.items() if split in encoded}
     augmenter = Augmenter(data_args.augment_config()) if data_args.augment else None
@@ -302,7 +306,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         logger.info("%s: %d images at %d px%s%s", split, len(d.kept), image_size,
                     f" ({len(d.bad)} unreadable skipped)" if d.bad else "",
                     ", read from the image cache" if d.cache_hit else (", decoded into the image cache"
-                                                                       if data_args.image_cache_dir else ""))
+                                                                       if cache_dir else ""))
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
     # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling;

@@ -572,9 +572,9 @@ class ImageClassifier(_Classifier):
             encode_image_labels(images, {name: i for i, name in enumerate(self.labels)})  # unknown classes: one line
         return images
 
-    def decode(self, images, skip_bad: bool = False):
+    def decode(self, images, skip_bad: bool = False, cache_dir: str | None = None):
 
-        return decode_images(images, self.image_size, skip_bad, self.resample, self.mapping)
+        return decode_images(images, self.image_size, skip_bad, self.resample, self.mapping, cache_dir)
 
     def pixels(self, decoded):
 

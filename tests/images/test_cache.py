@@ -7,6 +7,7 @@ import json
 import os
 import re
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -113,3 +114,52 @@ def test_a_file_as_the_cache_folder_is_one_line(tiny_vit, tmp_path):
                                             "--do_train", "--image_cache_dir", tmp_path / "cache"])
     assert_one_line(proc.returncode, proc.stderr, r".*/cache: --image_cache_dir must be a folder \(it is created if "
                     r"missing\)", tmp_path / "out")
+
+
+def test_a_large_run_decodes_into_the_user_cache_by_default(tiny_vit, tmp_path, caplog, monkeypatch):
+    """Past the in-memory limit a run without --image_cache_dir decodes into the user's cache folder and says so in
+    one line; entries that no run has used for UNUSED_DAYS days are removed. The limit is lowered so that the sample
+    data crosses it (at 16 px an image is 768 bytes)."""
+    import shared.images.cache as cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(cache, "IN_MEMORY_LIMIT", 10_000)
+    root = tmp_path / "xdg" / "medical-finetuning-recipes" / "decoded_images"
+    (root / "old").mkdir(parents=True)
+    (root / "old" / "meta.json").write_text("{}")
+    os.utime(root / "old" / "meta.json", (1, 1))
+    run_recipe("image_classification", [
+        "--model_name_or_path", tiny_vit, "--train_dir", str(IMAGE_SAMPLE / "folders" / "train"),
+        "--validation_dir", str(IMAGE_SAMPLE / "folders" / "validation"), "--do_train", "--do_eval",
+        "--image_size", "16", "--max_steps", "1", "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    announced = [r.getMessage() for r in caplog.records if "into the disk cache" in r.getMessage()]
+    assert len(announced) == 1 and re.fullmatch(
+        rf"decoding 64 images \(~0 MB, over the 0 MB kept in memory\) into the disk cache {re.escape(str(root))}: "
+        r"reused by later runs on the same files, removed after 30 days unused; --image_cache_dir picks the folder",
+        announced[0]), announced
+    assert re.search(r"train: \d+ images at 16 px, decoded into the image cache", caplog.text)
+    assert len(entries(root)) == 2 and "old" not in entries(root)  # train and validation; the stale entry pruned
+    caplog.clear()  # predict.py alike: the test images join the cache
+    run_recipe("image_classification", ["--model_dir", str(tmp_path / "out"), "--input",
+                                        str(IMAGE_SAMPLE / "folders" / "test"), "--output_dir", str(tmp_path / "pred")],
+               entry="predict")
+    assert "decoding 16 images (~0 MB, over the 0 MB kept in memory) into the disk cache" in caplog.text
+    assert len(entries(root)) == 3
+
+
+def test_a_small_run_stays_in_memory(tmp_path, monkeypatch, caplog):
+    """Memory while the decoded images fit IN_MEMORY_LIMIT and a quarter of the free memory; memory too, with a
+    warning, when the cache folder's disk lacks the room."""
+    import shared.images.cache as cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(cache, "available_memory", lambda: 64 * 2**30)
+    fitting = cache.IN_MEMORY_LIMIT // (3 * 16 * 16)
+    assert cache.automatic_cache_dir(fitting, (3, 16, 16)) is None and not (tmp_path / "xdg").exists()
+    assert cache.automatic_cache_dir(fitting + 1, (3, 16, 16)) == cache.default_cache_root()
+    monkeypatch.setattr(cache, "available_memory", lambda: 4 * 10 * 768)  # a quarter: 10 images of 16 px
+    assert cache.automatic_cache_dir(10, (3, 16, 16)) is None and cache.automatic_cache_dir(11, (3, 16, 16))
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: SimpleNamespace(total=2000, used=1000, free=1000))
+    assert cache.automatic_cache_dir(11, (3, 16, 16)) is None
+    assert "decoding 11 images (~0 MB) into memory: the disk of the image cache folder" in caplog.text
+
