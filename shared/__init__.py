@@ -54,6 +54,7 @@ The tree, top layer first (the README's Layout section and CONTRIBUTING.md show 
         tables.py          CSV/TSV/JSON/parquet/Hub tables with the file and row of every record
         labels.py          label cells, class order, label ids, decided labels
         splits.py          stratified, patient-grouped validation / test splits and folds
+        overlap.py         held-out examples that are training examples (a train/test leak), counted
         long_text.py       notes longer than a window: overlapping windows in, one score per note out
       formats/           the clinical note formats several tasks read and write
         textfile.py        text files read strictly (UTF-8, BOM, line endings)

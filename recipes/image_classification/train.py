@@ -46,6 +46,7 @@ from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import EpochSeededSampling, data_seed, train_with_resume
 from shared.data.labels import label_counts, names_in, require_classes
+from shared.data.overlap import images_also_in_train, warn_shared_examples
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
 from shared.data.tables import LabelledTableArguments, drop_unlabelled_rows, has_column, load_splits, read_table
 from shared.evaluation.calibration import calibrate, saved_calibration
@@ -250,6 +251,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             raise DataError(f"{split} data needs labels", path=splits[split].origin)
     if len({s.multi_label for s in splits.values() if s.labeled}) > 1:
         raise DataError("some splits are multi-label and others single-label; use one label format")
+    also_in_train = images_also_in_train({split: images.sources for split, images in splits.items()})
+    warn_shared_examples(also_in_train, {split: len(images) for split, images in splits.items()}, "images",
+                         "the same file or the same bytes")
 
     # 5. Labels: the classes of the training data (or of the model folder when only evaluating / predicting).
     if "train" in splits:
@@ -361,7 +365,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        **(best_epoch.results() if best_epoch else {}))
 
     def counts(split: str) -> dict[str, int]:
-        return {"samples": len(decoded[split].kept), "skipped_images": len(decoded[split].bad)}
+        return {"samples": len(decoded[split].kept), "skipped_images": len(decoded[split].bad),
+                **({"images_also_in_train": also_in_train[split]} if split in also_in_train else {})}
 
     # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head
     # (shared/evaluation/calibration.py), then multi-label decision thresholds are tuned on the calibrated

@@ -43,6 +43,7 @@ from shared.core.resume import EpochSeededSampling, train_with_resume
 from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
 from shared.data.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch, long_text_settings
 from shared.data.long_text import notes_from_windows, windows_of_notes
+from shared.data.overlap import texts_also_in_train, warn_shared_examples
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
 from shared.data.splits import warn_shared_groups
 from shared.data.tables import LabelledTableArguments, load_splits
@@ -174,6 +175,12 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             if split not in split_groups and (split == "train" or data_args.group_column in table.column_names):
                 split_groups[split] = table_groups(table, data_args.group_column)
         warn_shared_groups(split_groups, data_args.group_column)
+    text_columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
+    also_in_train = texts_also_in_train({split: zip(*(table[c] for c in text_columns))
+                                         for split, table in tables.items()})
+    warn_shared_examples(also_in_train, {split: len(table) for split, table in tables.items()}, "texts",
+                         "identical text")
+    leaks = {split: {"texts_also_in_train": n} for split, n in also_in_train.items()}
 
     # 5. Labels: the classes of the training data (or of the model folder when only evaluating / predicting).
     if "train" in labels:
@@ -307,7 +314,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], probs, label_names,
                                    multi_label, thresholds, uncalibrated=uncalibrated(logits))
         results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["validation"]),
-                                 "truncated_examples": truncated["validation"]}, "eval"))
+                                 "truncated_examples": truncated["validation"], **leaks.get("validation", {})},
+                                "eval"))
 
     # 11. Predict on test: the predictions file always; metrics with bootstrap CIs, report and plots when labelled.
     if "test" in tokenized:
@@ -319,7 +327,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                        multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed,
                                        split_groups.get("test"), uncalibrated(logits))
             results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["test"]),
-                                     "truncated_examples": truncated["test"]}, "test"))
+                                     "truncated_examples": truncated["test"], **leaks.get("test", {})}, "test"))
         if is_main:
             write_predictions(output_dir, split_rows.get("test", range(len(probs))),  # a fold: rows of the train file
                               probs, label_names, multi_label, thresholds, data_args.label_separator,
