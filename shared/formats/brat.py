@@ -95,8 +95,9 @@ class BratDoc:
         sents = self.sentences()
         tags = [["O"] * len(s) for s in sents]
         changed: Counter = Counter()
+        owner: dict[tuple[int, int], tuple[BratEntity, bool]] = {}  # word -> (entity tagged there, as a covering range)
         for ent in self.entities:
-            spans = ent.spans
+            spans, covering = ent.spans, False
             if gap_holds_words(self.text, spans):
                 if overlapping == "drop":
                     changed["dropped_discontinuous"] += 1
@@ -106,6 +107,7 @@ class BratDoc:
                     changed["first_fragment"] += 1
                 else:  # the words of the gap are tagged too
                     changed["covering_range"] += 1
+                    covering = True
             start, end = spans[0][0], spans[-1][1]
             hits = [(i, j) for i, s in enumerate(sents) for j, (_, ws, we) in enumerate(s) if ws < end and we > start]
             if not hits:
@@ -116,13 +118,31 @@ class BratDoc:
             i = hits[0][0]
             if any(tags[i][j] != "O" for _, j in hits):
                 if overlapping == "error":
-                    raise OverlapError("entity overlaps another entity on the same words", self.ann_path,
+                    other, other_covering = next(owner[(i, j)] for _, j in hits if (i, j) in owner)
+                    raise OverlapError(_overlap_reason(ent, covering, other, other_covering), self.ann_path,
                                        ent.source_line)
                 changed["dropped_overlapping"] += 1  # the earlier entity (.ann order) keeps the words
                 continue
             for n, (_, j) in enumerate(hits):
                 tags[i][j] = ("B-" if n == 0 else "I-") + ent.type
+                owner[(i, j)] = (ent, covering)
         return tags, changed
+
+
+def _overlap_reason(ent: BratEntity, covering: bool, other: BratEntity, other_covering: bool) -> str:
+    """Why ``ent`` cannot be tagged over ``other``, naming a discontinuous entity read as its covering range (its gap
+    holds the other entity's words), since the user sees two entities that do not overlap in the .ann file."""
+    if covering:
+        return (f"discontinuous entity (fragments {_fragments(ent)}) read as its covering range takes the words of "
+                f"the entity on line {other.source_line} in its gap")
+    if other_covering:
+        return (f"entity lies in the gap of the discontinuous entity on line {other.source_line} (fragments "
+                f"{_fragments(other)}), read as its covering range")
+    return f"entity overlaps the entity on line {other.source_line}"
+
+
+def _fragments(ent: BratEntity) -> str:
+    return ";".join(f"{s} {e}" for s, e in ent.spans)
 
 
 def line_words(text: str, pattern: re.Pattern = WORD_PATTERN) -> list[list[tuple[str, int, int]]]:
@@ -150,7 +170,7 @@ def parse_ann(ann_path: str, text: str, allow_overlaps: bool = False, warn_disco
         lines.pop()
     items: list = []
     seen: dict[str, int] = {}
-    char_owner: list[tuple[int, int, int]] = []  # (start, end, line) of entities read so far
+    char_owner: list[tuple[int, int, int, list]] = []  # (start, end, line, spans) of entities read so far
     n_discontinuous = 0
     for k, line in enumerate(lines, start=1):
         if not line.startswith("T"):
@@ -177,10 +197,16 @@ def parse_ann(ann_path: str, text: str, allow_overlaps: bool = False, warn_disco
         if len(spans) > 1:
             n_discontinuous += 1
         ent = BratEntity(eid, etype, spans, etext, k)
-        for s, e, other in [] if allow_overlaps else char_owner:
+        for s, e, other, other_spans in [] if allow_overlaps else char_owner:
             if s < ent.end and ent.start < e:
+                if len(ent.spans) > 1:  # the covering ranges overlap, maybe not the words: say so
+                    raise OverlapError(f"discontinuous entity (read as its covering range {ent.start}-{ent.end}) "
+                                       f"overlaps the entity on line {other}", ann_path, k)
+                if len(other_spans) > 1:
+                    raise OverlapError(f"entity overlaps the discontinuous entity on line {other} (read as its "
+                                       f"covering range {s}-{e})", ann_path, k)
                 raise OverlapError(f"entity overlaps the entity on line {other}", ann_path, k)
-        char_owner.append((ent.start, ent.end, k))
+        char_owner.append((ent.start, ent.end, k, ent.spans))
         items.append(ent)
     if n_discontinuous and warn_discontinuous:
         logger.warning("%s: %d discontinuous entities read as their covering range", ann_path, n_discontinuous)

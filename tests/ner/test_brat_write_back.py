@@ -181,7 +181,8 @@ def test_error_is_the_default_one_line_naming_file_line_and_the_option(tmp_path)
     folder = make_brat(tmp_path, text=SMALL_TEXT, ann=SMALL_ANN)
     with pytest.raises(DataError) as err:
         load_split(str(folder), "brat")
-    assert str(err.value) == (f"{folder / 'd1.ann'}:2: entity overlaps the entity on line 1 (flat tags hold one "
+    assert str(err.value) == (f"{folder / 'd1.ann'}:2: entity overlaps the discontinuous entity on line 1 (read "
+                              "as its covering range 5-37) (flat tags hold one "
                               "entity per word; --overlapping_entities first_fragment or drop reads such entities)")
     with pytest.raises(DataError, match="unknown --overlapping_entities 'keep'"):
         load_split(str(folder), "brat", overlapping_entities="keep")
@@ -210,7 +211,7 @@ def test_the_real_ddi_training_folder_loads_with_either_rule():
     """DDI 2013 (BRAT): 38 discontinuous training entities, and one whose first fragment still shares words with
     another (MedLine d66: 'synthetic steroidal [estrogen / ... progestogen]')."""
     ddi = real_asset("data", "relations", "ddi", "train")
-    with pytest.raises(DataError, match=r"DDI-DrugBank\.d113\.ann:20: entity overlaps the entity on line 19"):
+    with pytest.raises(DataError, match=r"DDI-DrugBank\.d113\.ann:20: entity overlaps the discontinuous entity on line 19"):
         load_split(str(ddi), "brat")
     cut = load_split(str(ddi), "brat", overlapping_entities="first_fragment")
     dropped = load_split(str(ddi), "brat", overlapping_entities="drop")
@@ -274,7 +275,8 @@ def test_predict_with_error_for_overlapping_gold_is_one_line(drug_tagger, tmp_pa
         run_recipe("ner", ["--model_dir", model, "--input", notes, "--output_dir", out, "--overlapping_entities",
                            "error"], entry="predict")
     status, err = info.value.code, capsys.readouterr().err
-    assert_one_line(status, err, re.escape(f"{notes / 'd1.ann'}:5: entity overlaps the entity on line 4 (flat tags "
+    assert_one_line(status, err, re.escape(f"{notes / 'd1.ann'}:5: entity overlaps the discontinuous entity on line 4 "
+                                           "(read as its covering range 44-76) (flat tags "
                                            "hold one entity per word; --overlapping_entities first_fragment or drop "
                                            "reads such entities)"), out)
 
@@ -283,8 +285,9 @@ def test_train_cli_stops_on_overlapping_entities_by_default(tiny_ner_model, tmp_
     notes, out = make_brat(tmp_path / "notes", text=SMALL_TEXT, ann=SMALL_ANN), tmp_path / "out"
     proc = run_cli("ner", ["--model_name_or_path", tiny_ner_model, "--train_file", notes, "--output_dir", out,
                            "--do_train", "--bf16", "false"], timeout=300)
-    assert_one_line(proc.returncode, proc.stderr, re.escape(f"{notes / 'd1.ann'}:2: entity overlaps the entity on "
-                                                            "line 1 (flat tags hold one entity per word; "
+    assert_one_line(proc.returncode, proc.stderr, re.escape(f"{notes / 'd1.ann'}:2: entity overlaps the "
+                                                            "discontinuous entity on line 1 (read as its covering "
+                                                            "range 5-37) (flat tags hold one entity per word; "
                                                             "--overlapping_entities first_fragment or drop reads "
                                                             "such entities)"), out)
 

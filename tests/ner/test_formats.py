@@ -270,3 +270,21 @@ def test_json_lines_read_write_and_errors(tmp_path):
     write(tmp_path / "f.jsonl", '{"tokens": ["a"]}\n{"tokens": ["a"], "ner_tags": ["O"]\n')
     with pytest.raises(DataError, match=r"f\.jsonl:2: invalid JSON"):
         read_ner_json(tmp_path / "f.jsonl")
+
+
+def test_an_entity_in_the_gap_of_a_discontinuous_one_is_named_as_such(tmp_path):
+    text = "Patient has chest wall and back pain today.\n"
+    ann = "T1\tProblem 12 17;32 36\tchest pain\nT2\tProblem 27 31\tback\n"  # "back" lies in the gap of T1
+    doc = read_brat(make_brat(tmp_path, text, ann), allow_overlaps=True)[0]
+    with pytest.raises(DataError, match=r"d1\.ann:2: entity lies in the gap of the discontinuous entity on line 1 "
+                                        r"\(fragments 12 17;32 36\), read as its covering range$"):
+        doc.tag_sentences("error")
+    assert doc.tag_sentences("first_fragment")[0] == [["O", "O", "B-Problem", "O", "O", "B-Problem", "O", "O", "O"]]
+    with pytest.raises(DataError, match=r"d1\.ann:2: entity overlaps the discontinuous entity on line 1 \(read as "
+                                        r"its covering range 12-36\)$"):
+        read_brat(tmp_path)
+    reversed_order = "T2\tProblem 27 31\tback\nT1\tProblem 12 17;32 36\tchest pain\n"
+    doc = read_brat(make_brat(tmp_path, text, reversed_order), allow_overlaps=True)[0]
+    with pytest.raises(DataError, match=r"d1\.ann:2: discontinuous entity \(fragments 12 17;32 36\) read as its "
+                                        r"covering range takes the words of the entity on line 1 in its gap"):
+        doc.tag_sentences("error")
