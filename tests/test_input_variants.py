@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from shared.core.runner import run_recipe
 from tests.helpers import assert_one_line, run_cli, run_in_process
@@ -57,3 +58,35 @@ def test_a_null_in_a_config_is_one_line_and_writes_nothing(tiny_bert_dir, tmp_pa
     status, err = run_in_process("text_classification", ["--config", str(config)], capsys)
     assert_one_line(status, err, r".*run\.yaml:5: learning_rate: empty \(null\) value where a number is needed; "
                                  r"remove the line to use the default", tmp_path / "out")
+
+
+def test_extra_spaces_in_ast_and_rel_lines_are_harmless(tmp_path):
+    from shared.concepts.i2b2 import parse_ast, parse_rel
+    from tests.concepts.test_concept_files import note
+
+    n = note(tmp_path, ast='c="pneumonia"  1:6 1:6 || t="problem" || a="present"  \n',
+             rel='c="furosemide" 1:4 1:4 ||r="TrAP"|| c="pneumonia" 1:6  1:6 \n')
+    assert [(a.concept.text, a.value) for a in parse_ast(str(tmp_path / "n.ast"), n)] == [("pneumonia", "present")]
+    assert [(r.first.text, r.type, r.second.text) for r in parse_rel(str(tmp_path / "n.rel"), n)] == [
+        ("furosemide", "TrAP", "pneumonia")]
+
+
+def test_an_image_table_with_a_delimiter_an_encoding_and_unlabelled_rows(tmp_path, caplog):
+    from shared.images.readers import read_images
+
+    path = tmp_path / "images.csv"
+    path.write_bytes("image;label\r\nrö1.png;normal\r\nrö2.png;\r\nrö3.png;opacity\r\n".encode("cp1252"))
+    images = read_images(str(path), "train", delimiter=";", encoding="cp1252", drop_unlabelled_rows=True)
+    assert images.labels == ["normal", "opacity"] and [line for _, line in images.refs] == [2, 4]
+    assert "1 of 3 rows have an empty label" in caplog.text
+
+
+def test_a_utf16_note_says_so(tmp_path):
+    from shared.core.errors import DataError
+    from shared.formats.i2b2 import read_i2b2
+
+    (tmp_path / "n.txt").write_bytes("\ufeffFever .\n".encode("utf-16-le"))
+    (tmp_path / "n.con").write_text('c="fever" 1:0 1:0||t="problem"\n')
+    with pytest.raises(DataError) as info:
+        read_i2b2(tmp_path)
+    assert str(info.value) == f"{tmp_path / 'n.txt'}: is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8"

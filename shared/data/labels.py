@@ -64,7 +64,8 @@ def parse_label_column(values: Sequence, where: Where, separator: str | None = N
         except ValueError as e:
             raise DataError(str(e), *where(index)) from None
         if label is None:
-            raise DataError(f"missing label (column '{column}')", *where(index))
+            raise DataError(f"missing label (column '{column}'); fill it in, or drop such rows with train.py "
+                            "--drop_unlabelled_rows", *where(index))
         if parsed and isinstance(label, list) != isinstance(parsed[0], list):
             raise DataError("mixes single labels and label lists; use one kind in every row", *where(index))
         parsed.append(label)

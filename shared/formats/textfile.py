@@ -8,6 +8,8 @@ offset after it, so the file is refused with one line naming it.
 
 from __future__ import annotations
 
+import codecs
+
 from shared.core.errors import DataError
 
 
@@ -20,6 +22,8 @@ def read_utf8(path: str, newline: str | None = None) -> str:
         with open(path, encoding="utf-8", newline=newline) as f:
             return f.read()
     except UnicodeDecodeError as e:
+        if e.object.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Notepad's / Excel's "Unicode"
+            raise DataError("is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8", path) from None
         line = e.object[: e.start].count(b"\n") + 1
         raise DataError(f"not valid UTF-8 (byte {e.start}); re-save the file as UTF-8", path, line) from None
     except OSError as e:
