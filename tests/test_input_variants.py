@@ -43,7 +43,16 @@ def test_a_semicolon_cp1252_file_with_unlabelled_rows_and_decimal_labels(tiny_be
     predictions = pd.read_csv(tmp_path / "pred" / "predictions.csv", dtype=str)
     assert list(predictions["label"]) == ["1", "0", "1", "0"]
 
-    # without the options: one line each, naming the file, the line and the way out
+    # what else Excel writes, read without options: UTF-16 "Unicode text" (tab-separated), CR-only line ends
+    unicode_text, mac = tmp_path / "unicode.tsv", tmp_path / "mac.csv"
+    unicode_text.write_bytes("\ufefftext\tlabel\r\nfièvre et toux\t1\r\ncough\t0\r\n".encode("utf-16-le"))
+    mac.write_bytes(b"text,label\rchest pain,1\rcough,0\r")
+    for path in (unicode_text, mac):
+        run_recipe("text_classification", ["--model_dir", str(out), "--input", str(path), "--output_dir",
+                                           str(tmp_path / path.stem)], entry="predict")
+        assert list(pd.read_csv(tmp_path / path.stem / "predictions.csv", dtype=str)["label"]) == ["1", "0"]
+
+    # without the options: one line, naming the file, the line and the way out
     status, err = run_in_process("text_classification", [
         "--model_name_or_path", tiny_bert_dir, "--output_dir", str(tmp_path / "no"), "--train_file", train,
         "--do_train"], capsys)
