@@ -41,7 +41,7 @@ from shared.images.augment import PixelDataset
 from shared.images.backbone import normalization, processor_size, reload_at_trained_size, set_image_size
 from shared.images.decode import decode_images
 from shared.images.pixels import PixelMapping
-from shared.images.readers import IMAGE_SUFFIXES, ImageSet, encode_image_labels, read_images
+from shared.images.readers import IMAGE_SUFFIXES, ImageSet, encode_image_labels, is_image_file, read_images
 from shared.ner.crf import CrfTokenClassifier, has_crf
 from shared.ner.data import load_split
 from shared.ner.metrics import entity_metrics
@@ -557,8 +557,7 @@ class ImageClassifier(_Classifier):
         label_separator = self.record.input("label_separator", label_separator)
         if os.path.isdir(path) and not any(os.path.isdir(os.path.join(path, d)) and not d.startswith(".")
                                            for d in os.listdir(path)):
-            found = sorted(os.path.join(path, f) for f in os.listdir(path)
-                           if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."))
+            found = sorted(p for p in (os.path.join(path, f) for f in os.listdir(path)) if is_image_file(p))
             if not found:
                 raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) and no class subfolders", path=path)
             images = ImageSet(found, [None] * len(found), [(p, None) for p in found], path, self.multi_label)

@@ -34,7 +34,7 @@ import threading
 import numpy as np
 
 from shared.core.errors import DataError
-from shared.images.pixels import is_dicom
+from shared.images.pixels import ImageTooLarge, is_dicom
 from shared.images.readers import ImageSet
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,9 @@ def _chain_answer(chain, body: dict, texts: list[str], limits) -> dict:
 
 
 def _image_answer(predictor, raw: bytes) -> dict:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from shared.images.decode import load_pil
 
 
 
@@ -178,13 +180,16 @@ def _image_answer(predictor, raw: bytes) -> dict:
         source = {"bytes": raw}
     else:
         try:
-            source = Image.open(io.BytesIO(raw))
-            source.load()
+            source = load_pil(io.BytesIO(raw))
+        except ImageTooLarge as e:  # a decompression bomb: refused before its pixels are decoded
+            raise BadRequest(413, e.reason) from None
         except (UnidentifiedImageError, OSError, ValueError):
             raise BadRequest(400, "the body is not an image PIL can read (PNG, JPEG, TIFF, BMP, ...) or a DICOM "
                                   "file") from None
     try:
         decoded = predictor.decode(ImageSet([source], [None], [("<request>", None)], "<request>"))
+    except ImageTooLarge as e:
+        raise BadRequest(413, e.reason) from None
     except DataError as e:  # e.g. compressed DICOM without its decoder: the reason only
         raise BadRequest(400, e.reason) from None
     return _classified(predictor, predictor.predict(decoded))[0]

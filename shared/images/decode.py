@@ -22,7 +22,8 @@ from PIL import Image, UnidentifiedImageError
 
 from shared.core.errors import DataError
 from shared.images.cache import cache_key, cached_decode
-from shared.images.pixels import HIGH_DEPTH_MODES, PixelMapping, dicom_to_uint8, is_dicom
+from shared.images.pixels import HIGH_DEPTH_MODES, ImageTooLarge, PixelMapping, dicom_to_uint8, is_dicom
+from shared.images.pixels import too_many_pixels
 from shared.images.readers import ImageSet
 
 logger = logging.getLogger(__name__)
@@ -48,10 +49,31 @@ def to_rgb(image: Image.Image, mapping: PixelMapping | None = None, where: str =
     return image.convert("RGB")
 
 
+def load_pil(file) -> Image.Image:
+    """``Image.open`` + ``load`` (a truncated file fails here, not mid-training), with Pillow's decompression-bomb
+    guard as an error from its limit on (Pillow only warns between one and two times ``MAX_IMAGE_PIXELS``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. PIL's "truncated data" warnings; we fail loudly instead
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(file)
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageTooLarge(too_many_pixels()) from None
+    return image
+
+
 def open_image(source: Any, where: tuple[str, int | None] = ("<image>", None),
                mapping: PixelMapping | None = None) -> Image.Image:
-    """Load one image as RGB PIL, fully decoded (a truncated file fails here, not mid-training)."""
+    """Load one image as RGB PIL, fully decoded. Every failure is one line naming the file (and the table row)."""
     path, line = where
+    name = source if isinstance(source, str) else path
+
+    def unreadable(reason: str, error: type[DataError] = DataError) -> DataError:
+        if isinstance(source, str) and line is not None:  # from a table: name the row and the image file
+            return error(f"cannot read image '{name}': {reason}", path=path, line=line)
+        return error(f"cannot read image: {reason}", path=name, line=line)
+
     try:
         if isinstance(source, Image.Image):
             image = source
@@ -61,36 +83,34 @@ def open_image(source: Any, where: tuple[str, int | None] = ("<image>", None),
                 array = (mapping or PixelMapping()).to_uint8(array, bit_range(array), path)
             image = Image.fromarray(array)
         elif isinstance(source, dict):  # datasets Image(decode=False), or a request body
+            if not source.get("bytes") and not source.get("path"):
+                raise unreadable("the image is empty (0 bytes)")
             if source.get("bytes") and is_dicom(source["bytes"]):
                 array = dicom_to_uint8(io.BytesIO(source["bytes"]), mapping or PixelMapping(), path)
                 return Image.fromarray(array).convert("RGB")
-            if source.get("bytes"):
-                image = Image.open(io.BytesIO(source["bytes"]))
-            else:
-                image = Image.open(source["path"])
+            image = load_pil(io.BytesIO(source["bytes"]) if source.get("bytes") else source["path"])
         else:
             if not os.path.isfile(source):
                 raise FileNotFoundError("file does not exist")
+            if os.path.getsize(source) == 0:
+                raise unreadable("the file is empty (0 bytes)")
             if is_dicom(source):
                 try:
                     return Image.fromarray(dicom_to_uint8(source, mapping or PixelMapping())).convert("RGB")
                 except DataError as e:
                     if line is None:
                         raise
-                    raise DataError(f"cannot read image '{source}': {e.reason}", path=path, line=line) from None
-            image = Image.open(source)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. PIL's "truncated data" warnings; we fail loudly instead
-            image.load()
+                    raise type(e)(f"cannot read image '{source}': {e.reason}", path=path, line=line) from None
+            image = load_pil(source)
         return to_rgb(image, mapping, source if isinstance(source, str) else path)
+    except ImageTooLarge as e:
+        if e.path is not None:  # from the DICOM reader: the file named already
+            raise
+        raise unreadable(e.reason, ImageTooLarge) from None
     except DataError:
         raise
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        name = source if isinstance(source, str) else path
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(source, str) and line is not None:  # from a table: name the row and the image file
-            raise DataError(f"cannot read image '{name}': {reason}", path=path, line=line) from None
-        raise DataError(f"cannot read image: {reason}", path=name, line=line) from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise unreadable(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
 @dataclass

@@ -19,7 +19,10 @@ file only, and ``--group_column`` reads a DICOM attribute only to keep each pati
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -113,22 +116,61 @@ class PixelMapping:
 
 
 # ------------------------------------------------------------------------------------------------------ DICOM
+def dicom_start(head: bytes) -> str | None:
+    """How a file's first 132 bytes say it is DICOM: ``"preamble"`` ('DICM' at byte 128, the standard's file
+    format), ``"meta"`` (no preamble, but it starts with the file meta group (0002,xxxx), explicit VR, as some
+    older writers save it; pydicom reads these with ``force=True``), or None."""
+    if head[128:132] == b"DICM":
+        return "preamble"
+    if head[:2] == b"\x02\x00" and head[4:6] in (b"UL", b"OB", b"UI", b"SH", b"AE"):
+        return "meta"
+    return None
+
+
+def file_head(path: str) -> bytes:
+    """The first 132 bytes of a file (enough for :func:`dicom_start`); empty if it cannot be opened."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)
+    except OSError:
+        return b""
+
+
 def is_dicom(path: Any) -> bool:
-    """A ``.dcm``/``.dicom`` path, or any file (or bytes) with the DICOM preamble ('DICM' at byte 128)."""
+    """A ``.dcm``/``.dicom`` path, or any file (or bytes) that starts as DICOM does (:func:`dicom_start`), whatever
+    its name: PACS exports often write files without an extension."""
     if isinstance(path, (bytes, bytearray)):
-        return path[128:132] == b"DICM"
+        return dicom_start(bytes(path[:132])) is not None
     if not isinstance(path, str):
         return False
     if path.lower().endswith(DICOM_SUFFIXES):
         return True
     if path.lower().endswith(ORDINARY_SUFFIXES):  # decoding opens every image: no second open to rule these out
         return False
+    return dicom_start(file_head(path)) is not None
+
+
+def syntax_name(ds) -> str:
+    """The file meta's transfer syntax as ``name (UID)`` (the one header value errors may name), or a note that
+    there is none."""
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not uid:
+        return "no transfer syntax in its file meta"
+    return f"transfer syntax {uid.name} ({uid})" if uid.name != str(uid) else f"transfer syntax {uid} (unknown)"
+
+
+@contextmanager
+def quiet_pydicom():
+    """pydicom's warnings quote header values (an invalid UID, a name): silenced while a file is read."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass
@@ -150,28 +192,45 @@ def read_dicom(source: Any, path: str | None = None) -> DicomPixels:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     path = path or source
+    head = bytes(source.read(132)) if hasattr(source, "read") else file_head(source)
+    if hasattr(source, "seek"):
+        source.seek(0)
+    if not head:
+        raise DataError("the file is empty (0 bytes)", path=path)
     try:
-        ds = pydicom.dcmread(source)
+        with quiet_pydicom():  # a file meta group without the preamble: read as pydicom can, with force
+            ds = pydicom.dcmread(source, force=dicom_start(head) == "meta")
     except InvalidDicomError:
-        raise DataError("not a DICOM file (no DICOM file meta header)", path=path) from None
+        raise DataError("not a DICOM file (neither the 'DICM' preamble nor a file meta group at its start)",
+                        path=path) from None
     except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
         raise DataError(f"cannot read DICOM file ({type(e).__name__})", path=path) from None
     if "PixelData" not in ds:
-        raise DataError("DICOM file has no pixel data (not an image)", path=path)
+        if _holds_pixel_data_tag(source):  # the tag is in the file, but parsing by the declared syntax missed it
+            raise DataError(f"its data does not match its {syntax_name(ds)}: pydicom parsed no pixel data, though "
+                            "the file holds a Pixel Data element; re-save it with the syntax it is written in",
+                            path=path)
+        raise DataError(f"DICOM file has no pixel data (not an image; {syntax_name(ds)})", path=path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DataError(f"multi-frame DICOM ({frames} frames); the recipe reads single-frame images: save one frame "
                         "per file", path=path)
+    if int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) > _max_pixels():
+        raise ImageTooLarge(too_many_pixels(), path=path)
     try:
-        array = ds.pixel_array
+        with quiet_pydicom():
+            array = ds.pixel_array
     except RuntimeError as e:
         if "missing dependencies" in str(e) or "no pixel data decoders" in str(e).lower():
             syntax = ds.file_meta.TransferSyntaxUID.name
             raise DataError(f"its pixel data is compressed ({syntax}) and no installed decoder reads it: "
                             f"{DECODER_HINT}", path=path) from None
-        raise DataError(f"cannot decode DICOM pixel data ({type(e).__name__})", path=path) from None
+        raise DataError(f"cannot decode DICOM pixel data ({type(e).__name__}) by its {syntax_name(ds)}",
+                        path=path) from None
     except (ValueError, AttributeError, KeyError, TypeError, NotImplementedError) as e:
-        raise DataError(f"cannot decode DICOM pixel data ({type(e).__name__})", path=path) from None
+        # most often the pixel data is not in the declared syntax (compressed data declared native, or the reverse)
+        raise DataError(f"cannot decode DICOM pixel data ({type(e).__name__}) by its {syntax_name(ds)}: the pixel "
+                        "data may be stored in another syntax", path=path) from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     bits = int(ds.get("BitsStored", 8) or 8)
     if int(ds.get("SamplesPerPixel", 1) or 1) == 3:  # colour (pydicom converts YBR to RGB)
@@ -192,6 +251,36 @@ def read_dicom(source: Any, path: str | None = None) -> DicomPixels:
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         raise DataError(f"cannot apply the DICOM file's rescale or window ({type(e).__name__})", path=path) from None
     return DicomPixels(values, None, own, bit_range, photometric == "MONOCHROME1")
+
+
+def _holds_pixel_data_tag(source: Any) -> bool:
+    """Whether the raw bytes hold the Pixel Data tag (7FE0,0010) in either byte order (only read after a failure)."""
+    try:
+        if hasattr(source, "read"):
+            source.seek(0)
+            raw = source.read()
+        else:
+            with open(source, "rb") as f:
+                raw = f.read()
+    except OSError:
+        return False
+    return b"\xe0\x7f\x10\x00" in raw or b"\x7f\xe0\x00\x10" in raw
+
+
+def _max_pixels() -> int:
+    from PIL import Image
+
+    return int(Image.MAX_IMAGE_PIXELS or 0) or 2**62  # None in Pillow turns the guard off
+
+
+class ImageTooLarge(DataError):
+    """More pixels than Pillow decodes (``Image.MAX_IMAGE_PIXELS``): a decompression bomb, or a scan to downsample
+    first. The service answers it with 413."""
+
+
+def too_many_pixels() -> str:
+    return (f"the image has more than {_max_pixels()} pixels (Pillow's Image.MAX_IMAGE_PIXELS, its guard against "
+            "decompression bombs); downsample it first")
 
 
 def dicom_to_uint8(source: Any, mapping: PixelMapping, path: str | None = None) -> np.ndarray:
@@ -245,7 +334,10 @@ def high_depth_values(source: Any) -> np.ndarray | None:
     if isinstance(source, np.ndarray):
         return source.astype(np.float64) if source.dtype != np.uint8 else None
     if is_dicom(source):
-        pixels = read_dicom(source)
+        try:
+            pixels = read_dicom(source)
+        except DataError:
+            return None  # decoding reports it (or skips it, --skip_bad_images) with the usual one line
         return pixels.values if pixels.rgb is None and pixels.own_window is None else None
     if isinstance(source, str) and os.path.isfile(source):
         try:

@@ -8,6 +8,7 @@ image is decoded or resized again per step. Image paths are only ever put in err
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -18,7 +19,9 @@ from shared.core.errors import DataError
 from shared.data.labels import encode_labels as encode
 from shared.data.labels import names_in, parse_label_column, sort_label_names
 from shared.data.tables import drop_unlabelled_rows as drop_empty_labels, has_column, read_table, require_columns
-from shared.images.pixels import DICOM_SUFFIXES, ORDINARY_SUFFIXES
+from shared.images.pixels import DICOM_SUFFIXES, ORDINARY_SUFFIXES, is_dicom
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = ORDINARY_SUFFIXES + DICOM_SUFFIXES
 NPZ_SPLITS = {"train": "train", "validation": "val", "test": "test"}
@@ -59,25 +62,48 @@ class ImageSet:
 
 
 # ----------------------------------------------------------------------------------------------------- readers
+def is_image_file(path: str) -> bool:
+    """An image by its name (:data:`IMAGE_SUFFIXES`), or a DICOM file by its first bytes whatever its name (PACS
+    exports often write files without an extension). Hidden files (macOS "._name.png" resource forks among them)
+    and DICOMDIR (an index of a DICOM export, not an image) are not."""
+    name = os.path.basename(path)
+    if name.startswith(".") or name.upper() == "DICOMDIR":
+        return False
+    return name.lower().endswith(IMAGE_SUFFIXES) or is_dicom(path)
+
+
 def read_image_folder(root: str) -> ImageSet:
-    """``root/<class>/<image>``: the subfolder name is the class (images may sit in nested folders below it)."""
+    """``root/<class>/<image>``: the subfolder name is the class. Images in nested folders below it count as that
+    class too (logged with a count), files that are not images are left out (logged with a count)."""
     if not os.path.isdir(root):
         raise DataError("image folder does not exist", path=root)
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not classes:
         raise DataError("no class subfolders (expected <folder>/<class>/<image>)", path=root)
-    sources, labels = [], []
+    sources, labels, nested, left_out = [], [], 0, []
     for name in classes:
         found = []
         for folder, subdirs, files in os.walk(os.path.join(root, name)):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            # hidden files, macOS "._name.png" resource forks among them, are not images
-            found += [os.path.join(folder, f) for f in sorted(files)
-                      if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
+            paths = [os.path.join(folder, f) for f in sorted(files) if not f.startswith(".")]
+            kept = {p: is_image_file(p) for p in paths}
+            images = [p for p in paths if kept[p]]
+            left_out += [p for p in paths if not kept[p]]
+            nested += len(images) if folder != os.path.join(root, name) else 0
+            found += images
         if not found:
-            raise DataError(f"class folder '{name}' has no images ({', '.join(IMAGE_SUFFIXES)})", path=root)
+            raise DataError(f"class folder '{name}' has no images ({', '.join(IMAGE_SUFFIXES)}, or DICOM files "
+                            "without an extension)", path=root)
         sources += found
         labels += [name] * len(found)
+    where = os.path.basename(os.path.normpath(root))  # no full paths in logs
+    if nested:
+        logger.info("%s: %d of %d images sit in folders nested below their class folder and take its class",
+                    where, nested, len(sources))
+    if left_out:
+        kinds = sorted({os.path.splitext(p)[1].lower() or "no extension" for p in left_out})
+        logger.warning("%s: %d file(s) in the class folders left out as not images (%s)", where, len(left_out),
+                       ", ".join(kinds))
     return ImageSet(sources, labels, [(p, None) for p in sources], root, False, classes)
 
 

@@ -7,6 +7,8 @@ Every DICOM file here is generated with pydicom in the test; the header values a
 from __future__ import annotations
 
 import csv
+import os
+import re
 import importlib.util
 import json
 
@@ -286,3 +288,65 @@ def test_folder_reader_lists_dicom_files(tmp_path):
     images = read_image_folder(str(data / "test"))
     assert sum(s.endswith(".dcm") for s in images.sources) == 2 and len(images) == 4
     assert isinstance(images, ImageSet)
+
+
+def without_preamble(path, to):
+    """The same file as some older writers save it: the file meta group first, no 128-byte preamble nor 'DICM'."""
+    to.write_bytes(path.read_bytes()[132:])
+    return to
+
+
+def test_dicom_files_without_an_extension_or_a_preamble_are_read_like_any(tmp_path):
+    """PACS exports name files IM0001 or by their UID; a file meta group without a preamble is read with pydicom's
+    force=True; DICOMDIR (the export's index, no pixels) and other files are left out."""
+    from shared.images.pixels import is_dicom
+
+    made = make_dicom(tmp_path / "full.dcm", ramp())
+    for label in ("normal", "opacity"):
+        folder = tmp_path / "data" / label
+        folder.mkdir(parents=True)
+        (folder / "IM0001").write_bytes(made.read_bytes())
+        without_preamble(made, folder / "1.2.826.0.1.3680043.2.1125.7")
+        make_dicom(folder / "DICOMDIR", ramp(), pixel_data=False)
+    images = read_image_folder(str(tmp_path / "data"))
+    assert [os.path.basename(s) for s in images.sources] == ["1.2.826.0.1.3680043.2.1125.7", "IM0001"] * 2
+    expected = dicom_to_uint8(str(made), PixelMapping())
+    decoded = decode_images(images, 16, mapping=PixelMapping())
+    assert all((decoded.pixels[i, 0].numpy() == expected).all() for i in range(4))
+    assert is_dicom((tmp_path / "data" / "normal" / "1.2.826.0.1.3680043.2.1125.7").read_bytes())  # a request body
+
+
+def swap_transfer_syntax(path, old, new):
+    """The file meta names ``new`` while the data stay written in ``old`` (same-length UIDs, NUL-padded)."""
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(old.encode(), new.encode().ljust(len(old), b"\0"), 1))
+    return path
+
+
+@pytest.mark.parametrize("written,declared,match", [
+    (RLELossless, "1.2.840.10008.1.2", r"cannot decode DICOM pixel data \(ValueError\) by its transfer syntax "
+     r"Implicit VR Little Endian \(1\.2\.840\.10008\.1\.2\): the pixel data may be stored in another syntax"),
+    (ExplicitVRLittleEndian, "1.2.840.10008.1.2.5", r"cannot decode DICOM pixel data \(ValueError\) by its "
+     r"transfer syntax RLE Lossless \(1\.2\.840\.10008\.1\.2\.5\): the pixel data may be stored in another "
+     r"syntax"),
+    (ExplicitVRLittleEndian, "1.2.840.10008.1.2.2", r"its data does not match its transfer syntax Explicit VR Big "
+     r"Endian \(1\.2\.840\.10008\.1\.2\.2\): .*"),
+])
+def test_data_that_does_not_match_its_transfer_syntax_is_named_so(tmp_path, caplog, written, declared, match):
+    import warnings
+
+    path = make_dicom(tmp_path / "x.dcm", ramp(), rle=written == RLELossless)
+    swap_transfer_syntax(path, written, declared)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("DEBUG"):
+        warnings.simplefilter("always")
+        with pytest.raises(DataError) as info:
+            dicom_to_uint8(str(path), PixelMapping())
+    assert re.fullmatch(f"{re.escape(str(path))}: {match}", str(info.value)), str(info.value)
+    assert not [w for w in caught if "pydicom" in w.filename]  # pydicom's warnings may quote header values
+    assert CANARY not in caplog.text
+
+
+def test_an_empty_dicom_file_says_it_is_empty(tmp_path):
+    (tmp_path / "x.dcm").write_bytes(b"")
+    with pytest.raises(DataError, match=r"x\.dcm: cannot read image: the file is empty \(0 bytes\)"):
+        open_image(str(tmp_path / "x.dcm"))

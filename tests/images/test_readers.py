@@ -203,3 +203,65 @@ def test_saved_datasets_folder_with_image_column(tmp_path):
     assert loaded.labels == ["effusion", "normal", "effusion"] and loaded.label_names == ["normal", "effusion"]
     pixels = decode_images(loaded, 6).pixels
     assert pixels.shape == (3, 3, 6, 6) and int(pixels[1, 0, 0, 0]) == 200
+
+
+def bomb_png(path, side=30000):  # side: a multiple of 1000
+    """A valid 1-bit PNG of side x side black pixels: about 0.5 MB on disk, ``side**2`` pixels once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(1), b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    idat = b"".join(packer.compress(row * 1000) for _ in range(side // 1000)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_empty_image_file_says_it_is_empty(folder, tmp_path):
+    (folder / "a_normal" / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        decode_images(read_image_folder(str(folder)), 4)
+    assert str(info.value) == f"{folder}/a_normal/empty.png: cannot read image: the file is empty (0 bytes)"
+    table = tmp_path / "t.csv"
+    table.write_text("image,label\ntrain/a_normal/0.png,a\ntrain/a_normal/empty.png,a\n")
+    with pytest.raises(DataError) as info:
+        decode_images(read_image_table(str(table)), 4)
+    assert str(info.value) == (f"{table}:3: cannot read image '{tmp_path}/train/a_normal/empty.png': the file is "
+                               "empty (0 bytes)")
+    with pytest.raises(DataError, match="the image is empty"):  # a datasets Image cell without bytes
+        open_image({"bytes": b"", "path": None}, ("hub[3]", None))
+
+
+def test_images_above_pillows_pixel_limit_are_one_line_or_skipped(folder, monkeypatch):
+    from shared.images.pixels import ImageTooLarge
+
+    # Pillow errors above twice its limit and only warns between one and two times it: both are refused
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    _save(str(folder / "a_normal" / "warned.png"), np.zeros((12, 12), np.uint8))  # 144 pixels
+    _save(str(folder / "b_pneumonia" / "bomb.png"), np.zeros((16, 16), np.uint8))  # 256 pixels
+    for name in ("a_normal/warned.png", "b_pneumonia/bomb.png"):
+        with pytest.raises(ImageTooLarge) as info:
+            open_image(str(folder / name))
+        assert str(info.value) == (f"{folder}/{name}: cannot read image: the image has more than 100 pixels "
+                                   "(Pillow's Image.MAX_IMAGE_PIXELS, its guard against decompression bombs); "
+                                   "downsample it first")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 130)  # the 10 x 12 images pass, the two larger ones are skipped
+    decoded = decode_images(read_image_folder(str(folder)), 4, skip_bad=True)
+    assert len(decoded.bad) == 2 and all("more than 130 pixels" in b for b in decoded.bad)
+
+
+def test_folder_reader_says_what_it_takes_from_nested_folders_and_leaves_out(folder, caplog):
+    _save(str(folder / "a_normal" / "2024" / "scan.png"), np.zeros((4, 4), np.uint8))
+    _save(str(folder / "a_normal" / "2024" / "deeper" / "scan.png"), np.zeros((4, 4), np.uint8))
+    (folder / "b_pneumonia" / "notes.txt").write_text("not an image")
+    (folder / "b_pneumonia" / "Thumbs").write_bytes(b"\x00" * 200)  # no extension, not DICOM
+    (folder / "b_pneumonia" / "._0.png").write_bytes(b"resource fork")  # hidden: neither taken nor counted
+    with caplog.at_level("INFO", logger="shared.images.readers"):
+        images = read_image_folder(str(folder))
+    assert len(images) == 8 and images.labels.count("a_normal") == 5
+    assert "train: 2 of 8 images sit in folders nested below their class folder and take its class" in caplog.text
+    assert "train: 2 file(s) in the class folders left out as not images (.txt, no extension)" in caplog.text
+    assert str(folder) not in caplog.text  # names of folders, never paths, in logs
