@@ -273,15 +273,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     logger.info("%s task with %d labels", "multi-label" if multi_label else "single-label", len(label_names))
 
     # 6. Model and image processor: a fresh head over the labels (training), or the fine-tuned folder as saved; the
-    # position embeddings are resized once to the training resolution.
+    # position embeddings are resized once to the training resolution. The processor loads here, the model at the
+    # end of step 7: every image is decoded before it, so an unreadable one stops the run before the model loads.
     processor = load_pretrained(AutoImageProcessor, model_args)
     image_size = model_args.image_size or processor_size(processor)
-    model, frozen_layers = model_for_run(
-        AutoModelForImageClassification, model_args, classification_config(model_args, label_names, multi_label),
-        training_args, resize=lambda m: set_image_size(m, image_size), prepare_base=reload_at_trained_size,
-        ignore_mismatched_sizes=True)  # a checkpoint's own head (e.g. ImageNet's) is replaced
-    trainable, total = count_parameters(model)
-    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
     # 7. Preprocessing: every image decoded once (RGB, resized); bad images stop here or are skipped and counted.
     resample = int(getattr(processor, "resample", 2) or 2)
@@ -311,6 +306,14 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                     f" ({len(d.bad)} unreadable skipped)" if d.bad else "",
                     ", read from the image cache" if d.cache_hit else (", decoded into the image cache"
                                                                        if cache_dir else ""))
+
+    # The model of step 6, loaded only now that every image has been read (a bad one stopped the run above).
+    model, frozen_layers = model_for_run(
+        AutoModelForImageClassification, model_args, classification_config(model_args, label_names, multi_label),
+        training_args, resize=lambda m: set_image_size(m, image_size), prepare_base=reload_at_trained_size,
+        ignore_mismatched_sizes=True)  # a checkpoint's own head (e.g. ImageNet's) is replaced
+    trainable, total = count_parameters(model)
+    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
     # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling;

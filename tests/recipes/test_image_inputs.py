@@ -1,5 +1,6 @@
 """How the image recipe, its predict.py and serve.py read files (issue #32): DICOM files without an extension or a
-preamble are images like any other; a decompression bomb is one line in predict.py and a 413 from the service."""
+preamble are images like any other; an unreadable image stops train.py before the model loads; a decompression
+bomb is one line in train.py and predict.py and a 413 from the service."""
 
 import re
 import shutil
@@ -7,7 +8,7 @@ import shutil
 import pytest
 
 from shared.core.runner import run_recipe
-from tests.helpers import assert_one_line
+from tests.helpers import assert_one_line, run_cli
 from tests.images.test_dicom import make_dicom, ramp, without_preamble
 from tests.images.test_readers import bomb_png
 
@@ -50,6 +51,22 @@ def test_dicom_without_extension_or_preamble_is_trained_on_and_predicted(pacs_mo
         predicted = run_recipe("image_classification", ["--model_dir", out, "--input", data, "--output_dir",
                                                         tmp_path / name], entry="predict")
         assert predicted["examples"] == 6 and predicted["skipped_images"] == 0, name
+
+
+def test_a_bad_image_stops_train_py_before_the_model_loads_and_a_bomb_is_one_line(tiny_vit, tmp_path):
+    """The model folder here has no weights: its error would come first if the model loaded before the images."""
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(tiny_vit, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    data = tmp_path / "data"
+    for label in ("normal", "opacity"):
+        (data / label).mkdir(parents=True)
+        make_dicom(data / label / "a.dcm", ramp())
+    bomb_png(data / "opacity" / "bomb.png")
+    proc = run_cli("image_classification", ["--model_name_or_path", no_weights, "--train_dir", data,
+                                            "--output_dir", tmp_path / "out", "--do_train", "--image_size", "32",
+                                            *QUIET])
+    assert_one_line(proc.returncode, proc.stderr, rf"{data}/opacity/bomb\.png: cannot read image: {TOO_LARGE}",
+                    tmp_path / "out")
 
 
 def test_predict_py_says_a_bomb_in_one_line(pacs_model, pacs_export, tmp_path, capsys):
