@@ -203,9 +203,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     config = load_pretrained(AutoConfig, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)),
                              label2id=label2id)
     use_crf = model_args.use_crf or (not training_args.do_train and has_crf(model_args.model_name_or_path))
-    if use_crf and (model_args.class_weighting != "none" or model_args.focal_gamma > 0):
-        raise DataError("--use_crf trains on the CRF likelihood; it cannot be combined with --class_weighting or "
-                        "--focal_gamma")
+    if use_crf and (model_args.class_weighting != "none" or model_args.focal_gamma > 0
+                    or training_args.label_smoothing_factor > 0):
+        raise DataError("--use_crf trains on the CRF likelihood; it cannot be combined with --class_weighting, "
+                        "--focal_gamma or --label_smoothing_factor")
     if model_args.use_crf and not training_args.do_train and not has_crf(model_args.model_name_or_path):
         raise DataError("--use_crf without --do_train needs a model trained with --use_crf (no crf.safetensors)",
                         model_args.model_name_or_path)
@@ -250,8 +251,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                          RECIPE_DEFAULTS["num_train_epochs"])
         flat = np.asarray([lab for w in windows["train"] for lab in w.labels if lab != IGNORE_INDEX], dtype=np.int64)
         # Some labels may never occur in training (e.g. I-X when every X is one word): they keep weight 1.
-        loss_func = training_loss(flat, len(labels), model_args.class_weighting, model_args.focal_gamma,
-                                  allow_absent=True)
+        # (the CRF head computes its own likelihood, divided as Trainer expects: shared/ner/crf.py)
+        loss_func = None if use_crf else training_loss(flat, len(labels), model_args.class_weighting,
+                                                       model_args.focal_gamma, allow_absent=True,
+                                                       label_smoothing=training_args.label_smoothing_factor)
     trainer = Trainer(
         model=model,
         args=training_args,

@@ -256,7 +256,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                          RECIPE_DEFAULTS["num_train_epochs"],
                                          None if multi_label else label_ids["train"], len(label_names))
         loss_func = training_loss(label_ids["train"], len(label_names), model_args.class_weighting,
-                                  model_args.focal_gamma, multi_label)
+                                  model_args.focal_gamma, multi_label,
+                                  label_smoothing=training_args.label_smoothing_factor)
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     trainer = Trainer(
         model=model,

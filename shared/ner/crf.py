@@ -59,7 +59,9 @@ def _compact(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class CrfTokenClassifier(nn.Module):
     """A token-classification model with a CRF on top; ``forward`` returns the CRF loss and the emissions."""
 
-    accepts_loss_kwargs = False  # the loss is the CRF's own mean; Trainer must not rescale it
+    # Trainer passes ``num_items_in_batch`` (labelled positions over all processes and accumulation steps) and then
+    # multiplies the loss by the number of processes: dividing by it makes 2 processes x batch b train as 1 x 2b.
+    accepts_loss_kwargs = True
 
     def __init__(self, model: nn.Module, labels: list[str]):
         super().__init__()
@@ -77,16 +79,19 @@ class CrfTokenClassifier(nn.Module):
     def config(self):
         return self.model.config
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, num_items_in_batch=None,
+                **kwargs):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         logits = out.logits
         loss = None
         if labels is not None:
-            loss = self.neg_log_likelihood(logits, labels)
+            loss = self.neg_log_likelihood(logits, labels, num_items_in_batch)
         return TokenClassifierOutput(loss=loss, logits=logits)
 
-    def neg_log_likelihood(self, emissions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per labelled position (the scale of token cross-entropy)."""
+    def neg_log_likelihood(self, emissions: torch.Tensor, labels: torch.Tensor,
+                           num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Negative log-likelihood per labelled position (the scale of token cross-entropy): the sum over this
+        batch divided by ``num_items_in_batch`` when given, else by this batch's labelled positions."""
         mask = labels != -100
         keep = mask.any(1)  # windows without any labelled position (empty sentences) carry no loss
         if not keep.any():
@@ -97,7 +102,7 @@ class CrfTokenClassifier(nn.Module):
         tags = labels.gather(1, order).masked_fill(~compact, 0)
         with torch.autocast(em.device.type, enabled=False):
             llh = self.crf(em, tags, mask=compact, reduction="sum")
-        return -llh / compact.sum()
+        return -llh / (compact.sum() if num_items_in_batch is None else num_items_in_batch)
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:

@@ -73,17 +73,23 @@ def focal_loss(
     gamma: float = 2.0,
     weight: torch.Tensor | None = None,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Multi-class focal loss (Lin et al. 2017): ``-w_y (1 - p_y)^gamma log p_y``; ``gamma=0`` is weighted CE.
 
     ``targets`` equal to ``-100`` are ignored. ``reduction``: ``none``, ``sum`` or ``mean`` (over kept targets).
+    ``label_smoothing`` eps mixes in the mean of ``-log p`` over all classes as Trainer's ``LabelSmoother`` does:
+    ``(1 - eps) * loss + eps * mean_c(-log p_c)``, before the class weight.
     """
     logits = logits.reshape(-1, logits.shape[-1]).float()
     targets = targets.reshape(-1)
     keep = targets != IGNORE_INDEX
     logits, targets = logits[keep], targets[keep]
-    log_p = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+    log_probs = F.log_softmax(logits, dim=-1)
+    log_p = log_probs.gather(1, targets[:, None]).squeeze(1)
     loss = -log_p if gamma == 0 else -((1 - log_p.exp()) ** gamma) * log_p
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * log_probs.mean(-1)
     if weight is not None:
         loss = loss * weight.to(loss.device, loss.dtype)[targets]
     return _reduce(loss, reduction)
@@ -116,11 +122,15 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss.sum() / max(loss.numel(), 1)
 
 
-def make_loss_func(weights: np.ndarray | None = None, gamma: float = 0.0, multi_label: bool = False):
-    """A ``compute_loss_func`` for ``Trainer``: weighted and/or focal loss, for sequence and token labels.
+def make_loss_func(weights: np.ndarray | None = None, gamma: float = 0.0, multi_label: bool = False,
+                   label_smoothing: float = 0.0):
+    """A ``compute_loss_func`` for ``Trainer``: (weighted, focal, label-smoothed) cross-entropy or BCE, for sequence
+    and token labels.
 
-    Trainer passes ``num_items_in_batch`` (the count of non-ignored labels over the gradient-accumulation steps);
-    dividing the summed loss by it keeps gradient accumulation exact, as Trainer's own losses do.
+    Trainer passes ``num_items_in_batch``: the count of non-ignored labels over the gradient-accumulation steps and,
+    with ``average_tokens_across_devices`` (its default), over all processes. Dividing the summed loss by it is what
+    Trainer then assumes (it multiplies the loss by the number of processes, which DDP's gradient averaging undoes
+    and skips dividing by the accumulation steps), so 2 processes x batch b train exactly as 1 process x batch 2b.
     """
     weight_tensor = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
 
@@ -130,7 +140,7 @@ def make_loss_func(weights: np.ndarray | None = None, gamma: float = 0.0, multi_
             loss = binary_focal_loss(logits, labels, gamma, weight_tensor, reduction="sum")
             count = labels.numel()
         else:
-            loss = focal_loss(logits, labels, gamma, weight_tensor, reduction="sum")
+            loss = focal_loss(logits, labels, gamma, weight_tensor, reduction="sum", label_smoothing=label_smoothing)
             count = (labels != IGNORE_INDEX).sum()
         if num_items_in_batch is not None:
             count = num_items_in_batch
@@ -140,18 +150,27 @@ def make_loss_func(weights: np.ndarray | None = None, gamma: float = 0.0, multi_
 
 
 def training_loss(labels: np.ndarray, num_labels: int, strategy: str, gamma: float = 0.0, multi_label: bool = False,
-                  allow_absent: bool = False):
-    """The ``compute_loss_func`` that ``--class_weighting`` and ``--focal_gamma`` ask for, or None (the model's own
-    cross-entropy). ``labels``: class ids (``-100`` ignored, as for NER subwords) or a multi-hot matrix."""
+                  allow_absent: bool = False, label_smoothing: float = 0.0):
+    """The ``compute_loss_func`` for ``Trainer``: the loss that ``--class_weighting``, ``--focal_gamma`` and
+    ``--label_smoothing_factor`` ask for, plain cross-entropy (or BCE) when none. ``labels``: class ids (``-100``
+    ignored, as for NER subwords) or a multi-hot matrix.
+
+    Never None, on purpose: the models' own losses are a mean over one process's batch, but Trainer (transformers 5,
+    ``average_tokens_across_devices`` on) treats the loss of any model whose ``forward`` takes ``**kwargs`` as
+    divided by the labels of all processes and all accumulation steps: it multiplies it by the number of processes
+    and does not divide it by ``--gradient_accumulation_steps``, so gradients (and the logged loss) would be that
+    many times too large. :func:`make_loss_func` divides by exactly that count.
+    """
+    if multi_label and label_smoothing:
+        raise DataError("--label_smoothing_factor applies to single-label classes; multi-label data trains one "
+                        "binary loss per label: leave it at 0")
     if multi_label:
         weights = positive_weights(labels, strategy)
     else:
         weights = class_weights(labels, num_labels, strategy, allow_absent=allow_absent)
     if weights is not None:
         logger.info("class weights (%s): %s", strategy, np.round(weights, 3).tolist())
-    if weights is None and gamma <= 0:
-        return None
-    return make_loss_func(weights, gamma, multi_label=multi_label)
+    return make_loss_func(weights, max(gamma, 0.0), multi_label=multi_label, label_smoothing=label_smoothing)
 
 
 def oversampled_order(labels: Sequence[int], seed: int = 0) -> np.ndarray:

@@ -30,7 +30,7 @@ def classifier_trainer(model, tokenizer, tokenized: dict, label_ids: dict, num_l
         derived = adapt_to_training_data(training_args, model_args, len(tokenized["train"]), default_epochs,
                                          label_ids["train"], num_labels)
         loss_func = training_loss(label_ids["train"], num_labels, model_args.class_weighting, model_args.focal_gamma,
-                                  False)
+                                  False, label_smoothing=training_args.label_smoothing_factor)
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     trainer = Trainer(
         model=model,
