@@ -302,7 +302,9 @@ def dicom_attribute(path: str, keyword: str) -> str:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[keyword])
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[keyword],
+                                 force=dicom_start(file_head(path)) == "meta")
     except (InvalidDicomError, OSError, ValueError, KeyError, TypeError, EOFError) as e:
         raise DataError(f"cannot read DICOM header ({type(e).__name__})", path=path) from None
     value = ds.get(keyword)

@@ -314,6 +314,7 @@ def test_dicom_files_without_an_extension_or_a_preamble_are_read_like_any(tmp_pa
     decoded = decode_images(images, 16, mapping=PixelMapping())
     assert all((decoded.pixels[i, 0].numpy() == expected).all() for i in range(4))
     assert is_dicom((tmp_path / "data" / "normal" / "1.2.826.0.1.3680043.2.1125.7").read_bytes())  # a request body
+    assert dicom_groups(images.sources, "PatientID", "data") == [f"{CANARY}-P001"] * 4  # --group_column
 
 
 def swap_transfer_syntax(path, old, new):
