@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import sys
-import typing
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -378,9 +377,10 @@ def _takes_a_path(dest: str) -> bool:
 def _config_value(action, value, where: Callable[[str], DataError], accepts_none: bool = True):
     """A config value checked and converted the way argparse converts the same value given as a flag.
 
-    ``null`` (``key: ~`` or ``key:``) is None for an option whose unset value is None; any other option refuses it
-    rather than quietly falling back to a default: an empty value is more often a slip (a value on the wrong line, a
-    template variable left unfilled) than a wish, and removing the line is the one way to say "the default"."""
+    ``null`` (``key: ~`` or ``key:``) is None where None is what leaving the key out gives (``accepts_none``); any
+    other option refuses it rather than quietly falling back to a default: an empty value is more often a slip (a
+    value on the wrong line, a template variable left unfilled) than a wish, and removing the line is the one way to
+    say "the default"."""
     convert = action.type
     if value is None:
         if not accepts_none:
@@ -455,8 +455,9 @@ def parse_args(*dataclass_types, defaults: dict[str, Any] | None = None, args: l
         raise ValueError(f"recipe defaults name unknown arguments: {', '.join(unknown)}")
     merged, from_config = dict(defaults or {}), set()
     if config_path is not None:
-        accepts_none = {name for dtype in parser.dataclass_types for name, hint in typing.get_type_hints(dtype).items()
-                        if type(None) in typing.get_args(hint)}
+        # null leaves an option unset, as leaving the key out does; where that would not give None it is refused
+        accepts_none = {dest for dest, action in actions.items()
+                        if not action.required and (defaults or {}).get(dest, action.default) is None}
         config, lines = read_config(config_path)
         for key, value in config.items():
             def where(problem, key=key):

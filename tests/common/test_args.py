@@ -67,6 +67,9 @@ def test_null_is_none_only_where_none_is_the_unset_value(tmp_path):
     config.write_text("model_name_or_path: m\ndropout: ~\nattn_implementation:\n")
     (model_args,) = parse_args(ModelArguments, args=["--config", str(config)])
     assert model_args.dropout is None and model_args.attn_implementation is None
+    config.write_text("model_name_or_path: m\nreport_to: ~\n")  # None, but the recipe's default is "none"
+    with pytest.raises(DataError, match=r"run\.yaml:2: report_to: empty \(null\) value where a value is needed"):
+        parse_args(ModelArguments, TrainingArguments, defaults={"report_to": "none"}, args=["--config", str(config)])
 
 
 def test_a_list_for_a_one_path_option_names_the_key(tmp_path):
