@@ -5,7 +5,8 @@
 #   chmod 644 secrets/serve_token   # the container's user (uid 10001) reads it; the 700 folder keeps others out
 #   docker run --rm -p 8000:8000 -v "$PWD/out_onnx:/model:ro" -e BACKEND=onnx \
 #       -v "$PWD/secrets/serve_token:/run/secrets/serve_token:ro" medical-recipes-serve
-#   curl -s localhost:8000/predict -H "Authorization: Bearer $(cat secrets/serve_token)" -d '{"text": "chest pain"}'
+#   curl -s localhost:8000/predict -H "Authorization: Bearer $(cat secrets/serve_token)" \
+#       -H 'Content-Type: application/json' -d '{"text": "chest pain"}'
 #
 # Every request needs that bearer token (a mounted file, like the model, so that it shows neither in `ps` nor in
 # `docker inspect`; Docker Compose and Kubernetes secrets mount the same way; point TOKEN_FILE elsewhere if yours is

@@ -24,7 +24,8 @@ token, or --allow_unauthenticated to say that anyone who reaches the port may us
 
     python -c "import secrets; print(secrets.token_urlsafe(32))" > serve_token   # readable by you only (umask 077)
     python recipes/serve.py --model_dir out --host 0.0.0.0 --token_file serve_token
-    curl -s localhost:8000/predict -H "Authorization: Bearer $(cat serve_token)" -d '{"text": "chest pain"}'
+    curl -s localhost:8000/predict -H "Authorization: Bearer $(cat serve_token)" -H 'Content-Type: application/json' \
+        -d '{"text": "chest pain"}'
 
 The README's Deploy section has a Dockerfile that runs it offline.
 """

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from shared.core.runner import run_recipe
-from tests.helpers import (IMAGE_SAMPLE, NER_SAMPLE, TEXT_SAMPLE, assert_one_line, ner_corpora, run_cli,
-                           run_in_process)
+from tests.helpers import IMAGE_SAMPLE, NER_SAMPLE, TEXT_SAMPLE, assert_one_line, ner_corpora, run_cli, run_in_process
 
 QUIET = ["--bf16", "false", "--bootstrap_resamples", "0"]
 CANARY = "zebra-canary-7f3a"  # a string that must appear in no log and no prediction table
