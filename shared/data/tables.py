@@ -3,7 +3,7 @@
 Every reader returns a :class:`Table`: a :class:`datasets.Dataset` plus where each row came from, so that an error
 names the line of the file a row starts on, also when a CSV cell spans several lines (clinical notes do) or a JSON
 lines file has blank lines. Readers check what recipes otherwise discover mid-training: the file is UTF-8 (a BOM
-is fine), it has rows, every CSV record has as many fields as the header, the requested columns exist. Errors are
+is fine; a UTF-16 BOM is read as UTF-16; ``--encoding`` names another), it has rows, every CSV record has as many fields as the header, the requested columns exist. Errors are
 one-line :class:`DataError` naming the file and line.
 """
 
@@ -80,6 +80,12 @@ class TableFormatArguments:
                           "way)."},
     )
 
+    def __post_init__(self):
+        self._check_table_format()
+        parent = getattr(super(), "__post_init__", None)  # the recipe's DataArguments, when mixed into it
+        if parent is not None:
+            parent()
+
     def _check_table_format(self):
         if self.delimiter is not None:
             self.delimiter = DELIMITER_NAMES.get(self.delimiter.lower(), self.delimiter)
@@ -92,13 +98,6 @@ class TableFormatArguments:
             except LookupError:
                 raise DataError(f"--encoding: unknown encoding {self.encoding!r} (e.g. utf-8, cp1252, latin-1, "
                                 "utf-16)") from None
-
-
-    def __post_init__(self):
-        self._check_table_format()
-        parent = getattr(super(), "__post_init__", None)  # the recipe's DataArguments, when mixed into it
-        if parent is not None:
-            parent()
 
 
 @dataclass
@@ -117,17 +116,21 @@ UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 def _decode(path: str, encoding: str | None) -> str:
-    """The file's text. Default UTF-8 (a BOM is dropped); a UTF-16 byte-order mark (Excel's "Unicode text") is read
-    as UTF-16, since the mark says so. A byte the encoding cannot read is one line naming the file, line and byte."""
+    """The file's text in ``encoding`` (default UTF-8). A byte-order mark says what the file is, whatever
+    ``encoding``: UTF-16 (Excel's "Unicode text") or UTF-8 (Excel's "CSV UTF-8"), and it is not part of the text. A
+    byte the encoding cannot read is one line naming the file, line and byte."""
     with open(path, "rb") as f:
         raw = f.read()
-    if encoding is None:
-        encoding = "utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig"
+    if raw.startswith(UTF16_BOMS):
+        encoding = "utf-16"
+    elif raw.startswith(codecs.BOM_UTF8) or encoding is None:
+        encoding = "utf-8-sig"
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as e:
-        line_start = raw.rfind(b"\n", 0, e.start) + 1
-        line = raw.count(b"\n", 0, e.start) + 1
+        before = raw[: e.start]  # lines may end in LF, CRLF or a lone CR
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+        line_start = max(before.rfind(b"\n"), before.rfind(b"\r")) + 1
         if encoding == "utf-8-sig":
             raise DataError(f"not valid UTF-8 (byte {e.start - line_start} of the line); re-save the file as UTF-8 "
                             "or pass its --encoding (e.g. cp1252 for Excel on Windows)", path=path, line=line) from None
