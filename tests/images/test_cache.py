@@ -120,7 +120,7 @@ def test_a_large_run_decodes_into_the_user_cache_by_default(tiny_vit, tmp_path, 
     """Past the in-memory limit a run without --image_cache_dir decodes into the user's cache folder and says so in
     one line; entries that no run has used for UNUSED_DAYS days are removed. The limit is lowered so that the sample
     data crosses it (at 16 px an image is 768 bytes)."""
-    import shared.images.cache as cache
+    from shared.images import cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(cache, "IN_MEMORY_LIMIT", 10_000)
@@ -150,7 +150,7 @@ def test_a_large_run_decodes_into_the_user_cache_by_default(tiny_vit, tmp_path, 
 def test_a_small_run_stays_in_memory(tmp_path, monkeypatch, caplog):
     """Memory while the decoded images fit IN_MEMORY_LIMIT and a quarter of the free memory; memory too, with a
     warning, when the cache folder's disk lacks the room."""
-    import shared.images.cache as cache
+    from shared.images import cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(cache, "available_memory", lambda: 64 * 2**30)
