@@ -57,7 +57,9 @@ def one_run(data: Path, model: str, out: Path, cache: str | None, steps: int) ->
             "--save_strategy", "no", "--report_to", "none", "--seed", "0", "--dataloader_num_workers", "0"]
     if cache:
         args += ["--image_cache_dir", cache]
-    code = ("import json, resource, sys; from shared.core.runner import run_recipe; "
+    # "memory" must mean memory: the automatic disk cache of large runs (bench_image_memory.py) is turned off
+    code = ("import json, resource, sys; import shared.images.cache as c; c.automatic_cache_dir = lambda n, s: None; "
+            "from shared.core.runner import run_recipe; "
             f"r = run_recipe('image_classification', {args!r}); "
             "print('RESULT ' + json.dumps({**r, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss "
             "/ 1024}))")
