@@ -387,3 +387,22 @@ def test_relation_resume_mid_second_epoch_matches_uninterrupted_run(tmp_path):
     assert outputs(out) == outputs(tmp_path / "full")
     assert same_weights(out, tmp_path / "full")
     assert final_step(out) == steps
+
+
+def test_max_steps_inside_an_epoch_scores_each_epoch_once_and_names_the_partial_one(tiny_bert_dir, tmp_path, caplog):
+    """8 steps per epoch, --max_steps 20: validation after epochs 1 and 2 and after the partial epoch 2.5, each
+    logged once (the partial one was logged as a second "epoch 2"), and a kept partial epoch is reported as 2.5."""
+    import logging
+    import re
+
+    recipe = load_recipe("text_classification")
+    args = [a for a in text_args(tiny_bert_dir, tmp_path / "out") if a != "--do_predict"]
+    args = [*args[:-2], "--save_strategy", "no", "--max_steps", "20"]  # (instead of text_args' steps)
+    with caplog.at_level(logging.INFO, logger="shared.training.adaptive"):
+        results = recipe.main(args)
+    scored = [m.split(": validation")[0] for r in caplog.records
+              if re.match(r"epoch [\d.]+.*: validation", m := r.getMessage())]
+    assert scored == ["epoch 1", "epoch 2", "epoch 2.5 (partial: --max_steps ended training inside it)"]
+    assert results["train_best_epoch"] in (1, 2, 2.5)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "of 2.5 (best validation macro_f1" in card and "a partial one: --max_steps ended training" in card

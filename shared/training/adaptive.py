@@ -63,8 +63,9 @@ class Derived:
             return {}
         lines = {"derived_from_the_training_data": self.describe()}
         if best is not None and best.best_epoch is not None:
-            lines["kept_epoch"] = (f"{best.best_epoch} of {best.history[-1][0]} (best validation "
-                                   f"{best.metric_name} {best.best_value:.4f})")
+            last = best.history[-1][0]
+            lines["kept_epoch"] = (f"{best.best_epoch} of {last} (best validation {best.metric_name} "
+                                   f"{best.best_value:.4f})" + (PARTIAL if isinstance(last, float) else ""))
         return lines
 
 
@@ -144,6 +145,15 @@ def wants_best_epoch(training_args, has_validation: bool) -> bool:
             and not training_args.load_best_model_at_end)
 
 
+PARTIAL = "; a fractional epoch is a partial one: --max_steps ended training inside it"
+
+
+def epoch_label(epoch: float) -> int | float:
+    """Trainer's ``state.epoch`` as the epoch it names: the whole number at an epoch's end, the fraction (2.4) where
+    ``--max_steps`` ended training inside an epoch (rounding would call it epoch 2 a second time)."""
+    return round(epoch) if abs(epoch - round(epoch)) < 1e-6 else round(epoch, 2)
+
+
 class KeepBestEpoch(TrainerCallback):
     """After every epoch, score the model on validation with ``score(model)`` (higher is better) and keep a copy of
     the best epoch's weights in memory; at the end of training load them back, so that what is evaluated, tested
@@ -152,7 +162,10 @@ class KeepBestEpoch(TrainerCallback):
     Every checkpoint also holds the best epoch so far (``best_epoch.safetensors`` and ``best_epoch.json``, written
     by the main process after Trainer's own files), and :meth:`resume_from` reads them back: a run resumed from
     that checkpoint keeps the epoch the uninterrupted run keeps. A checkpoint without them (saved before the first
-    epoch ended, or by a run without this callback) resumes choosing among the epochs still to train."""
+    epoch ended, or by a run without this callback) resumes choosing among the epochs still to train.
+
+    Epochs are named by :func:`epoch_label`: where ``--max_steps`` ends training inside an epoch, that last partial
+    epoch is scored too and named by its fraction (2.4), in the log, ``train_best_epoch`` and the model card."""
 
     WEIGHTS, STATE = "best_epoch.safetensors", "best_epoch.json"
 
@@ -162,10 +175,12 @@ class KeepBestEpoch(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         value = float(self.score(model))
-        epoch = round(state.epoch or 0)
+        epoch = epoch_label(state.epoch or 0)
         self.history.append((epoch, value))
         if state.is_world_process_zero:
-            logger.info("epoch %d: validation %s %.4f", epoch, self.metric_name, value)
+            logger.info("epoch %s%s: validation %s %.4f", epoch,
+                        " (partial: --max_steps ended training inside it)" if isinstance(epoch, float) else "",
+                        self.metric_name, value)
         if value > self.best_value:  # ties keep the earlier epoch
             self.best_value, self.best_epoch = value, epoch
             self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
@@ -196,15 +211,15 @@ class KeepBestEpoch(TrainerCallback):
             data = json.load(f)
         if data.get("metric") != self.metric_name:
             return
-        self.best_epoch, self.best_value = data["best_epoch"], float(data["best_value"])
-        self.history = [(int(epoch), float(value)) for epoch, value in data["history"]]
+        self.best_epoch, self.best_value = epoch_label(float(data["best_epoch"])), float(data["best_value"])
+        self.history = [(epoch_label(float(epoch)), float(value)) for epoch, value in data["history"]]
         self.best_state = load_file(weights)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.best_state is not None and self.history and self.best_epoch != self.history[-1][0]:
             model.load_state_dict(self.best_state)
             if state.is_world_process_zero:
-                logger.info("kept epoch %d of %d (validation %s %.4f)", self.best_epoch, self.history[-1][0],
+                logger.info("kept epoch %s of %s (validation %s %.4f)", self.best_epoch, self.history[-1][0],
                             self.metric_name, self.best_value)
         self.best_state = None
 
