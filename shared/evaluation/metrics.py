@@ -20,11 +20,15 @@ from shared.evaluation.calibration import NAMES, UNCALIBRATED, calibration_metri
 
 @contextlib.contextmanager
 def _quiet():
-    """Undefined metrics (a class absent from a small sample) are reported as NaN/0 without warning spam."""
+    """Undefined metrics (a class absent from a small sample) are reported as NaN/0 without warning spam; a split
+    of one class is said once, in one line, by :func:`shared.evaluation.reports.score_and_report`. (scikit-learn's
+    "A single label was found" comes from ``balanced_accuracy_score``'s confusion matrix: the score itself is defined,
+    the recall of the one class present.)"""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.filterwarnings("ignore", message=".*(y_pred contains classes not in y_true|Only one class).*")
+        warnings.filterwarnings("ignore", message=".*(y_pred contains classes not in y_true|Only one class"
+                                                  "|A single label was found).*")
         yield
 
 

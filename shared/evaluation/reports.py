@@ -136,7 +136,8 @@ def training_card(training_args, model_args, frozen_layers, trainable: int, tota
     section.update(frozen_encoder_layers=frozen_layers, trainable_parameters=f"{trainable:,} of {total:,}",
                    seed=training_args.seed, **derived.card(best_epoch))
     if calibration is not False:
-        section["calibration"] = calibration.describe() if calibration else "none (raw probabilities)"
+        # (a rejected calibration is false but describes what was tried: shared/evaluation/calibration.py)
+        section["calibration"] = calibration.describe() if calibration is not None else "none (raw probabilities)"
     return section
 
 
@@ -241,6 +242,10 @@ def score_and_report(output_dir: str | None, prefix: str, gold: np.ndarray, prob
     before and after when ``uncalibrated`` is given), and its report and plots (:func:`write_classification_outputs`)
     in ``output_dir`` (None: the metrics only, e.g. on a non-main process)."""
 
+    if not multi_label and len(gold) and len(present := np.unique(gold)) == 1:
+        logger.warning("%s split: every example's gold label is '%s' (one class): AUROC and AUPRC are undefined "
+                       "(NaN), and the classes without examples count as 0 in the macro averages",
+                       {"eval": "validation"}.get(prefix, prefix), label_names[int(present[0])])
     metrics = classifier_metrics(gold, probs, multi_label, thresholds, resamples, seed, groups, uncalibrated)
     metrics["predicted_classes"] = collapse_check(prefix, gold, probs, label_names, multi_label, thresholds)
     if output_dir is not None:

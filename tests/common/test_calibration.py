@@ -167,3 +167,40 @@ def test_the_reliability_diagram_uses_scikit_learns_bins(tmp_path):
     path = tmp_path / "test_reliability.png"
     plot_reliability(gold, probs, False, str(path), "Reliability (test)", uncalibrated=softmax(np.log(probs) * 2))
     assert path.stat().st_size > 1000
+
+
+def test_a_temperature_that_does_not_help_held_out_examples_is_not_applied_and_the_card_says_so(caplog):
+    """12 validation examples: the NLL-minimising temperature (0.777) takes the validation ECE from 0.133 to 0.377,
+    and fitted on 4 folds it raises the 5th fold's NLL (0.723 -> 0.744). The head is left as it was, the recipes see
+    no calibration (false), and the log and card say what happened."""
+    from types import SimpleNamespace
+
+    from shared.evaluation.calibration import calibrate
+    from shared.evaluation.reports import training_card
+
+    rng = np.random.default_rng(15)
+    gold = rng.integers(0, 4, 12)
+    logits = np.eye(4)[gold] * 2.0 + rng.normal(0, 1.5, (12, 4))
+    model, inputs = model_and_inputs("bert", 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with caplog.at_level("WARNING", logger="shared.evaluation.calibration"):
+        calibration = calibrate(SimpleNamespace(model=model), logits, gold, False, 4)
+    assert calibration is not None and not calibration  # recipes: `if calibration` -> raw head, nothing saved
+    assert all(v.equal(before[k]) for k, v in model.state_dict().items())  # the head is untouched
+    expected = ("none (raw probabilities): temperature scaling (T = 0.777, fitted on 12 validation examples) did not "
+                "lower the held-out NLL 0.723 -> 0.744 (5-fold cross-validation), so it was not applied")
+    assert calibration.describe() == expected
+    assert any(expected in record.getMessage() for record in caplog.records)
+    args = SimpleNamespace(num_train_epochs=1, learning_rate=1e-3, per_device_train_batch_size=8, world_size=1,
+                           bf16=False, seed=0)
+    card = training_card(args, SimpleNamespace(use_lora=False), 0, 1, 1, SimpleNamespace(card=lambda best: {}), None,
+                         calibration)
+    assert card["calibration"] == expected
+
+    # a split on which the temperature helps: applied, as before
+    probs, gold = fixed_single_label(3, n=300)
+    sharp = np.log(probs) * 2
+    model, _ = model_and_inputs("bert", 3)
+    applied = calibrate(SimpleNamespace(model=model), sharp, gold, False, 3)
+    assert applied and applied.temperatures[0] > 1
+    assert "(5-fold cross-validation)), folded into the classifier head" in applied.describe()

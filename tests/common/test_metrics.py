@@ -108,3 +108,23 @@ def test_selection_macro_f1_tunes_multi_label_thresholds_first():
     single = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     assert selection_macro_f1(np.array([0, 1, 1]), single, multi_label=False) == pytest.approx(
         classification_metrics(np.array([0, 1, 1]), single)["macro_f1"])
+
+
+def test_a_test_split_of_one_class_is_one_log_line_and_no_warnings(tmp_path, caplog, capfd):
+    """scikit-learn warned "A single label was found" (balanced accuracy's confusion matrix) once per bootstrap
+    resample, with source lines; now: no warning, one line naming the split and what is undefined."""
+    import logging
+    import warnings
+
+    from shared.evaluation.reports import score_and_report
+
+    gold, probs = np.zeros(10, dtype=int), np.tile([0.9, 0.05, 0.05], (10, 1))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        metrics = score_and_report(str(tmp_path), "test", gold, probs, ["a", "b", "c"], False, resamples=20)
+    assert [str(w.message) for w in caught] == []
+    assert "Warning" not in capfd.readouterr().err
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["test split: every example's gold label is 'a' (one class): AUROC and AUPRC are undefined (NaN), "
+                     "and the classes without examples count as 0 in the macro averages"]
+    assert np.isnan(metrics["auroc"]) and metrics["accuracy"] == metrics["balanced_accuracy"] == 1.0
