@@ -6,10 +6,10 @@ processes; the models' own losses are a per-process mean, so two processes logge
 twice the gradient. Every recipe now hands Trainer a loss divided by that global count (shared/training/imbalance.py,
 shared/ner/crf.py).
 
-Each case trains a dropout-free tiny model on a training set that fits one batch (2 processes x b = 1 process x 2b
-= every example, an even number so DistributedSampler repeats none), so every step sees the same examples whatever
-the order; ``--dropout 0``. Plain SGD without gradient clipping: an update is the gradient times the learning rate, so a gradient
-off by a factor shows in the weights (Adam would normalise the factor away).
+Each case trains a tiny model with ``--dropout 0`` on a training set that fits one batch (2 processes x b =
+1 process x 2b = every example, an even number so DistributedSampler repeats none), so every step sees the same
+examples whatever the order. Plain SGD without gradient clipping: an update is the gradient times the learning
+rate, so a gradient off by a factor shows in the weights (Adam would normalise the factor away).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.helpers import ASSERTION_SAMPLE, IMAGE_SAMPLE, NER_SAMPLE, ROOT, TEXT
 from tests.test_multiprocess import free_port
 
 # Tolerance: |w(2 processes) - w(1 process)| summed over all weights, relative to how far training moved them
-# |w(1 process) - w(initial)|. Float32 sums in another order leave ~1e-6; a loss off by the number of processes
+# |w(1 process) - w(initial)|. Float32 sums in another order leave ~1e-7; a loss off by the number of processes
 # gives ~1 (the update doubles).
 WEIGHT_TOLERANCE = 1e-3
 STEPS = 3
@@ -75,8 +75,8 @@ def cases(tmp_path_factory):
         "image_weighted": ("image_classification", ["--model_name_or_path", vit, "--train_dir", images,
                                                     "--learning_rate", "2", "--class_weighting", "balanced"], 8),
         "assertion": ("assertion_status", ["--model_name_or_path", bert, "--train_file", ASSERTION_SAMPLE / "train",
-                                           "--max_train_samples", "16", "--learning_rate", "2", "--class_weighting", "none"],
-                      8),
+                                           "--max_train_samples", "16", "--learning_rate", "2",
+                                           "--class_weighting", "none"], 8),
     }
 
 
@@ -121,7 +121,7 @@ def test_two_processes_train_as_one_with_twice_the_batch(name, cases, tmp_path, 
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            str(free_port()), str(ROOT / "recipes" / task / "train.py"), *args, "--output_dir", str(two),
                            "--per_device_train_batch_size", str(batch), "--use_cpu", "true"],
-                          capture_output=True, text=True, timeout=400, env=env, cwd=ROOT)
+                          check=False, capture_output=True, text=True, timeout=400, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     losses_two = logged_losses(proc.stdout + proc.stderr)
 

@@ -181,7 +181,7 @@ def test_a_temperature_that_does_not_help_held_out_examples_is_not_applied_and_t
     rng = np.random.default_rng(15)
     gold = rng.integers(0, 4, 12)
     logits = np.eye(4)[gold] * 2.0 + rng.normal(0, 1.5, (12, 4))
-    model, inputs = model_and_inputs("bert", 4)
+    model, _ = model_and_inputs("bert", 4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with caplog.at_level("WARNING", logger="shared.evaluation.calibration"):
         calibration = calibrate(SimpleNamespace(model=model), logits, gold, False, 4)

@@ -125,6 +125,6 @@ def test_a_test_split_of_one_class_is_one_log_line_and_no_warnings(tmp_path, cap
     assert [str(w.message) for w in caught] == []
     assert "Warning" not in capfd.readouterr().err
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["test split: every example's gold label is 'a' (one class): AUROC and AUPRC are undefined (NaN), "
-                     "and the classes without examples count as 0 in the macro averages"]
+    assert lines == [("test split: every example's gold label is 'a' (one class): AUROC and AUPRC are undefined (NaN), "
+                      "and the classes without examples count as 0 in the macro averages")]
     assert np.isnan(metrics["auroc"]) and metrics["accuracy"] == metrics["balanced_accuracy"] == 1.0
