@@ -133,7 +133,7 @@ def test_two_processes_train_as_one_with_twice_the_batch(name, cases, tmp_path, 
 
 def test_label_smoothing_is_trainers_own():
     """The recipes' loss replaces Trainer's, so ``--label_smoothing_factor`` is applied there, as ``LabelSmoother``
-    does (token labels with -100 included)."""
+    does (token labels with -100 included; multi-label: per label, which Trainer's could not do)."""
     import torch
     from transformers.trainer_pt_utils import LabelSmoother
 
@@ -143,6 +143,13 @@ def test_label_smoothing_is_trainers_own():
     logits, labels = torch.randn(2, 5, 4), torch.tensor([[0, 1, -100, 3, 2], [2, -100, -100, 1, 0]])
     ours = training_loss(np.array([0, 1, 2, 3]), 4, "none", label_smoothing=0.1)({"logits": logits}, labels)
     assert ours.item() == pytest.approx(LabelSmoother(0.1)({"logits": logits}, labels).item(), rel=1e-6)
+    # multi-label: every label is the two-class problem softmax([0, z]) = (1 - sigmoid(z), sigmoid(z)), smoothed so
+    multi_hot = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    z = torch.randn(2, 3)
+    ours = training_loss(multi_hot.numpy(), 3, "none", multi_label=True, label_smoothing=0.1)({"logits": z}, multi_hot)
+    two_class = torch.stack([torch.zeros_like(z), z], dim=-1)
+    expected = LabelSmoother(0.1)({"logits": two_class}, multi_hot.long())
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_crf_with_label_smoothing_is_a_one_line_error(cases, tmp_path, capsys):

@@ -137,7 +137,9 @@ def make_loss_func(weights: np.ndarray | None = None, gamma: float = 0.0, multi_
     def compute_loss(outputs, labels, num_items_in_batch=None):
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         if multi_label:
-            loss = binary_focal_loss(logits, labels, gamma, weight_tensor, reduction="sum")
+            # each label a two-class problem smoothed as LabelSmoother smooths one: target (1 - eps) y + eps / 2
+            targets = labels.float() * (1 - label_smoothing) + label_smoothing / 2 if label_smoothing else labels
+            loss = binary_focal_loss(logits, targets, gamma, weight_tensor, reduction="sum")
             count = labels.numel()
         else:
             loss = focal_loss(logits, labels, gamma, weight_tensor, reduction="sum", label_smoothing=label_smoothing)
@@ -161,9 +163,6 @@ def training_loss(labels: np.ndarray, num_labels: int, strategy: str, gamma: flo
     and does not divide it by ``--gradient_accumulation_steps``, so gradients (and the logged loss) would be that
     many times too large. :func:`make_loss_func` divides by exactly that count.
     """
-    if multi_label and label_smoothing:
-        raise DataError("--label_smoothing_factor applies to single-label classes; multi-label data trains one "
-                        "binary loss per label: leave it at 0")
     if multi_label:
         weights = positive_weights(labels, strategy)
     else:
