@@ -1,0 +1,297 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Predictions a clinician can trust: calibration, explanations and a label audit
+#
+# Three questions a clinician asks about a fine-tuned model, answered with the recipes' own options:
+#
+# 1. **Is "0.92" really right 92% of the time?** The recipes fit a temperature on the validation split after
+#    training and fold it into the classifier head (`--calibration temperature`, the default with a validation split),
+#    and report the expected calibration error (ECE) before and after, with a reliability diagram.
+# 2. **Why did it say so?** `--explain N` writes word attributions (integrated gradients) for text and heat maps
+#    (attention rollout for ViTs, Grad-CAM for CNNs) for images.
+# 3. **Are some of my labels wrong?** `recipes/cross_validate.py --audit_labels` scores every row with the fold model
+#    that did not train on it and ranks the labels cleanlab finds suspicious.
+#
+# Everything runs on a CPU in a few minutes with **tiny models built from config** and **synthetic** data (no
+# patient data): the explanation and audit sections use sets where one planted word / image patch decides the class,
+# so we know what a faithful explanation and a working audit must find. With real notes, remember that explanation
+# files hold note text and image content: they are as sensitive as the data.
+
+# %%
+import csv, json, os, random, tempfile
+from pathlib import Path
+
+import numpy as np
+from IPython.display import HTML, Image as ShowImage, display
+
+ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import transformers
+transformers.utils.logging.disable_progress_bar()  # keep the checked outputs free of progress bars
+
+from shared.core.runner import load_recipe, run_recipe
+from shared.training.tiny_models import build_tiny_bert, build_tiny_vit
+
+text_recipe = load_recipe("text_classification")  # the same main() the command line runs
+image_recipe = load_recipe("image_classification")
+WORK = Path(tempfile.mkdtemp(prefix="tutorial04-"))
+print("ready")
+
+# %% [markdown]
+# ## 1. Calibration: temperature scaling on the validation split
+#
+# Synthetic notes of filler words where one word decides the class (*alpha*: "improving", *omega*: "worsening"), but
+# 20% of the labels, in every split, say the other class, as if charts were coded wrongly: the best a model can do
+# is to be right 80% of the time and say so. Trained for many epochs on 160 notes, the recipe keeps the epoch with
+# the best validation macro-F1 (an early one), whose probabilities are too timid; trained on, they would become
+# overconfident. After training, the recipe fits one temperature T on the validation logits (minimum negative
+# log-likelihood; T < 1 sharpens, T > 1 softens), divides the classifier head's weights and bias by T and saves that
+# head: the saved folder gives calibrated probabilities everywhere, `pipeline()` included, with no extra code.
+# Accuracy does not change (dividing all logits by one T keeps their order).all logits by one T keeps their order).
+
+# %%
+FILLER = ("patient reviewed today stable bloods normal plan discharge follow clinic home breathing comfortable "
+          "observations eating well mobile family present").split()
+CUES = {"improving": "alpha", "worsening": "omega"}
+
+
+def cue_notes(n, seed, noise=0.0):
+    """Notes of 7 filler words and one cue word; a fraction ``noise`` of the labels flipped."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = sorted(CUES)[i % 2]
+        words = rng.sample(FILLER, 7)
+        words.insert(rng.randrange(len(words) + 1), CUES[label])
+        if rng.random() < noise:
+            label = next(other for other in CUES if other != label)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
+def train_cue_model(out, train, validation, test, epochs, *extra):
+    return text_recipe.main([
+        "--model_name_or_path", cue_bert, "--output_dir", str(out), "--train_file", write_csv(WORK / f"{out.name}_train.csv", train),
+        "--validation_file", write_csv(WORK / f"{out.name}_val.csv", validation),
+        "--test_file", write_csv(WORK / f"{out.name}_test.csv", test), "--do_train", "--do_eval", "--do_predict",
+        "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "16", "--learning_rate", "2e-3",
+        "--freeze_embeddings", "false", "--freeze_layers", "0", "--seed", "0", "--logging_strategy", "no", *extra,
+    ])
+
+
+cue_bert = build_tiny_bert(WORK / "cue-bert", [" ".join(FILLER + list(CUES.values()))] * 4, vocab_size=120)
+print("tiny BERT ready")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+calibrated = WORK / "calibrated"
+results = train_cue_model(calibrated, cue_notes(160, 10, noise=0.2), cue_notes(200, 11, noise=0.2),
+                          cue_notes(200, 12, noise=0.2), 40, "--bootstrap_resamples", "200")
+
+# %%
+saved = json.loads((calibrated / "config.json").read_text())["calibration"]
+print(f"T fitted on {saved['fitted_on_validation_examples']} validation notes")
+# by construction: T minimises the validation NLL, so it is never worse there than T = 1 (no scaling)
+print("validation NLL not worse after scaling:", results["eval_nll"] <= results["eval_nll_uncalibrated"] + 1e-9)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for name in ("ece", "mce", "brier", "nll"):
+    print(f"test {name:5s} before {results[f'test_{name}_uncalibrated']:.3f}  after {results[f'test_{name}']:.3f} "
+          f"(95% CI {results[f'test_{name}_ci_low']:.3f}-{results[f'test_{name}_ci_high']:.3f})")
+print(f"T = {saved['temperature'][0]:.2f}; test accuracy {results['test_accuracy']:.3f} (the same before and after)")
+
+# %% [markdown]
+# The reliability diagram bins the test predictions by confidence (15 equal-width bins) and plots the accuracy in
+# each bin: a calibrated model sits on the diagonal. Written by the recipe for every labelled split.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+display(ShowImage(str(calibrated / "test_reliability.png"), width=420))
+
+# %% [markdown]
+# Two checks that do not depend on the random weights: the reported ECE is the ECE of the probabilities in
+# `test_predictions.csv` (15 bins, top label, as torchmetrics computes it), and the saved folder, loaded with a plain
+# `pipeline()`, gives those same calibrated probabilities.
+
+# %%
+from transformers import pipeline
+
+from shared.evaluation.calibration import calibration_metrics
+
+with open(calibrated / "test_predictions.csv", encoding="utf-8") as f:
+    table = list(csv.DictReader(f))
+classes = [c.removeprefix("prob_") for c in table[0] if c.startswith("prob_")]
+probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in table])
+gold = np.array([classes.index(r["label"]) for r in table])
+print("reported test ECE is the file's ECE:",
+      bool(np.isclose(calibration_metrics(gold, probs, False)["ece"], results["test_ece"])))
+
+with open(WORK / "calibrated_test.csv", encoding="utf-8") as f:
+    first = [row["text"] for row in csv.DictReader(f)][:8]
+classify = pipeline("text-classification", model=str(calibrated), device="cpu", top_k=None)
+from_pipeline = np.array([[next(s["score"] for s in scores if s["label"] == c) for c in classes]
+                          for scores in classify(first)])
+print("pipeline() gives the calibrated probabilities:", bool(np.allclose(from_pipeline, probs[:8], atol=1e-4)))
+
+# %% [markdown]
+# ## 2. Explanations of text predictions
+#
+# The same kind of notes without label noise: a model that learned the task must put its largest attribution on the
+# cue word. `--explain 20` writes `test_explanations.html` (one page, words highlighted green towards the prediction,
+# red against) and `test_explanations.json` (words and scores).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+explained_run = WORK / "explained"
+cue_results = train_cue_model(explained_run, cue_notes(240, 0), cue_notes(40, 1), cue_notes(40, 2), 8,
+                              "--bootstrap_resamples", "0", "--explain", "20")
+
+# %%
+print("the model learned the cue:", cue_results["test_accuracy"] >= 0.95)
+
+# %%
+from shared.trust.explain import top_words
+
+explained = json.loads((explained_run / "test_explanations.json").read_text())
+hits = sum(item["words"][top_words(item["words"])[0]]["word"] in CUES.values() for item in explained)
+print(f"the top-attributed word is the cue in {hits} of {len(explained)} notes:", hits >= 0.9 * len(explained))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+page = (explained_run / "test_explanations.html").read_text()
+head, *notes = page.split("<div class='ex'>")
+display(HTML(head + "".join("<div class='ex'>" + note for note in notes[:4]) + "</body></html>"))  # the first four
+
+# %% [markdown]
+# ## 3. Explanations of image predictions
+#
+# Noise images with one 8-pixel striped square on a random patch: vertical stripes for one class, horizontal for the
+# other. For a ViT the recipe uses attention rollout (Grad-CAM on patch tokens missed such cues in most images);
+# `--explain N` writes `test_explanations/row_<n>.png` overlays and the heat-map peak of each image in
+# `test_explanations.json`.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from PIL import Image
+
+GRID, CELL = 4, 8  # the tiny ViT reads 32 px images in 8 px patches
+
+
+def marked_images(root, n, seed):
+    rng = np.random.default_rng(seed)
+    stripes = np.tile(np.array([0, 255], dtype=np.uint8), CELL // 2)
+    squares = {"horizontal": np.repeat(stripes[:, None], CELL, axis=1), "vertical": np.repeat(stripes[None], CELL, 0)}
+    cells = {label: [] for label in squares}
+    for i in range(n):
+        label = sorted(squares)[i % 2]
+        image = rng.integers(70, 186, (GRID * CELL, GRID * CELL, 3)).astype(np.uint8)
+        row, column = int(rng.integers(GRID)), int(rng.integers(GRID))
+        image[row * CELL:(row + 1) * CELL, column * CELL:(column + 1) * CELL] = squares[label][..., None]
+        (root / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / label / f"{i:04d}.png")
+        cells[label].append((row, column))
+    return [cell for label in sorted(squares) for cell in cells[label]]  # the recipe's reading order
+
+
+for split, n, seed in (("train", 320, 0), ("validation", 40, 1)):
+    marked_images(WORK / "images" / split, n, seed)
+cue_cells = marked_images(WORK / "images" / "test", 40, 2)
+image_run = WORK / "image-explained"
+image_results = image_recipe.main([
+    "--model_name_or_path", build_tiny_vit(WORK / "vit"), "--output_dir", str(image_run),
+    "--train_dir", str(WORK / "images" / "train"), "--validation_dir", str(WORK / "images" / "validation"),
+    "--test_dir", str(WORK / "images" / "test"), "--do_train", "--do_eval", "--do_predict",
+    "--num_train_epochs", "10", "--per_device_train_batch_size", "16", "--learning_rate", "2e-3",
+    "--freeze_layers", "0", "--augment", "false", "--seed", "0", "--bootstrap_resamples", "0", "--explain", "40",
+])
+
+
+# %%
+image_explained = json.loads((image_run / "test_explanations.json").read_text())
+peaks = sum(tuple(item["peak"]) == cue_cells[item["row"]] for item in image_explained)
+print("the model learned the cue:", image_results["test_accuracy"] >= 0.9)
+print(f"the heat map peaks on the striped square in {peaks} of {len(image_explained)} images:",
+      peaks >= 0.9 * len(image_explained))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for row in (0, 1, 20, 21):
+    display(ShowImage(str(image_run / "test_explanations" / f"row_{row}.png"), width=220))
+
+# %% [markdown]
+# ## 4. A label audit from cross-validation
+#
+# The same kind of notes, with 12 of 240 labels flipped on purpose (the note keeps its cue word, the label says the
+# other class). `cross_validate.py` trains one model per fold; every row is scored by the model that did not see it,
+# the out-of-fold predictions are pooled into `oof_predictions.csv` and scored as one test set, and `--audit_labels`
+# ranks the rows cleanlab's confident learning finds likely mislabelled into `label_issues.csv`. Neither file holds
+# text: row numbers, labels and scores only.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+rows = cue_notes(240, 0)  # clean labels, then 12 flipped on purpose
+flipped = sorted(random.Random(1).sample(range(len(rows)), 12))
+truth = {i: rows[i]["label"] for i in flipped}
+for i in flipped:
+    rows[i]["label"] = next(label for label in CUES if label != rows[i]["label"])
+audit_dir = WORK / "cv"
+summary = run_recipe(ROOT / "recipes" / "cross_validate.py", [
+    "--recipe", "text_classification", "--folds", "2", "--audit_labels", "--",
+    "--model_name_or_path", cue_bert, "--train_file", write_csv(WORK / "noisy.csv", rows), "--output_dir", str(audit_dir),
+    "--num_train_epochs", "10", "--per_device_train_batch_size", "16", "--learning_rate", "2e-3",
+    "--freeze_embeddings", "false", "--freeze_layers", "0", "--seed", "0", "--bootstrap_resamples", "200",
+])
+
+# %%
+with open(audit_dir / "label_issues.csv", encoding="utf-8") as f:
+    issues = list(csv.DictReader(f))
+print("columns:", list(issues[0]))
+top = [int(r["row"]) for r in issues[:len(flipped)]]
+found = len(set(top) & set(flipped))
+print(f"{found} of the {len(flipped)} planted flips are among the top {len(flipped)} suspects:", found >= 9)
+right = all(r["suggested_label"] == truth[int(r["row"])] for r in issues if int(r["row"]) in truth)
+print("for each planted flip found, the suggested label is the true one:", right)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for r in issues[:6]:
+    mark = "planted" if int(r["row"]) in truth else ""
+    print(f"#{r['rank']:>2} row {r['row']:>3} (fold {r['fold']}): given {r['given_label']:10s} "
+          f"suggested {r['suggested_label']:10s} quality {float(r['label_quality']):.3f} {mark}")
+pooled = summary["pooled"]
+print(f"pooled out-of-fold accuracy {pooled['accuracy']:.3f} (95% CI {pooled['accuracy_ci_low']:.3f}-"
+      f"{pooled['accuracy_ci_high']:.3f}) on {pooled['samples']} rows")
+
+# %% [markdown]
+# ## Where next
+#
+# - Real data: the calibration table in `benchmarks/README.md` (`python benchmarks/bench_calibration.py`: Medical
+#   Abstracts with MiniLM, PneumoniaMNIST with DINOv2-small).
+# - NER: `--explain N` explains each predicted entity; `cross_validate.py --recipe ner --audit_labels` ranks words
+#   whose tag looks wrong (cleanlab's token-classification audit).
+# - Re-read the rows at the top of `label_issues.csv` with a clinician before dropping or relabelling anything: the
+#   audit ranks suspects, it does not decide.
