@@ -6,7 +6,7 @@ into ``error: <file>:<line>: <what is wrong>`` on stderr and exit status 2. Most
 ``train.py`` as a subprocess. Every case checks: exit status 2, the last stderr line is exactly the expected one
 (file and line named where they apply), no traceback, ``Trainer.train`` never called, and ``--output_dir`` absent.
 
-The table "What bad input looks like" in README.md lists these lines. Format-level details of each reader are
+The table in docs/bad-input.md lists these lines. Format-level details of each reader are
 tested beside the readers (tests/test_formats_*.py, tests/test_shared_utils.py) and in the recipe tests.
 """
 
