@@ -27,7 +27,7 @@ token, or --allow_unauthenticated to say that anyone who reaches the port may us
     curl -s localhost:8000/predict -H "Authorization: Bearer $(cat serve_token)" -H 'Content-Type: application/json' \
         -d '{"text": "chest pain"}'
 
-The README's Deploy section has a Dockerfile that runs it offline.
+docs/deployment.md has a Dockerfile that runs it offline.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ module imports only from its own layer or the layers below it, the four task pac
 nothing imports in a circle (``pyproject.toml``'s import-linter contracts, run by ``tests/test_layers.py``).
 
 Nothing here knows which recipe calls it or changes the caller's argument objects; a recipe imports only ``shared``.
-The tree, top layer first (the README's Layout section and CONTRIBUTING.md show the same tree)::
+The tree, top layer first (CONTRIBUTING.md shows the same tree)::
 
     shared/
       deploy/            a trained folder on new inputs, without the training stack

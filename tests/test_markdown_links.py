@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -28,7 +29,7 @@ def markdown_files() -> list[Path]:
 def anchors(path: Path) -> set[str]:
     """The ``#anchor`` of every heading of a Markdown file, as GitHub makes them."""
     tokens, found, seen = PARSER.parse(path.read_text(encoding="utf-8")), set(), {}
-    for opening, inline in zip(tokens, tokens[1:]):
+    for opening, inline in pairwise(tokens):
         if opening.type != "heading_open":
             continue
         text = "".join(child.content for child in inline.children or [] if child.type in ("text", "code_inline"))

@@ -76,7 +76,7 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default=None,
         metadata={"help": "Attention kernel for training ('eager', 'sdpa', 'flash_attention_2', ...). Unset: the "
-                          "model's default on a GPU, 'eager' on a CPU (faster there; see the README)."},
+                          "model's default on a GPU, 'eager' on a CPU (faster there; see docs/running-a-recipe.md)."},
     )
     dropout: float | None = field(
         default=None,

@@ -3,7 +3,7 @@ split when the user did not set the option (``shared.core.args.given``), and the
 
 Why: fixed defaults chosen on thousands of examples fail on the few hundred our users typically have (batch 32 for
 3 epochs is 48 optimizer steps on 500 examples: the text recipe then predicted the majority class). The rules, each
-measured in ``benchmarks/bench_small_data.py`` (table in the README):
+measured in ``benchmarks/bench_small_data.py`` (table in benchmarks/README.md):
 
 - **optimizer steps**: the batch size halves (down to ``SMALLEST_BATCH``) until the recipe's default number of
   epochs gives at least ``MIN_STEPS`` optimizer steps; if even the smallest batch does not, the epochs grow (up to

@@ -300,7 +300,7 @@ def model_for_run(auto_cls, model_args, config, training_args, resize: Callable 
 
 # ------------------------------------------------------------------------------------------------ configuration
 def attention_implementation(model_args, device) -> str | None:
-    """``--attn_implementation``, or 'eager' when training on a CPU (see the README); None keeps the model's default."""
+    """``--attn_implementation``, or 'eager' when training on a CPU (faster there); None keeps the model's default."""
     if model_args.attn_implementation:
         return model_args.attn_implementation
     return "eager" if getattr(device, "type", device) == "cpu" else None
