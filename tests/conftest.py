@@ -1,6 +1,6 @@
 """Session fixtures: tiny models built from config (CPU, seconds). Real data and weights in ``../shared`` are used by
 integration tests only, which skip when it is absent (tests/helpers.py: ``real_asset``). A run that leaves the git
-checkout changed fails (tests/clean_checkout.py)."""
+checkout changed fails (tests/clean_checkout.py). The test lanes (markers in pyproject.toml) are set here."""
 
 from __future__ import annotations
 
@@ -17,6 +17,21 @@ from tests.helpers import TEXT_SAMPLE, TOY_CORPUS, build_tiny_ner_model
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The lanes that follow from what a test is: a notebook (an nbval cell), a test that reads ../shared through
+    ``real_asset`` (integration) and a two-process test are marked here, so `-m "not slow"` leaves out the notebooks
+    and the two-process runs without a decorator on each; other slow tests carry ``@pytest.mark.slow``."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if item.path.suffix == ".ipynb":
+            item.add_marker("notebook")
+            item.add_marker("slow")
+        elif function is not None and "real_asset" in function.__code__.co_names:
+            item.add_marker("integration")
+        if item.get_closest_marker("multiprocess"):
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")

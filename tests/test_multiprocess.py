@@ -212,6 +212,7 @@ def assert_same_outputs(one: Path, two: Path):
 
 # ------------------------------------------------------------------------------------------------ recipes
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("task", ["text_classification", "ner", "image_classification", "assertion_status",
                                   "relation_extraction"])
 def test_two_processes_match_one(task, tiny_bert_dir, tmp_path_factory, audit):

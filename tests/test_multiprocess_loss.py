@@ -102,6 +102,7 @@ def relative_difference(a: dict, b: dict, start: dict) -> float:
 
 
 # Unweighted: text, assertion (its Trainer is built in shared/training/trainer.py), the CRF head; weighted: NER, images.
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("name", ["text", "ner_weighted", "ner_crf", "image_weighted", "assertion"])
 def test_two_processes_train_as_one_with_twice_the_batch(name, cases, tmp_path, capfd):
     task, args, batch = cases[name]

@@ -113,7 +113,6 @@ def test_marker_tokens_are_added_once_and_never_split(tiny_bert_dir):
     assert tokenizer.convert_ids_to_tokens([ids[0], ids[-1]]) == ["[E1]", "[/E1]"]
 
 
-@pytest.mark.integration
 def test_ddi_2013_relations_match_the_published_counts():
     """DDI 2013 train as BRAT (../shared): 4,020 positive relations among 27,792 same-sentence pairs, the counts of
     the corpus (its README); its overlapping discontinuous mentions are read."""

@@ -206,7 +206,6 @@ def test_i2b2_overlapping_concepts_follow_the_same_option(tmp_path):
         assert split.entity_changes == {"dropped_overlapping": 1}
 
 
-@pytest.mark.integration
 def test_the_real_ddi_training_folder_loads_with_either_rule():
     """DDI 2013 (BRAT): 38 discontinuous training entities, and one whose first fragment still shares words with
     another (MedLine d66: 'synthetic steroidal [estrogen / ... progestogen]')."""

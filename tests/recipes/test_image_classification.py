@@ -245,7 +245,7 @@ def test_every_config_names_only_known_arguments():
             assert set(yaml.safe_load(f)) <= known, name
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_pneumoniamnist_dinov2_subset(tmp_path):
     data = real_asset("data", "images", "pneumoniamnist", "pneumoniamnist.npz")
     model = real_asset("models", "dinov2-small")

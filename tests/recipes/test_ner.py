@@ -255,7 +255,7 @@ def test_unknown_entity_type_in_test_is_an_error(recipe, tiny_model, tmp_path, c
     assert line.startswith(f"error: {test}:1: entity type 'drug' does not occur in the training data")
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_ncbi_disease_subset_learns_and_pipeline_agrees(recipe, tmp_path):
     model, ncbi = real_asset("models", "all-MiniLM-L6-v2"), real_asset("data", "ner", "ncbi_disease")
     results = recipe.main([

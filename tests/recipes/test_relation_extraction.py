@@ -225,6 +225,7 @@ def test_bad_input_is_one_line_before_training(tiny_model, tmp_path, capsys, cas
     assert_one_line(status, stderr, message, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_ddi_2013_subset_clearly_beats_no_relation(tmp_path):
     """all-MiniLM-L6-v2 with the recipe's defaults on the first 2,000 DDI training pairs (15% of their documents
     carved out for validation), scored on the first 1,500 test pairs: positive micro-F1 measured at 0.50 (95% CI

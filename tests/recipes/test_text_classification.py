@@ -340,7 +340,7 @@ def test_bad_input_gives_one_clear_line(case, expected, tiny_bert_dir, tmp_path)
     assert not out.exists()  # nothing half-written
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_minilm_on_medical_abstracts_beats_majority_class(recipe, tmp_path):
     data = real_asset("data", "text_classification", "medical_abstracts")
     model = real_asset("models", "all-MiniLM-L6-v2")
