@@ -62,7 +62,7 @@ def broken_links(path: Path) -> list[str]:
         if not linked.exists():
             broken.append(f"{target}: no such file")
         elif parts.fragment and linked.suffix == ".md" and unquote(parts.fragment) not in anchors(linked):
-            broken.append(f"{target}: no such heading in {linked.relative_to(ROOT)}")
+            broken.append(f"{target}: no such heading")
     return broken
 
 
