@@ -349,8 +349,9 @@ assert chain["entity_f1"] > 0.8 and chain["relation_f1"] > 0.3, chain
 
 # %% [markdown]
 # One note with everything the three models found: each concept highlighted with its type, each problem with its
-# predicted assertion, and the relations of each sentence below it, next to the gold ones. A word wrongly tagged as
-# a problem would get an assertion, and may get relations: a chain is only as good as its first step.
+# predicted assertion, and the relations of each sentence below it, marked where they differ from the gold ones
+# (a relation counts in either argument order). A word wrongly tagged as a problem would get an assertion, and may
+# get relations: a chain is only as good as its first step.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -374,11 +375,14 @@ def show(shown, gold_relations):
             parts.append(f'<mark style="background:{COLOURS[c.type]};padding:1px 3px">'
                          f'{html_lib.escape(" ".join(words[c.start:c.end + 1]))} <small><b>{tag}</b></small></mark>')
             i = c.end + 1
-        said = {f"{r.first.text} &rarr; <b>{r.type}</b> &rarr; {r.second.text}" for r in relations[shown.doc_id]
-                if r.first.line == k}
-        true = {f"{r.first.text} &rarr; <b>{r.type}</b> &rarr; {r.second.text}" for r in gold_relations if r.first.line == k}
-        links = [f"{link}{'' if link in true else ' <i>(not in gold)</i>'}" for link in sorted(said)]
-        links += [f"<s>{link}</s> <i>(gold, missed)</i>" for link in sorted(true - said)]
+        # a relation is the same in either argument order, as the scorers count it (PIP joins two problems)
+        said = {(r.type, frozenset(((r.first.start, r.first.text), (r.second.start, r.second.text)))): r
+                for r in relations[shown.doc_id] if r.first.line == k}
+        true = {(r.type, frozenset(((r.first.start, r.first.text), (r.second.start, r.second.text)))): r
+                for r in gold_relations if r.first.line == k}
+        text = lambda r: f"{r.first.text} &rarr; <b>{r.type}</b> &rarr; {r.second.text}"
+        links = [text(r) + ("" if key in true else " <i>(not in gold)</i>") for key, r in said.items()]
+        links += [f"<s>{text(r)}</s> <i>(gold, missed)</i>" for key, r in true.items() if key not in said]
         rows.append(f"<p>{' '.join(parts)}" + (f"<br><small>{'; '.join(links)}</small>" if links else "") + "</p>")
     display(HTML("".join(rows)))
 
