@@ -95,6 +95,7 @@ def text_args(model, out, *extra):
     # 16-token windows, one per note each epoch: which window a note trains depends on the epoch
     ["--long_text", "chunk", "--max_seq_length", "16", "--train_windows", "one_per_epoch"],
 ], ids=["truncate", "chunk-one-window-per-epoch"])
+@pytest.mark.slow
 def test_text_resume_true_mid_second_epoch_matches_uninterrupted_run(tiny_bert_dir, tmp_path, reading):
     recipe = load_recipe("text_classification")
     full = recipe.main(text_args(tiny_bert_dir, tmp_path / "full", "--save_steps", "4", *reading))
@@ -242,6 +243,7 @@ def test_length_grouped_order_depends_on_seed_and_epoch_only():
 # ------------------------------------------------------------------------------------------ killed runs
 
 
+@pytest.mark.slow
 def test_sigterm_mid_training_then_resume_true_matches_uninterrupted_run(tiny_bert_dir, tmp_path):
     """Kill the text recipe (a subprocess) with SIGTERM once a checkpoint exists, preferably while it is writing
     the next one; ``--resume_from_checkpoint true`` must skip a half-written checkpoint and end like an

@@ -16,6 +16,7 @@ from tests.helpers import ROOT
 from tests.recipes.test_text_classification import with_patients
 
 
+@pytest.mark.slow
 def test_text_cross_validation_end_to_end(tiny_bert_dir, tmp_path):
     train = with_patients(tmp_path / "train.csv", 40, per_patient=4)
     out = tmp_path / "cv"
@@ -94,6 +95,7 @@ def test_image_fold_by_patient_from_a_table(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------- assertions and relations
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["assertion_status", "relation_extraction"])
 def test_concept_recipes_cross_validate_by_note(task, tmp_path):
     """Whole notes in each fold; the pooled table says which note (and concept or pair) each row is, its CIs

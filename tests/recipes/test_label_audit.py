@@ -9,6 +9,8 @@ import csv
 import json
 import random
 
+import pytest
+
 from shared.core.runner import run_recipe
 from shared.training.tiny_models import build_tiny_bert
 from tests.helpers import ROOT
@@ -22,6 +24,7 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_flipped_text_labels_rank_at_the_top(tmp_path):
     rows = cue_notes(240, 0)
     flipped = sorted(random.Random(1).sample(range(len(rows)), 12))
@@ -62,6 +65,7 @@ def test_flipped_text_labels_rank_at_the_top(tmp_path):
         assert not [w for w in FILLER + list(CUES.values()) if w in written], name  # not a word of any note
 
 
+@pytest.mark.slow
 def test_flipped_entity_tags_rank_at_the_top(tmp_path):
     rng = random.Random(0)
     sentences = []

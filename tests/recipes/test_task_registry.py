@@ -216,6 +216,7 @@ def lora_run(task, tiny_bert_dir, tiny_vit, root):
     return out, check
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["text_classification", "ner", "image_classification", "relation_extraction"])
 def test_a_lora_adapter_folder_exports_and_predicts_with_onnx(task, tiny_bert_dir, tiny_vit, tmp_path):
     adapter, check = lora_run(task, tiny_bert_dir, tiny_vit, tmp_path)
