@@ -1,7 +1,7 @@
 """Regenerate the synthetic i2b2-format sample notes in ../sample_data (deterministic; no real patient text).
 
 Every sentence is built from templates with invented findings, tests and treatments, so the notes are safe to ship
-and to print. Run from anywhere: ``python recipes/ner/scripts/make_sample_data.py``.
+and to print. Run from anywhere: ``python recipes/ner/sample_data/make_sample_data.py``.
 """
 
 import os
