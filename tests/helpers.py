@@ -1,7 +1,7 @@
 """What many tests share: paths, the real assets beside the project, tiny-model corpora and the command line.
 
 Recipes are run in-process with :func:`shared.core.runner.run_recipe` (the one way tests, notebooks and benchmarks call
-a recipe) and as a user runs them with :func:`run_cli` (a subprocess).
+a recipe) and as a user runs them with :func:`run_cli` (the command line, in a process of its own).
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests import forked_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = ROOT.parent / "shared"  # real public data and weights beside the project (absent in a user's clone)
@@ -46,11 +47,12 @@ def real_asset(*parts: str) -> Path:
 
 
 def run_cli(recipe: str | os.PathLike, args: list[str], timeout: int = 600, entry: str = "train"):
-    """Run a recipe as a user would, ``python recipes/<recipe>/train.py ...`` (a subprocess): CompletedProcess."""
+    """Run a recipe as a user would, ``python recipes/<recipe>/train.py ...``: CompletedProcess. The process is a
+    fork of a server that has imported torch and transformers once (tests/forked_cli.py): seconds saved a command."""
     from shared.core.runner import recipe_file
 
-    return subprocess.run([sys.executable, str(recipe_file(recipe, entry)), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return forked_cli.run([sys.executable, str(recipe_file(recipe, entry)), *map(str, args)], cwd=ROOT,
+                          timeout=timeout)
 
 
 def assert_one_line(status: int, stderr: str, expected: str, out) -> None:
