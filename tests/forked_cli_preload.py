@@ -9,8 +9,8 @@ import shared
 for module in pkgutil.walk_packages(shared.__path__, "shared."):
     try:
         importlib.import_module(module.name)
-    except ImportError:  # an optional dependency that is not installed: the command imports it, or fails, itself
-        pass
+    except Exception:  # an optional dependency not installed, or a module that fails: the command imports it, or
+        pass           # fails on it, itself, as a fresh interpreter would
 
 import transformers  # noqa: E402
 
