@@ -22,7 +22,9 @@ per assertion), {eval,test}_confusion_matrix.png, {eval,test}_reliability.png, t
 concept: note, concept (its line:first-last tokens), label, prediction, probabilities; no text), test_predictions/
 (each test note as .txt + .con + .ast with the predicted assertions: note text, sensitive), test_explanations.{html,
 json} (--explain N: word attributions over the marked sentence of the first N test concepts; note words, sensitive)
-and the model card README.md. With --use_lora the folder holds the adapter, the head and the trained [E] / [/E]
+and the model card README.md. With --conformal_alpha each concept also gets a conformal prediction set of
+assertions (the prediction_set column; coverage and set size in the results; docs/prediction-sets-and-subgroups.md).
+With --use_lora the folder holds the adapter, the head and the trained [E] / [/E]
 embedding rows (or, with --merge_lora, the merged model).
 """
 
@@ -53,6 +55,7 @@ from shared.core.resume import train_with_resume
 from shared.data.labels import label_counts
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve
 from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.evaluation.conformal import SET_HEADLINE, ConformalArguments, plan_conformal, saved_conformal
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import SINGLE_LABEL_HEADLINE, selection_macro_f1, softmax
 from shared.evaluation.reports import prefixed, save_all_results, score_and_report, training_card, write_model_card
@@ -112,9 +115,9 @@ WHERE_FROM = {"train": "--train_file (an i2b2 folder with .ast files)",
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
-    model_args, data_args, training_args = parse_args(ClassifierModelArguments, AssertionDataArguments,
-                                                      TrainingArguments, defaults=RECIPE_DEFAULTS, args=args,
-                                                      description=__doc__)
+    model_args, data_args, training_args, set_args = parse_args(
+        ClassifierModelArguments, AssertionDataArguments, TrainingArguments, ConformalArguments,
+        defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
     # 3. the seed, before anything random (both in shared/core/args.py: start_run).
     run = start_run(training_args)
@@ -142,6 +145,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # 5. Labels: the assertions of the training data, in i2b2's order (or the model folder's when evaluating).
     label_names, label_ids = concept_labels(splits, model_args, ASSERTIONS)
     logger.info("%d assertion classes: %s", len(label_names), ", ".join(label_names))
+    # --conformal_alpha: the validation concepts that calibrate prediction sets, apart from the temperature's; a
+    # split too small for the alpha fails here, before the model loads (shared/evaluation/conformal.py)
+    set_plan = plan_conformal(set_args, label_ids.get("validation"), False, label_names, training_args.do_train,
+                              training_args.seed)
 
     # 6. Model and tokenizer: the marker tokens added (a fine-tuned folder has them) and the embeddings resized;
     # under --use_lora the [E] / [/E] rows train with the adapter (new tokens: no pretrained row knows them).
@@ -184,15 +191,22 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        **(best_epoch.results() if best_epoch else {}))
 
     # 10. Evaluate on validation: temperature scaling fitted there and folded into the head
-    # (shared/evaluation/calibration.py).
+    # (shared/evaluation/calibration.py); with --conformal_alpha the temperature sees only its part of the split and
+    # the prediction sets are calibrated on the other (shared/evaluation/conformal.py).
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
+    conformal = None if training_args.do_train else saved_conformal(trainer.model.config)
     if "validation" in tokenized:
         logits = predict_logits("validation")
         if training_args.do_train and model_args.calibration == "temperature":
-            calibration = calibrate(trainer, logits, label_ids["validation"], False, len(label_names))
+            fit_rows = set_plan.temperature_rows if set_plan else np.arange(len(logits))
+            calibration = calibrate(trainer, logits[fit_rows], label_ids["validation"][fit_rows], False,
+                                    len(label_names))
             logits = calibration.apply(logits) if calibration else logits
+        if set_plan:
+            conformal = set_plan.fit(softmax(logits), label_ids["validation"])
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], softmax(logits),
-                                   label_names, False, None, uncalibrated=uncalibrated(logits))
+                                   label_names, False, None, uncalibrated=uncalibrated(logits), conformal=conformal,
+                                   set_rows=set_plan.temperature_rows if set_plan else None)
         results.update(prefixed({**metrics, "samples": len(logits), "cut_examples": cut["validation"]}, "eval"))
 
     # 11. Predict on test: .ast files and test_predictions.csv always; metrics with CIs over notes when labelled.
@@ -203,11 +217,12 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if "test" in label_ids:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
                                        False, None, data_args.bootstrap_resamples, training_args.seed, test.groups,
-                                       uncalibrated(logits))
+                                       uncalibrated(logits), conformal)
             results.update(prefixed({**metrics, "samples": len(probs), "cut_examples": cut["test"]}, "test"))
         if is_main:
             write_predictions(output_dir, split_rows.get("test", range(len(probs))), probs, label_names, False, None,
-                              None, gold=test.labels, extra=test.locations())
+                              None, gold=test.labels, extra=test.locations(),
+                              prediction_sets=conformal.named(probs, label_names) if conformal else None)
             predicted = [label_names[i] for i in probs.argmax(axis=1)]
             notes = write_assertions(f"{output_dir}/test_predictions", test, predicted)
             logger.info("assertions of %d concepts in %d notes written to test_predictions/", len(predicted),
@@ -222,7 +237,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         save_trained(trainer, output_dir, model_args, tokenizer,
                      config_updates={**task_record("assertion_status", markers=list(ENTITY)),
                                      "max_seq_length": max_length,
-                                     "calibration": calibration.saved() if calibration else None})
+                                     "calibration": calibration.saved() if calibration else None,
+                                     "conformal": conformal.saved() if conformal else None})
     if is_main:
         save_all_results(output_dir, results)
         write_model_card(
@@ -237,9 +253,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                      if split in label_ids else {})}
                           for split, c in splits.items()},
             metrics=results,
-            headline_metrics=SINGLE_LABEL_HEADLINE,
+            headline_metrics=SINGLE_LABEL_HEADLINE + (SET_HEADLINE if conformal else []),
             training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,
-                                   calibration, max_seq_length=max_length),
+                                   calibration, max_seq_length=max_length,
+                                   **({"prediction_sets": conformal.describe()} if conformal else {})),
             limitations=[
                 "Input is a sentence with the concept between the tokens [E] and [/E]; `pipeline(\"text-"
                 "classification\")` on this folder needs the markers in the text.",

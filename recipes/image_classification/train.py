@@ -19,6 +19,8 @@ all_results.json (+ train_/eval_/test_results.json), {eval,test}_report.json, {e
 {eval,test}_roc.png, {eval,test}_reliability.png, test_predictions.csv, thresholds.json (multi-label), pixel_mapping.json,
 test_explanations/ + test_explanations.json (--explain N: heat maps over the images, sensitive) and the model card
 README.md. With a validation split the probabilities are calibrated (temperature scaling folded into the head).
+With --conformal_alpha every prediction also gets a conformal prediction set (the prediction_set column; coverage
+and set size in the results; docs/prediction-sets-and-subgroups.md).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from shared.data.overlap import images_also_in_train, warn_shared_examples
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
 from shared.data.tables import LabelledTableArguments, drop_unlabelled_rows, has_column, load_splits, read_table
 from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.evaluation.conformal import SET_HEADLINE, ConformalArguments, plan_conformal, saved_conformal
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, selection_macro_f1, sigmoid, softmax
 from shared.evaluation.metrics import tune_thresholds
@@ -226,8 +229,9 @@ def training_groups(data_args: ImageDataArguments, train) -> list[str]:
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
-    model_args, data_args, training_args = parse_args(ImageModelArguments, ImageDataArguments, TrainingArguments,
-                                                      defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
+    model_args, data_args, training_args, set_args = parse_args(
+        ImageModelArguments, ImageDataArguments, TrainingArguments, ConformalArguments, defaults=RECIPE_DEFAULTS,
+        args=args, description=__doc__)
 
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
     # 3. the seed, before anything random (both in shared/core/args.py: start_run).
@@ -297,6 +301,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         decoded[split] = decode_images(images, image_size, data_args.skip_bad_images, resample, mapping, cache_dir)
         decode_seconds[split] = time.perf_counter() - start
     label_ids = {split: encoded[split][d.kept] for split, d in decoded.items() if split in encoded}
+    # --conformal_alpha: the validation images that calibrate prediction sets, apart from the temperature's; a split
+    # too small for the alpha fails here, before the model loads (shared/evaluation/conformal.py)
+    set_plan = plan_conformal(set_args, label_ids.get("validation"), multi_label, label_names,
+                              training_args.do_train, training_args.seed)
     augmenter = Augmenter(data_args.augment_config()) if data_args.augment else None
     pixels = {split: PixelDataset(d.pixels, label_ids.get(split), mean, std,
                                   augmenter if split == "train" else None, seed=data_seed(training_args))
@@ -374,23 +382,30 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head
     # (shared/evaluation/calibration.py), then multi-label decision thresholds are tuned on the calibrated
-    # probabilities (never on test).
+    # probabilities (never on test); with --conformal_alpha the temperature sees only its part of the split and the
+    # prediction sets are calibrated on the other (shared/evaluation/conformal.py).
     thresholds = data_args.decision_threshold
     if multi_label and thresholds is None:
         thresholds = saved_thresholds(trainer.model.config, label_names)
     elif thresholds is None and not training_args.do_train:  # a binary threshold the folder was trained with
         thresholds = getattr(trainer.model.config, "decision_threshold", None)
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
+    conformal = None if training_args.do_train else saved_conformal(trainer.model.config)
     if "validation" in pixels:
         logits = predict_logits("validation")
         if training_args.do_train and model_args.calibration == "temperature":
-            calibration = calibrate(trainer, logits, label_ids["validation"], multi_label, len(label_names))
+            fit_rows = set_plan.temperature_rows if set_plan else np.arange(len(logits))
+            calibration = calibrate(trainer, logits[fit_rows], label_ids["validation"][fit_rows], multi_label,
+                                    len(label_names))
             logits = calibration.apply(logits) if calibration else logits  # what the head now gives
         probs = probabilities(logits)
         if multi_label and training_args.do_train and data_args.decision_threshold is None:
             thresholds = tune_thresholds(label_ids["validation"], probs)
+        if set_plan:
+            conformal = set_plan.fit(probs, label_ids["validation"])
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], probs, label_names,
-                                   multi_label, thresholds, uncalibrated=uncalibrated(logits))
+                                   multi_label, thresholds, uncalibrated=uncalibrated(logits), conformal=conformal,
+                                   set_rows=set_plan.temperature_rows if set_plan else None)
         results.update(prefixed({**metrics, **counts("validation")}, "eval"))
 
     # 11. Predict on test: the predictions file always; metrics with bootstrap CIs, report and plots when labelled.
@@ -401,7 +416,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if labelled:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
                                        multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed,
-                                       uncalibrated=uncalibrated(logits))
+                                       uncalibrated=uncalibrated(logits), conformal=conformal)
             results.update(prefixed({**metrics, **counts("test")}, "test"))
         if is_main:
             images, kept = splits["test"], decoded["test"].kept
@@ -409,7 +424,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             paths = [s if isinstance(s, str) else images.refs[i][0] for i, s in ((i, images.sources[i]) for i in kept)]
             write_predictions(output_dir, rows, probs, label_names, multi_label, thresholds, data_args.label_separator,
                               gold=[images.labels[i] for i in kept] if labelled else None,
-                              extra={"image": paths} if data_args.write_image_paths else None)
+                              extra={"image": paths} if data_args.write_image_paths else None,
+                              prediction_sets=conformal.named(probs, label_names) if conformal else None)
             if data_args.explain:  # heat-map overlays: image content, sensitive like the inputs
                 explain_image_predictions(output_dir, "test", trainer.model, pixels["test"], decoded["test"].pixels,
                                           rows, probs, label_names, multi_label, thresholds, data_args.explain)
@@ -424,7 +440,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                    label_separator=data_args.label_separator),
                                      **({"decision_thresholds": cuts} if cuts else {}),
                                      "decision_threshold": None if multi_label else data_args.decision_threshold,
-                                     "calibration": calibration.saved() if calibration else None})
+                                     "calibration": calibration.saved() if calibration else None,
+                                     "conformal": conformal.saved() if conformal else None})
         if is_main:
             mapping.save(output_dir)
     if is_main:
@@ -440,9 +457,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                               if split in label_ids else {})}
                           for split, d in decoded.items()},
             metrics=results,
-            headline_metrics=MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE,
+            headline_metrics=(MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE)
+            + (SET_HEADLINE if conformal else []),
             training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,
                                    calibration, image_size=image_size,
+                                   **({"prediction_sets": conformal.describe()} if conformal else {}),
                                    **{"pixel mapping (DICOM, 16-bit)": mapping.describe()},
                                    augmentation=data_args.augment_config() if data_args.augment else "none"),
             limitations=[

@@ -16,7 +16,9 @@ Outputs in --output_dir: the model and tokenizer (loads with pipeline("text-clas
 (+ train_/eval_/test_results.json), {eval,test}_report.json, {eval,test}_confusion_matrix.png, {eval,test}_roc.png,
 {eval,test}_reliability.png, test_predictions.csv, thresholds.json (multi-label), test_explanations.{html,json}
 (--explain N; they hold note text) and the model card README.md. With a validation split the probabilities are
-calibrated (temperature scaling folded into the head; --calibration none keeps them raw).
+calibrated (temperature scaling folded into the head; --calibration none keeps them raw). With --conformal_alpha
+every prediction also gets a conformal prediction set (the prediction_set column; coverage and set size in the
+results; docs/prediction-sets-and-subgroups.md).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from shared.data.splits import carve_splits, check_split_sources, sample_limit, 
 from shared.data.splits import warn_shared_groups
 from shared.data.tables import LabelledTableArguments, load_splits
 from shared.evaluation.calibration import calibrate, saved_calibration
+from shared.evaluation.conformal import SET_HEADLINE, ConformalArguments, plan_conformal, saved_conformal
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, selection_macro_f1, sigmoid, softmax
 from shared.evaluation.metrics import tune_thresholds
@@ -140,8 +143,9 @@ WHERE_FROM = {"train": "--train_file (or --dataset_name)", "validation": "--vali
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
-    model_args, data_args, training_args = parse_args(ClassifierModelArguments, TextDataArguments, TrainingArguments,
-                                                      defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
+    model_args, data_args, training_args, set_args = parse_args(
+        ClassifierModelArguments, TextDataArguments, TrainingArguments, ConformalArguments, defaults=RECIPE_DEFAULTS,
+        args=args, description=__doc__)
 
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
     # 3. the seed, before anything random (both in shared/core/args.py: start_run).
@@ -193,6 +197,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     label_ids = {split: encode_labels(values, label2id, multi_label, tables[split].where, known_as)
                  for split, values in labels.items()}
     logger.info("%s task with %d labels", "multi-label" if multi_label else "single-label", len(label_names))
+    # --conformal_alpha: the validation rows that calibrate prediction sets, apart from the temperature's; a split
+    # too small for the alpha fails here, before the model loads (shared/evaluation/conformal.py)
+    set_plan = plan_conformal(set_args, label_ids.get("validation"), multi_label, label_names,
+                              training_args.do_train, training_args.seed)
 
     # 6. Model and tokenizer: a fresh head over the labels (training), or the fine-tuned folder as saved.
     tokenizer = load_pretrained(AutoTokenizer, model_args)
@@ -301,19 +309,26 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
     # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head
     # (shared/evaluation/calibration.py), then multi-label decision thresholds are tuned on the calibrated
-    # probabilities (never on test).
+    # probabilities (never on test); with --conformal_alpha the temperature sees only its part of the split and the
+    # prediction sets are calibrated on the other (shared/evaluation/conformal.py).
     thresholds = saved_thresholds(trainer.model.config, label_names) if multi_label else None
     calibration = None if training_args.do_train else saved_calibration(trainer.model.config)  # already in the head
+    conformal = None if training_args.do_train else saved_conformal(trainer.model.config)
     if "validation" in tokenized:
         logits = predict_logits("validation")
         if training_args.do_train and model_args.calibration == "temperature":
-            calibration = calibrate(trainer, logits, label_ids["validation"], multi_label, len(label_names))
+            fit_rows = set_plan.temperature_rows if set_plan else np.arange(len(logits))
+            calibration = calibrate(trainer, logits[fit_rows], label_ids["validation"][fit_rows], multi_label,
+                                    len(label_names))
             logits = calibration.apply(logits) if calibration else logits  # what the head now gives
         probs = probabilities(logits)
         if multi_label and training_args.do_train:
             thresholds = tune_thresholds(label_ids["validation"], probs)
+        if set_plan:
+            conformal = set_plan.fit(probs, label_ids["validation"])
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], probs, label_names,
-                                   multi_label, thresholds, uncalibrated=uncalibrated(logits))
+                                   multi_label, thresholds, uncalibrated=uncalibrated(logits), conformal=conformal,
+                                   set_rows=set_plan.temperature_rows if set_plan else None)
         results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["validation"]),
                                  "truncated_examples": truncated["validation"], **leaks.get("validation", {})},
                                 "eval"))
@@ -326,13 +341,14 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if labelled:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
                                        multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed,
-                                       split_groups.get("test"), uncalibrated(logits))
+                                       split_groups.get("test"), uncalibrated(logits), conformal)
             results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["test"]),
                                      "truncated_examples": truncated["test"], **leaks.get("test", {})}, "test"))
         if is_main:
             write_predictions(output_dir, split_rows.get("test", range(len(probs))),  # a fold: rows of the train file
                               probs, label_names, multi_label, thresholds, data_args.label_separator,
-                              gold=labels["test"] if labelled else None)
+                              gold=labels["test"] if labelled else None,
+                              prediction_sets=conformal.named(probs, label_names) if conformal else None)
         if is_main and data_args.explain:  # word attributions: holds note text, like the predictions
             explain_text_predictions(output_dir, "test", trainer.model, tokenizer, tables["test"][data_args.text_column],
                                      tables["test"][data_args.text_pair_column] if data_args.text_pair_column else None,
@@ -351,7 +367,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                    label_separator=data_args.label_separator),
                                      **long_text.as_config(), "max_seq_length": max_length,
                                      **({"decision_thresholds": cuts} if cuts else {}),
-                                     "calibration": calibration.saved() if calibration else None})
+                                     "calibration": calibration.saved() if calibration else None,
+                                     "conformal": conformal.saved() if conformal else None})
     if is_main:
         save_all_results(output_dir, results, thresholds=cuts)
         write_model_card(
@@ -365,9 +382,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                              if split in label_ids else {})}
                           for split, table in tables.items()},
             metrics=results,
-            headline_metrics=MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE,
+            headline_metrics=(MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE)
+            + (SET_HEADLINE if conformal else []),
             training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,
-                                   calibration, max_seq_length=max_length, long_text=long_text.describe()),
+                                   calibration, max_seq_length=max_length, long_text=long_text.describe(),
+                                   **({"prediction_sets": conformal.describe()} if conformal else {})),
             limitations=[
                 (f"Notes longer than {max_length} tokens are read in overlapping windows by this recipe "
                  "(`--do_predict`); `pipeline()` on this folder reads a note in one pass (truncated where asked), "

@@ -16,6 +16,7 @@ aggregation, thresholds, a CRF's Viterbi decoding) is the same code as for PyTor
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from shared.core.outputs import PREDICT_RESULTS
 from shared.data.labels import decisions, encode_labels
 from shared.data.long_text import default_stride, long_text_settings, notes_from_windows
 from shared.data.tables import TableFormatArguments, read_table
+from shared.evaluation.conformal import saved_conformal
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import classifier_metrics, sigmoid, softmax
 from shared.evaluation.reports import saved_thresholds, write_predictions
@@ -186,6 +188,7 @@ class Outputs:
     logits: list[np.ndarray]
     labels: list[Any]
     probs: np.ndarray | None = None
+    sets: list[list[str]] | None = None  # conformal prediction sets (label names), when the folder saved them
 
 
 class _Predictor:
@@ -228,11 +231,18 @@ class _Classifier(_Predictor):
     labels: list[str]
     multi_label: bool
     thresholds: Any
+    config: Any
+
+    @functools.cached_property
+    def conformal(self):
+        """The conformal prediction sets saved with the folder (``--conformal_alpha``), or None."""
+        return saved_conformal(self.config)
 
     def outputs(self, logits: np.ndarray) -> Outputs:
 
         probs = sigmoid(logits) if self.multi_label else softmax(logits)
-        return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
+        return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs,
+                       self.conformal.named(probs, self.labels) if self.conformal else None)
 
     def score(self, gold: Sequence, outputs: Outputs) -> float:
         """The recipe's headline selection metric: macro-F1 at the saved thresholds."""
@@ -362,8 +372,8 @@ def write_classifier_predictions(output_dir: str, rows: Sequence[int], outputs: 
                                  multi_label: bool, thresholds, separator: str | None, gold: Sequence | None,
                                  jsonl: bool, extra: dict[str, Sequence] | None = None) -> list[str]:
     """The prediction table of a classifier: ``predictions.csv`` as the recipes' ``test_predictions.csv`` (``rows``:
-    the input row of each prediction, extra columns, label when known, prediction, prob_<class>), or the same
-    fields as ``predictions.jsonl``."""
+    the input row of each prediction, extra columns, label when known, prediction, the conformal prediction set when
+    the folder has one, prob_<class>), or the same fields as ``predictions.jsonl``."""
 
     if jsonl:  # labels stay lists / names, probabilities numbers
         lines = []
@@ -372,6 +382,8 @@ def write_classifier_predictions(output_dir: str, rows: Sequence[int], outputs: 
             if gold is not None:
                 record["label"] = gold[k]
             record["prediction"] = outputs.labels[k]
+            if outputs.sets is not None:
+                record["prediction_set"] = outputs.sets[k]
             record.update({f"prob_{name}": float(p) for name, p in zip(label_names, outputs.probs[k])})
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         path = os.path.join(output_dir, "predictions.jsonl")
@@ -379,7 +391,7 @@ def write_classifier_predictions(output_dir: str, rows: Sequence[int], outputs: 
         return [path]
 
     return [write_predictions(output_dir, rows, outputs.probs, label_names, multi_label, thresholds, separator, gold,
-                              extra, name="predictions.csv")]
+                              extra, name="predictions.csv", prediction_sets=outputs.sets)]
 
 
 # ----------------------------------------------------------------------------------------------------------- NER

@@ -12,7 +12,8 @@
                                     application/dicom for a .dcm)
 
 Answers are JSON: ``prediction`` and ``probabilities`` per text or image (the saved thresholds and calibration
-applied, as in predict.py), ``entities`` (type, start, end, text) per note. Requests are bounded
+applied, as in predict.py; ``prediction_set``, the conformal set of labels, when the folder was trained with
+``--conformal_alpha``), ``entities`` (type, start, end, text) per note. Requests are bounded
 (``max_request_bytes``, ``max_items``; for the chain also the words, NER windows and candidate pairs one request may
 cause, :class:`shared.deploy.chain.Limits`): a larger body is 413, a malformed one 400 or 415, each with one line saying
 why. Nothing of a request is logged or kept, and error messages never repeat its content. Predictions run one at a
@@ -81,8 +82,12 @@ def _json_body(raw: bytes) -> dict:
 
 
 def _classified(predictor, outputs) -> list[dict]:
-    return [{"prediction": label, "probabilities": {name: float(p) for name, p in zip(predictor.labels, probs)}}
-            for label, probs in zip(outputs.labels, np.asarray(outputs.probs))]
+    answers = [{"prediction": label, "probabilities": {name: float(p) for name, p in zip(predictor.labels, probs)}}
+               for label, probs in zip(outputs.labels, np.asarray(outputs.probs))]
+    if outputs.sets is not None:  # a folder trained with --conformal_alpha: the labels its set holds
+        for answer, labels in zip(answers, outputs.sets):
+            answer["prediction_set"] = labels
+    return answers
 
 
 def answer(predictor, raw: bytes, content_type: str, max_items: int = MAX_ITEMS, limits=None) -> dict:
@@ -140,10 +145,13 @@ def _concept_answer(predictor, body: dict, max_items: int) -> dict:
         facts = facts_of(text, body["concepts"])
         if predictor.task == "assertion_status":
             asserted = assert_facts(predictor, [text], [facts])[0]
+            sets = predictor.conformal.named(np.array([probs for _, probs in asserted]).reshape(-1, len(
+                predictor.labels)), predictor.labels) if predictor.conformal else None
             return {"concepts": [{"id": f.id, "type": f.type, "start": f.start, "end": f.end,
                                   "assertion": f.assertion,
-                                  "probabilities": {n: float(p) for n, p in zip(predictor.labels, probs)}}
-                                 for f, probs in asserted]}
+                                  "probabilities": {n: float(p) for n, p in zip(predictor.labels, probs)},
+                                  **({"prediction_set": sets[k]} if sets is not None else {})}
+                                 for k, (f, probs) in enumerate(asserted)]}
         relations = relate_facts(predictor, [text], [facts])[0]
     except DataError as e:
         raise BadRequest(400, e.reason) from None

@@ -15,6 +15,7 @@ from shared.core.files import atomic_write_json, atomic_write_text, save_figure
 from shared.core.outputs import CARD_MARKER
 from shared.data.labels import decisions, format_label_cell
 from shared.evaluation.calibration import plot_reliability
+from shared.evaluation.conformal import score_sets, sets_cells
 from shared.evaluation.metrics import classification_report_dict, classifier_metrics, multilabel_report_dict
 
 logger = logging.getLogger(__name__)
@@ -216,10 +217,11 @@ def write_model_card(
 
 def write_classification_outputs(output_dir: str, prefix: str, gold: np.ndarray, probs: np.ndarray,
                                  label_names: list[str], multi_label: bool, thresholds=None,
-                                 uncalibrated: np.ndarray | None = None) -> dict:
-    """``{prefix}_report.json`` (per class, confusion matrix), ``{prefix}_confusion_matrix.png`` (single-label),
-    ``{prefix}_roc.png`` and ``{prefix}_reliability.png`` (before and after calibration when ``uncalibrated`` is
-    given) for one labelled split of a classifier; returns the report."""
+                                 uncalibrated: np.ndarray | None = None, sections: dict | None = None) -> dict:
+    """``{prefix}_report.json`` (per class, confusion matrix, and ``sections``: e.g. the prediction sets'),
+    ``{prefix}_confusion_matrix.png`` (single-label), ``{prefix}_roc.png`` and ``{prefix}_reliability.png`` (before
+    and after calibration when ``uncalibrated`` is given) for one labelled split of a classifier; returns the
+    report."""
 
     split = {"eval": "validation", "test": "test"}.get(prefix, prefix)
     if multi_label:
@@ -231,16 +233,19 @@ def write_classification_outputs(output_dir: str, prefix: str, gold: np.ndarray,
     plot_roc_curves(gold, probs, label_names, os.path.join(output_dir, f"{prefix}_roc.png"), title=f"ROC ({split})")
     plot_reliability(gold, probs, multi_label, os.path.join(output_dir, f"{prefix}_reliability.png"),
                      f"Reliability ({split})", uncalibrated)
+    report.update(sections or {})
     atomic_write_json(os.path.join(output_dir, f"{prefix}_report.json"), report)
     return report
 
 
 def score_and_report(output_dir: str | None, prefix: str, gold: np.ndarray, probs: np.ndarray, label_names: list[str],
                      multi_label: bool, thresholds=None, resamples: int = 0, seed: int = 0, groups=None,
-                     uncalibrated: np.ndarray | None = None) -> dict:
+                     uncalibrated: np.ndarray | None = None, conformal=None, set_rows=None) -> dict:
     """The metrics of one labelled split of a classifier (bootstrap CIs with ``resamples``; calibration metrics,
     before and after when ``uncalibrated`` is given), and its report and plots (:func:`write_classification_outputs`)
-    in ``output_dir`` (None: the metrics only, e.g. on a non-main process)."""
+    in ``output_dir`` (None: the metrics only, e.g. on a non-main process). ``conformal``: prediction sets
+    (``shared.evaluation.conformal``) scored on ``set_rows`` (default all: the validation split passes the rows
+    that did not calibrate them), as ``coverage``, ``mean_set_size``, ... and the report's ``prediction_sets``."""
 
     if not multi_label and len(gold) and len(present := np.unique(gold)) == 1:
         logger.warning("%s split: every example's gold label is '%s' (one class): AUROC and AUPRC are undefined "
@@ -248,9 +253,16 @@ def score_and_report(output_dir: str | None, prefix: str, gold: np.ndarray, prob
                        {"eval": "validation"}.get(prefix, prefix), label_names[int(present[0])])
     metrics = classifier_metrics(gold, probs, multi_label, thresholds, resamples, seed, groups, uncalibrated)
     metrics["predicted_classes"] = collapse_check(prefix, gold, probs, label_names, multi_label, thresholds)
+    sections = {}
+    if conformal is not None:
+        rows = np.arange(len(gold)) if set_rows is None else np.asarray(set_rows, dtype=int)
+        set_scores, sections["prediction_sets"] = score_sets(
+            conformal, np.asarray(gold)[rows], np.asarray(probs)[rows], label_names, resamples, seed,
+            None if groups is None else [groups[i] for i in rows])
+        metrics.update(set_scores)
     if output_dir is not None:
         write_classification_outputs(output_dir, prefix, gold, probs, label_names, multi_label, thresholds,
-                                     uncalibrated)
+                                     uncalibrated, sections)
     return metrics
 
 
@@ -275,9 +287,11 @@ def collapse_check(split: str, gold: np.ndarray, probs: np.ndarray, label_names:
 
 
 def predictions_csv(rows: Sequence[int], predicted: Sequence[str], probs: np.ndarray, label_names: list[str],
-                    gold: Sequence[str] | None = None, extra: dict[str, Sequence] | None = None) -> str:
+                    gold: Sequence[str] | None = None, extra: dict[str, Sequence] | None = None,
+                    prediction_sets: Sequence[str] | None = None) -> str:
     """A prediction table: ``row`` (0-based row of the input; of the training file for a carved split), ``extra``
-    columns, ``label`` (when labelled), ``prediction`` and ``prob_<class>``. Never the input text."""
+    columns, ``label`` (when labelled), ``prediction``, ``prediction_set`` (a model with conformal sets: a JSON list
+    of names) and ``prob_<class>``. Never the input text."""
     import csv
     import io
 
@@ -285,12 +299,15 @@ def predictions_csv(rows: Sequence[int], predicted: Sequence[str], probs: np.nda
     writer = csv.writer(buffer, lineterminator="\n")
     extra = extra or {}
     writer.writerow(["row", *extra, *(["label"] if gold is not None else []), "prediction",
+                     *(["prediction_set"] if prediction_sets is not None else []),
                      *[f"prob_{name}" for name in label_names]])
     for k, row in enumerate(rows):
         cells = [int(row), *[values[k] for values in extra.values()]]
         if gold is not None:
             cells.append(gold[k])
         cells.append(predicted[k])
+        if prediction_sets is not None:
+            cells.append(prediction_sets[k])
         cells += [repr(float(p)) for p in probs[k]]  # full precision: the decisions can be recomputed exactly
         writer.writerow(cells)
     return buffer.getvalue()
@@ -298,16 +315,18 @@ def predictions_csv(rows: Sequence[int], predicted: Sequence[str], probs: np.nda
 
 def write_predictions(output_dir: str, rows: Sequence[int], probs: np.ndarray, label_names: list[str],
                       multi_label: bool, thresholds=None, separator: str | None = None, gold: Sequence | None = None,
-                      extra: dict[str, Sequence] | None = None, name: str = "test_predictions.csv") -> str:
+                      extra: dict[str, Sequence] | None = None, name: str = "test_predictions.csv",
+                      prediction_sets: Sequence[Sequence[str]] | None = None) -> str:
     """``test_predictions.csv`` (or ``name``: predict.py's ``predictions.csv``) of a classifier (:func:`predictions_csv`): the decided label of every row
-    (:func:`shared.data.labels.decisions`), the gold label when known, label lists written as the input writes them."""
+    (:func:`shared.data.labels.decisions`), the gold label when known, label lists written as the input writes them,
+    each row's conformal prediction set (label names) when given."""
 
     def cell(label):
         return format_label_cell(label, separator)
 
     predicted = [cell(p) for p in decisions(probs, label_names, multi_label, thresholds)]
     table = predictions_csv(rows, predicted, probs, label_names, None if gold is None else [cell(g) for g in gold],
-                            extra)
+                            extra, None if prediction_sets is None else sets_cells(prediction_sets))
     path = os.path.join(output_dir, name)
     atomic_write_text(path, table)
     return path
