@@ -27,6 +27,11 @@ probabilities), ``cv_results.json`` (every fold's results; per test metric the f
 and sample standard deviation; the pooled metrics), ``cv_results.md`` (the same as one table, also printed) and,
 with ``--audit_labels``, ``label_issues.csv`` (most suspicious first: row or file/line/word, fold, given label,
 suggested label, label-quality score). None of these files holds text.
+
+With ``--keep_fold_models`` a text or image classification folder also becomes an ensemble of its fold models
+(``shared/deploy/ensemble.py``): ``config.json`` and the model card ``README.md``; ``predict.py --model_dir
+<output_dir>`` averages the folds' calibrated probabilities, with multi-label thresholds tuned on the pooled
+out-of-fold predictions.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from shared.core.args import main_guard
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_json, atomic_write_text
 from shared.core.runner import recipe_file
+from shared.deploy.ensemble import ENSEMBLE_TASKS, write_ensemble
+from shared.tasks import read_folder_config
 from shared.trust import audit
 from shared.trust.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
 from shared.trust.crossval import remove_weights, summarize
@@ -68,7 +75,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--group_column", default=None,
                         help="Keep every group (patient, note) in one fold; passed to the recipe.")
     parser.add_argument("--keep_fold_models", action="store_true",
-                        help="Keep each fold's model weights (deleted by default; metrics and predictions stay).")
+                        help="Keep each fold's model weights (deleted by default; metrics and predictions stay). For "
+                             "text and image classifiers the output folder then also predicts as an ensemble of the "
+                             "fold models: predict.py / serve.py --model_dir <output_dir>.")
     parser.add_argument("--audit_labels", action="store_true",
                         help="Rank the rows (NER: words) whose given label is likely wrong, from the pooled "
                              "out-of-fold probabilities (cleanlab), into label_issues.csv.")
@@ -110,7 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarize(fold_results)
     summary.update(recipe=args.recipe, group_column=args.group_column)
     fold_dirs = [os.path.join(output_dir, f"fold_{fold}") for fold in range(args.folds)]
-    summary["pooled"], issues = pool_out_of_fold(output_dir, fold_dirs, recipe_args, args.audit_labels)
+    summary["pooled"], issues, pooled = pool_out_of_fold(output_dir, fold_dirs, recipe_args, args.audit_labels)
+    if args.keep_fold_models and pooled is not None and read_folder_config(fold_dirs[0]).get("recipe", {}).get(
+            "task") in ENSEMBLE_TASKS:
+        summary["ensemble"] = write_ensemble(output_dir, fold_dirs, pooled,
+                                             recipe_option(recipe_args, "decision_threshold"), summary["pooled"],
+                                             args.recipe)
     table = markdown_table(summary)
     atomic_write_json(os.path.join(output_dir, "cv_results.json"), summary)
     audit_line = "" if issues is None else (
@@ -129,12 +143,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def pool_out_of_fold(output_dir: str, fold_dirs: list[str], recipe_args: list[str], audit_labels: bool
-                     ) -> tuple[dict, list[dict] | None]:
+                     ) -> tuple[dict, list[dict] | None, dict | None]:
     """Pool the folds' out-of-fold predictions, score them with the recipe's bootstrap settings and (when asked)
-    audit the labels. Returns the pooled metrics and the label issues (None without ``audit_labels``)."""
+    audit the labels. Returns the pooled metrics, the label issues (None without ``audit_labels``) and the pooled
+    classifier predictions (None for NER)."""
     resamples = int(recipe_option(recipe_args, "bootstrap_resamples") or 1000)
     seed = int(recipe_option(recipe_args, "seed") or 42)
-    issues = None
+    issues = classifier_pooled = None
     if os.path.isfile(os.path.join(fold_dirs[0], audit.TAG_PROBABILITIES)):  # NER
         pooled = audit.read_fold_tag_probabilities(fold_dirs)
         audit.write_oof_tags(output_dir, pooled)
@@ -144,7 +159,8 @@ def pool_out_of_fold(output_dir: str, fold_dirs: list[str], recipe_args: list[st
             issues = audit.token_label_issues(pooled)
             audit.write_label_issues(output_dir, issues, token_level=True)
     else:
-        pooled = audit.read_fold_predictions(fold_dirs, recipe_option(recipe_args, "label_separator"))
+        pooled = classifier_pooled = audit.read_fold_predictions(fold_dirs, recipe_option(recipe_args,
+                                                                                          "label_separator"))
         audit.write_oof_predictions(output_dir, pooled)
         metrics = audit.pooled_classifier_metrics(pooled, resamples, seed)
         labels = len(pooled["row"])
@@ -155,7 +171,7 @@ def pool_out_of_fold(output_dir: str, fold_dirs: list[str], recipe_args: list[st
         print(f"warning: cleanlab flags {len(issues)} of {labels} labels ({100 * len(issues) / labels:.0f}%): more "
               "than a fifth usually means the out-of-fold models are too weak to judge the labels (see the pooled "
               "metrics), not that the labels are this noisy", file=sys.stderr)
-    return metrics, issues
+    return metrics, issues, classifier_pooled
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ except ImportError as error:
 from shared.core.args import main_guard, parse_args, setup_logging
 from shared.core.errors import DataError
 from shared.deploy.chain import CHAIN_LIMITS, Chain, Limits, parse_type_map
-from shared.deploy.predictors import BACKENDS, load_predictor
+from shared.deploy.ensemble import load_folder_predictor
+from shared.deploy.predictors import BACKENDS
 from shared.deploy.service import MAX_ITEMS, MAX_REQUEST_BYTES
 
 logger = logging.getLogger(__name__)
@@ -178,8 +179,8 @@ def build_app(args: list[str] | None = None):
                                        serve_args.backend, serve_args.batch_size, serve_args.threads,
                                        parse_type_map(serve_args.type_map))
     else:
-        predictor = load_predictor(serve_args.model_dir, serve_args.backend, serve_args.batch_size,
-                                   serve_args.threads)
+        predictor = load_folder_predictor(serve_args.model_dir, serve_args.backend, serve_args.batch_size,
+                                          serve_args.threads)
     limits = Limits(serve_args.max_words, serve_args.max_windows, serve_args.max_pairs)
     app = create_app(predictor, serve_args.max_request_bytes, serve_args.max_items, limits, token)
     app.state.token_required = token is not None

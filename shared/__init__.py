@@ -9,6 +9,7 @@ The tree, top layer first (CONTRIBUTING.md shows the same tree)::
       deploy/            a trained folder on new inputs, without the training stack
         predictors.py      one predictor per deployable task, reading inputs as the recipe did; ONNX Runtime model
         concepts.py        the assertion and relation predictors (notes with their concepts in)
+        ensemble.py        fold models that predict as one: probabilities averaged, thresholds from out-of-fold
         chain.py           raw notes -> concepts -> assertions -> relations (pipeline.py and its service)
         onnx_export.py     ONNX export gated on parity with PyTorch; int8 quantization
         service.py         the HTTP service (FastAPI): bounded requests, nothing of a request logged

@@ -10,9 +10,9 @@ table of image paths) is read and checked as train.py reads --test_dir/--test_fi
 training; thresholds and calibration saved with the model are applied: the same predictions as train.py
 --do_predict on that folder.
 
-Outputs in --output_dir: predictions.csv (predictions.jsonl for a JSON table): row, label (when known), prediction
-and prob_<class>, no image paths unless --write_image_paths; predict_results.json (counts, speed, macro_f1 on
-labelled input).
+Outputs in --output_dir: predictions.csv (predictions.jsonl for a JSON table): row, label (when known), prediction,
+prediction_set (a folder trained with --conformal_alpha) and prob_<class>, no image paths unless
+--write_image_paths; predict_results.json (counts, speed, macro_f1 on labelled input).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ except ImportError as error:
 
 from shared.core.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
 from shared.core.outputs import StagedFolder, check_prediction_dir
-from shared.deploy.predictors import ImageClassifier, ImageInputArguments, prediction_results, write_prediction_results
+from shared.deploy.ensemble import load_folder_predictor
+from shared.deploy.predictors import ImageInputArguments, prediction_results, write_prediction_results
 from shared.images.cache import automatic_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def main(args: list[str] | None = None) -> dict:
     check_prediction_dir(predict_args.output_dir, predict_args.overwrite_output_dir)
 
     # 3. The model folder: labels, image size and normalisation, thresholds (the weights load when first used).
-    predictor = ImageClassifier(predict_args.model_dir, predict_args.backend, predict_args.batch_size)
+    predictor = load_folder_predictor(predict_args.model_dir, predict_args.backend, predict_args.batch_size,
+                                      task="image_classification")  # or an ensemble of fold models (cross_validate.py)
 
     # 4. Input: read, checked and decoded, one line naming the file (and row) on a mistake.
     images = predictor.read(predict_args.input, input_args.image_column, input_args.label_column,

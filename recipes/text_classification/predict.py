@@ -10,7 +10,8 @@ load; long notes are read in the windows the folder was trained with, thresholds
 model are applied: the same predictions as train.py --do_predict on that folder.
 
 Outputs in --output_dir: predictions.csv (predictions.jsonl for JSON input): row, label (when the input has one),
-prediction and prob_<class>, never the note text; predict_results.json (counts, speed, macro_f1 on labelled input).
+prediction, prediction_set (a folder trained with --conformal_alpha) and prob_<class>, never the note text;
+predict_results.json (counts, speed, macro_f1 on labelled input).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ except ImportError as error:
 
 from shared.core.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
 from shared.core.outputs import StagedFolder, check_prediction_dir
-from shared.deploy.predictors import TextClassifier, TextInputArguments, prediction_results, write_prediction_results
+from shared.deploy.ensemble import load_folder_predictor
+from shared.deploy.predictors import TextInputArguments, prediction_results, write_prediction_results
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ def main(args: list[str] | None = None) -> dict:
     check_prediction_dir(predict_args.output_dir, predict_args.overwrite_output_dir)
 
     # 3. The model folder: labels, windows, thresholds (the weights load when first used).
-    predictor = TextClassifier(predict_args.model_dir, predict_args.backend, predict_args.batch_size)
+    predictor = load_folder_predictor(predict_args.model_dir, predict_args.backend, predict_args.batch_size,
+                                      task="text_classification")  # or an ensemble of fold models (cross_validate.py)
 
     # 4. Input: read and validated, one line naming file and row on a mistake.
     inp = predictor.read(predict_args.input, input_args.text_column, input_args.text_pair_column,

@@ -139,7 +139,7 @@ def test_an_audit_from_a_model_at_chance_warns(tmp_path, capsys):
         folds.append(fake_fold(tmp_path / f"fold_{fold}", list(range(fold, 60, 2)), labels,
                                ["x" if p[0] >= 0.5 else "y" for p in probs], probs, ["x", "y"], multi_label=False))
     tool = load_recipe(ROOT / "recipes" / "cross_validate.py")
-    metrics, issues = tool.pool_out_of_fold(str(tmp_path), folds, ["--bootstrap_resamples", "10"], audit_labels=True)
+    metrics, issues, _ = tool.pool_out_of_fold(str(tmp_path), folds, ["--bootstrap_resamples", "10"], audit_labels=True)
     assert metrics["samples"] == 60 and len(issues) > 12
     assert (tmp_path / "label_issues.csv").is_file() and (tmp_path / "oof_predictions.csv").is_file()
     assert "too weak to judge the labels" in capsys.readouterr().err

@@ -1,0 +1,195 @@
+"""Fold models that predict as one: the average of their calibrated probabilities.
+
+``recipes/cross_validate.py --keep_fold_models`` trains K models of one configuration, each on K-1 folds. Averaging
+their probabilities usually beats any one of them, and the pooled out-of-fold predictions that scored the folds are
+a fair set on which to choose the ensemble's decision thresholds. The cross-validation folder then becomes a model
+folder of its own: its ``config.json`` holds the task record (the members' input settings, which must agree) and an
+``ensemble`` entry, its ``README.md`` is the ensemble's model card, and ``predict.py --model_dir <cv folder>`` and
+``serve.py`` read it as they read one model::
+
+    "ensemble": {"members": ["fold_0", "fold_1", ...], "decision_thresholds": {"label": 0.41, ...},
+                 "thresholds_from": "..."}
+
+Each member reads its inputs as its recipe did (windows, image size and pixel mapping, the temperature folded into
+its head); the ensemble checks at load that they read them alike, so one decoding or encoding serves all. Text and
+image classification (single- and multi-label). Conformal prediction sets are not averaged: an ensemble has none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from shared.core.errors import DataError
+from shared.core.files import atomic_write_json, atomic_write_text
+from shared.data.labels import decisions
+from shared.deploy.predictors import Outputs
+from shared.evaluation.metrics import tune_thresholds
+from shared.evaluation.reports import decision_thresholds
+from shared.tasks import folder_task, read_folder_config, record_of, require_task
+
+ENSEMBLE_KEY = "ensemble"
+ENSEMBLE_TASKS = ("text_classification", "image_classification")
+# What must be equal for one encoding (text) or decoding (images) to serve every member.
+SAME_READING = {"text_classification": ("max_length", "long_text"),
+                "image_classification": ("image_size", "resample", "mean", "std", "mapping")}
+
+
+def is_ensemble(model_dir: str) -> bool:
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return ENSEMBLE_KEY in json.load(f)
+    except (OSError, ValueError):
+        return False  # the task's own loader reports a broken config.json
+
+
+class Ensemble:
+    """The predictor of an ensemble folder: the task's predictor over every member, probabilities averaged and
+    decided at the ensemble's own thresholds. Reading inputs and writing predictions are the task predictor's own
+    methods, run with the ensemble's labels and thresholds."""
+
+    def __init__(self, model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None):
+        config = read_folder_config(model_dir)
+        self.record = record_of(config, model_dir)
+        entry = config[ENSEMBLE_KEY]
+        self.task = self.record.task.name
+        if self.task not in ENSEMBLE_TASKS:
+            raise DataError(f"an ensemble of {self.task} models cannot predict: ensembles are for "
+                            f"{' and '.join(ENSEMBLE_TASKS)}", path=model_dir)
+        members = entry.get("members") or []
+        if not members:
+            raise DataError("config.json: the ensemble lists no members", path=model_dir)
+        predictor_class = self.record.task.predictor_class()
+        self.members = []
+        for name in members:
+            folder = os.path.join(model_dir, name)
+            if not os.path.isdir(folder):
+                raise DataError(f"ensemble member {name} is missing (keep the folder whole when copying it)",
+                                path=model_dir)
+            self.members.append(predictor_class(folder, backend, batch_size, threads))
+        first = self.members[0]
+        for name, member in zip(members[1:], self.members[1:]):
+            if (member.labels, member.multi_label) != (first.labels, first.multi_label):
+                raise DataError(f"ensemble member {name} predicts {member.labels}, {members[0]} {first.labels}",
+                                path=model_dir)
+            for setting in ("record", *SAME_READING[self.task]):
+                if _comparable(getattr(member, setting)) != _comparable(getattr(first, setting)):
+                    raise DataError(f"ensemble member {name} reads its inputs differently from {members[0]} "
+                                    f"({setting}): its members must come from one configuration", path=model_dir)
+        self.model_dir, self.backend, self.batch_size = model_dir, backend, batch_size
+        self.member_names = members
+        self.labels, self.multi_label = first.labels, first.multi_label
+        cuts = entry.get("decision_thresholds")
+        self.thresholds = (np.array([cuts.get(n, 0.5) for n in self.labels]) if self.multi_label and cuts
+                           else entry.get("decision_threshold"))
+        self.conformal = None
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything about reading inputs (tokenizer, windows, image size, pixel mapping) is the first member's:
+        the members agree on it (checked at load). The task's methods run on the ensemble itself, so labels and
+        thresholds are the ensemble's."""
+        if name.startswith("__") or name == "members":
+            raise AttributeError(name)
+        first = self.members[0]
+        method = getattr(type(first), name, None)
+        if callable(method) and name in ("read", "write", "score", "examples", "decode", "pixels", "example_batch"):
+            return method.__get__(self)
+        return getattr(first, name)
+
+    @property
+    def model(self) -> list:
+        """Every member's weights (or ONNX session), loaded."""
+        return [member.model for member in self.members]
+
+    def predict(self, *inputs, **options) -> Outputs:
+        """Every member's prediction of the same inputs; their probabilities averaged."""
+        probs = np.mean([member.predict(*inputs, **options).probs for member in self.members], axis=0)
+        clipped = np.clip(probs, 1e-12, 1 - 1e-12)
+        logits = np.log(clipped / (1 - clipped)) if self.multi_label else np.log(clipped)
+        return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
+
+
+def _comparable(value):
+    if hasattr(value, "__dict__"):
+        return {k: _comparable(v) for k, v in vars(value).items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def load_folder_predictor(model_dir: str, backend: str = "pytorch", batch_size: int = 64,
+                          threads: int | None = None, task: str | None = None):
+    """The predictor of a model folder: its task's (``shared.tasks``), or an :class:`Ensemble` of fold models;
+    with ``task``, a folder of another task is one line saying which command predicts with it."""
+    if task is not None:
+        require_task(model_dir, task)
+    if is_ensemble(model_dir):
+        return Ensemble(model_dir, backend, batch_size, threads)
+    return folder_task(model_dir).predictor_class()(model_dir, backend, batch_size, threads)
+
+
+def write_ensemble(output_dir: str, fold_dirs: list[str], pooled: dict, fixed_threshold: str | None,
+                   pooled_metrics: dict[str, float], recipe: str) -> dict:
+    """Make a cross-validation folder whose fold models were kept an ensemble folder: ``config.json`` (the task
+    record of the folds, which must agree, and the ``ensemble`` entry) and ``README.md`` (the model card). Multi-label
+    thresholds are tuned on the pooled out-of-fold probabilities (``pooled``, ``shared.trust.audit``) unless the
+    recipe was given ``--decision_threshold`` (``fixed_threshold``). Returns the ``ensemble`` entry."""
+    configs = [read_folder_config(folder) for folder in fold_dirs]
+    records = [record_of(config, folder) for config, folder in zip(configs, fold_dirs)]
+    for folder, record in zip(fold_dirs[1:], records[1:]):
+        if record != records[0]:
+            raise DataError(f"its task record differs from {os.path.basename(fold_dirs[0])}'s", path=folder)
+    names = [os.path.basename(folder) for folder in fold_dirs]
+    entry: dict = {"members": names}
+    labels = pooled["label_names"]
+    if pooled["multi_label"]:
+        if fixed_threshold is not None:
+            cuts = np.full(len(labels), float(fixed_threshold))
+            entry["thresholds_from"] = f"--decision_threshold {fixed_threshold}"
+        else:
+            gold = np.zeros_like(pooled["probs"], dtype=np.int64)
+            for row, ids in enumerate(pooled["gold"]):
+                gold[row, ids] = 1
+            cuts = tune_thresholds(gold, pooled["probs"])
+            entry["thresholds_from"] = (f"tuned for F1 per label on the pooled out-of-fold probabilities of "
+                                        f"{len(gold)} rows")
+        entry["decision_thresholds"] = decision_thresholds(labels, cuts)
+    else:
+        entry["decision_threshold"] = configs[0].get("decision_threshold")
+    task = records[0].task.name
+    config = {key: configs[0][key] for key in ("recipe", "id2label", "label2id", "problem_type") if key in configs[0]}
+    atomic_write_json(os.path.join(output_dir, "config.json"), {**config, ENSEMBLE_KEY: entry})
+    atomic_write_text(os.path.join(output_dir, "README.md"), _model_card(recipe, task, names, entry, pooled_metrics))
+    return entry
+
+
+def _model_card(recipe: str, task: str, names: list[str], entry: dict, metrics: dict[str, float]) -> str:
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()
+                     if isinstance(v, float) and not k.endswith(("_low", "_high")))
+    thresholds = entry.get("decision_thresholds")
+    decided = (f"per-label thresholds ({entry['thresholds_from']}): "
+               + ", ".join(f"{k} {v:.3f}" for k, v in thresholds.items()) if thresholds
+               else f"threshold {entry['decision_threshold']} on the positive class" if entry.get("decision_threshold")
+               else "the most probable class")
+    return (
+        f"# Ensemble of {len(names)} fold models ({task})\n\n"
+        f"Made by `recipes/cross_validate.py --recipe {recipe} --keep_fold_models`: each member was trained on all "
+        "folds but one. The ensemble averages the members' calibrated probabilities (each member's temperature is "
+        f"folded into its head) and decides by {decided}.\n\n"
+        f"Members: {', '.join(f'`{n}/`' for n in names)} (each with its own model card).\n\n"
+        "## What to expect\n\nThe pooled out-of-fold metrics below score each member on the fold it did not train "
+        "on: a fair estimate for one member, and usually a slightly pessimistic one for the ensemble, which no held-out "
+        "set here scored. Score the ensemble on a test set of your own: `predict.py --model_dir <this folder> "
+        "--input <labelled table>`.\n\n| pooled out-of-fold metric | value |\n|---|---|\n" + rows + "\n\n"
+        "## Use\n\n`predict.py --model_dir <this folder>` and `serve.py --model_dir <this folder>` read it as one "
+        "model. `predictions.csv` holds no input text; an ensemble has no conformal prediction sets and no ONNX "
+        "export (export its members one by one).\n"
+    )

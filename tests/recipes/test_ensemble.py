@@ -1,0 +1,148 @@
+"""Fold models that predict as one (shared/deploy/ensemble.py): recipes/cross_validate.py --keep_fold_models makes
+its output folder an ensemble, and predict.py reads it as one model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from shared.deploy.ensemble import Ensemble, write_ensemble
+from shared.evaluation.metrics import tune_thresholds
+from shared.tasks import task_record
+from tests.helpers import IMAGE_SAMPLE, ROOT, TEXT_SAMPLE, assert_one_line, run_cli
+
+CROSS_VALIDATE = ROOT / "recipes" / "cross_validate.py"
+QUIET = ["--bf16", "false", "--bootstrap_resamples", "10", "--seed", "0"]
+
+
+def probabilities(path) -> np.ndarray:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return np.array([[float(v) for k, v in row.items() if k.startswith("prob_")] for row in rows])
+
+
+def predict(model_dir, data, out, *extra) -> np.ndarray:
+    done = run_cli("text_classification", ["--model_dir", model_dir, "--input", data, "--output_dir", out, *extra],
+                   entry="predict")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return probabilities(out / "predictions.csv")
+
+
+@pytest.fixture(scope="module")
+def text_cv(tiny_bert_dir, tmp_path_factory):
+    """A 3-fold cross-validation of the text recipe whose fold models were kept (three fresh processes: slow)."""
+    out = tmp_path_factory.mktemp("text_cv") / "cv"
+    done = run_cli(CROSS_VALIDATE, [
+        "--recipe", "text_classification", "--folds", "3", "--keep_fold_models", "--",
+        "--model_name_or_path", tiny_bert_dir, "--train_file", TEXT_SAMPLE / "train.csv", "--max_train_samples", "60",
+        "--output_dir", out, "--num_train_epochs", "2", "--learning_rate", "5e-3", "--max_seq_length", "24", *QUIET])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_cross_validation_with_kept_models_is_a_folder_that_predicts_the_folds_average(text_cv, tmp_path):
+    config = json.loads((text_cv / "config.json").read_text())
+    assert config["ensemble"]["members"] == ["fold_0", "fold_1", "fold_2"]
+    assert config["recipe"]["task"] == "text_classification"
+    card = (text_cv / "README.md").read_text()
+    assert "`fold_0/`, `fold_1/`, `fold_2/`" in card and "pooled out-of-fold" in card
+    test = TEXT_SAMPLE / "test.csv"
+    members = [predict(text_cv / f"fold_{k}", test, tmp_path / f"fold_{k}") for k in range(3)]
+    assert not np.allclose(members[0], members[1])  # the folds learned different models
+    ensemble = predict(text_cv, test, tmp_path / "ensemble")
+    np.testing.assert_allclose(ensemble, np.mean(members, axis=0), atol=2e-6)  # 6 decimals written
+    with open(tmp_path / "ensemble" / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    names = [c.removeprefix("prob_") for c in rows[0] if c.startswith("prob_")]
+    assert [r["prediction"] for r in rows] == [names[i] for i in ensemble.argmax(axis=1)]
+    results = json.loads((tmp_path / "ensemble" / "predict_results.json").read_text())
+    assert results["examples"] == len(rows) and "macro_f1" in results
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_one_model_twice_predicts_as_that_model(text_cv, tmp_path):
+    folder = tmp_path / "twice"
+    folder.mkdir()
+    for name in ("a", "b"):
+        shutil.copytree(text_cv / "fold_1", folder / name)
+    config = json.loads((text_cv / "config.json").read_text())
+    config["ensemble"]["members"] = ["a", "b"]
+    (folder / "config.json").write_text(json.dumps(config))
+    test = TEXT_SAMPLE / "test.csv"
+    np.testing.assert_array_equal(predict(folder, test, tmp_path / "twice_out"),
+                                  predict(text_cv / "fold_1", test, tmp_path / "one_out"))
+
+
+@pytest.mark.slow
+def test_a_broken_ensemble_is_one_line_before_anything_is_written(text_cv, tmp_path):
+    folder = tmp_path / "broken"
+    shutil.copytree(text_cv, folder)
+    shutil.rmtree(folder / "fold_2")
+    out = tmp_path / "out"
+    done = run_cli("text_classification", ["--model_dir", folder, "--input", TEXT_SAMPLE / "test.csv",
+                                           "--output_dir", out], entry="predict")
+    assert_one_line(done.returncode, done.stderr, r".*broken: ensemble member fold_2 is missing .*", out)
+    shutil.copytree(text_cv / "fold_2", folder / "fold_2")
+    config = json.loads((folder / "fold_2" / "config.json").read_text())
+    config["max_seq_length"] = 16  # trained to read other windows: one encoding cannot serve every member
+    (folder / "fold_2" / "config.json").write_text(json.dumps(config))
+    done = run_cli("text_classification", ["--model_dir", folder, "--input", TEXT_SAMPLE / "test.csv",
+                                           "--output_dir", out], entry="predict")
+    assert_one_line(done.returncode, done.stderr, r".*ensemble member fold_2 reads its inputs differently from "
+                                                  r"fold_0 \(max_length\).*", out)
+    done = run_cli("image_classification", ["--model_dir", text_cv, "--input", IMAGE_SAMPLE / "folders" / "test",
+                                            "--output_dir", out], entry="predict")
+    assert_one_line(done.returncode, done.stderr, r".*text classification.*", out)
+
+
+def test_multi_label_thresholds_are_tuned_on_the_pooled_out_of_fold_probabilities(tmp_path):
+    labels = ["cardiac", "renal", "pulmonary"]
+    folds = []
+    for k in range(2):
+        folder = tmp_path / f"fold_{k}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({
+            **task_record("text_classification", text_column="text", label_column="labels"),
+            "id2label": dict(enumerate(labels)), "problem_type": "multi_label_classification"}))
+        folds.append(str(folder))
+    rng = np.random.default_rng(0)
+    probs = rng.random((40, 3))
+    gold = [list(np.flatnonzero(p > 0.6)) for p in probs + rng.normal(0, 0.2, probs.shape)]
+    pooled = {"label_names": labels, "multi_label": True, "probs": probs, "gold": gold}
+    entry = write_ensemble(str(tmp_path), folds, pooled, None, {"test_macro_f1": 0.5}, "text_classification")
+    indicator = np.zeros((40, 3), dtype=int)
+    for row, ids in enumerate(gold):
+        indicator[row, ids] = 1
+    expected = tune_thresholds(indicator, probs)
+    assert [entry["decision_thresholds"][n] for n in labels] == pytest.approx(expected.tolist())
+    assert "pooled out-of-fold probabilities of 40 rows" in entry["thresholds_from"]
+    assert "cardiac" in (tmp_path / "README.md").read_text()
+    fixed = write_ensemble(str(tmp_path), folds, pooled, "0.3", {}, "text_classification")
+    assert set(fixed["decision_thresholds"].values()) == {0.3}
+
+
+def test_an_image_ensemble_decodes_once_and_averages(tmp_path):
+    from shared.core.runner import run_recipe
+    from shared.training.tiny_models import build_tiny_vit
+
+    vit = build_tiny_vit(tmp_path / "vit")
+    folder = tmp_path / "ensemble"
+    for k, seed in enumerate(("1", "2")):
+        run_recipe("image_classification", [
+            "--model_name_or_path", vit, "--train_dir", IMAGE_SAMPLE / "folders" / "train", "--output_dir",
+            folder / f"m{k}", "--do_train", "--num_train_epochs", "1", "--learning_rate", "1e-3", *QUIET[:4],
+            "--seed", seed])
+    config = json.loads((folder / "m0" / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({"recipe": config["recipe"], "ensemble": {
+        "members": ["m0", "m1"], "decision_threshold": None}}))
+    ensemble = Ensemble(str(folder))
+    images = ensemble.read(str(IMAGE_SAMPLE / "folders" / "test"))
+    decoded = ensemble.decode(images)
+    members = [m.predict(decoded).probs for m in ensemble.members]
+    assert not np.allclose(members[0], members[1])
+    np.testing.assert_allclose(ensemble.predict(decoded).probs, np.mean(members, axis=0), rtol=1e-6)
