@@ -628,11 +628,6 @@ class ImageClassifier(_Classifier):
         return self.collate([dataset[i] for i in range(min(4, len(dataset)))])
 
 
-def load_predictor(model_dir: str, backend: str = "pytorch", batch_size: int = 64, threads: int | None = None):
-    """The predictor of whichever task the folder records (``shared.tasks``)."""
-    return folder_task(model_dir).predictor_class()(model_dir, backend, batch_size, threads)
-
-
 def prediction_results(predictor: _Predictor, examples: int, seconds: float, files: list[str],
                        metric: tuple[str, float] | None = None, **counts) -> dict:
     """``predict_results.json`` of a predict.py run: counts, speed, backend, the files written (names only) and, on
