@@ -17,6 +17,7 @@ The tree, top layer first (CONTRIBUTING.md shows the same tree)::
         explain.py         --explain: integrated gradients (Captum) over words and image patches, Grad-CAM
         audit.py           out-of-fold predictions pooled over folds; the cleanlab label audit
         crossval.py        k-fold cross-validation around any recipe: fold command lines, summaries
+        tuning.py          hyperparameter search (Optuna) around any recipe: search spaces, trials, nested CV
       text/              task package: text classification
         data.py            a table's text, pair and label columns read, notes encoded into windows
       ner/               task package: named entity recognition

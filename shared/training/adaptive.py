@@ -19,6 +19,10 @@ measured in ``benchmarks/bench_small_data.py`` (table in benchmarks/README.md):
   evaluated and saved (:class:`KeepBestEpoch`: kept in memory, and in every checkpoint so that a resumed run keeps
   the same epoch), unless the user chose an ``--eval_strategy`` or ``--load_best_model_at_end`` of their own.
 
+With the environment variable ``EPOCH_METRICS_FILE`` set to a path, the main process also appends each epoch's
+validation score there as one JSON line, ``{"epoch": 2, "metric": "macro_f1", "value": 0.71}``: how
+``recipes/tune.py`` watches a running trial and stops it when Optuna's pruner says so.
+
 Everything derived is logged in one line and returned as text for ``all_results.json`` and the model card.
 """
 
@@ -145,6 +149,7 @@ def wants_best_epoch(training_args, has_validation: bool) -> bool:
             and not training_args.load_best_model_at_end)
 
 
+EPOCH_METRICS_FILE = "EPOCH_METRICS_FILE"  # the environment variable naming the per-epoch scores file
 PARTIAL = "; a fractional epoch is a partial one: --max_steps ended training inside it"
 
 
@@ -181,6 +186,9 @@ class KeepBestEpoch(TrainerCallback):
             logger.info("epoch %s%s: validation %s %.4f", epoch,
                         " (partial: --max_steps ended training inside it)" if isinstance(epoch, float) else "",
                         self.metric_name, value)
+            if os.environ.get(EPOCH_METRICS_FILE):  # recipes/tune.py reads it while the run goes on
+                with open(os.environ[EPOCH_METRICS_FILE], "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"epoch": epoch, "metric": self.metric_name, "value": value}) + "\n")
         if value > self.best_value:  # ties keep the earlier epoch
             self.best_value, self.best_epoch = value, epoch
             self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
