@@ -61,7 +61,7 @@ def main(args: list[str] | None = None) -> dict:
 
     # 5. Predict.
     start = time.perf_counter()
-    outputs = predictor.predict(decoded)
+    outputs = predictor.predict(decoded, input_args.tta)
     seconds = time.perf_counter() - start
 
     # 6. Write: the predictions and predict_results.json, all or nothing.

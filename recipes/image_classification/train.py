@@ -440,6 +440,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                    label_separator=data_args.label_separator),
                                      **({"decision_thresholds": cuts} if cuts else {}),
                                      "decision_threshold": None if multi_label else data_args.decision_threshold,
+                                     "augmentation": data_args.augment_config().saved() if data_args.augment else None,
                                      "calibration": calibration.saved() if calibration else None,
                                      "conformal": conformal.saved() if conformal else None})
         if is_main:

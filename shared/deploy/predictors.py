@@ -39,7 +39,7 @@ from shared.evaluation.metrics import classifier_metrics, sigmoid, softmax
 from shared.evaluation.reports import saved_thresholds, write_predictions
 from shared.formats.brat import BratDoc
 from shared.formats.tags import from_scheme, spans_from_tags, split_tag, validate_tags
-from shared.images.augment import PixelDataset
+from shared.images.augment import AugmentConfig, PixelDataset, tta_views
 from shared.images.backbone import normalization, processor_size, reload_at_trained_size, set_image_size
 from shared.images.decode import decode_images
 from shared.images.pixels import PixelMapping
@@ -123,6 +123,14 @@ class ImageInputArguments(TableFormatArguments):
                                                                    "stopping with an error."})
     write_image_paths: bool = field(default=False, metadata={"help": "Put image paths in predictions.csv (off: "
                                                                      "paths may identify patients)."})
+    tta: int = field(default=1, metadata={"help": "Test-time augmentation: average the probabilities of the image "
+                                                  "and N-1 augmentations of it, drawn with the training run's own "
+                                                  "settings (so no flip training did not use). 1: off."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tta < 1:
+            raise DataError(f"--tta must be at least 1 (1: off), got {self.tta}")
 
 
 def model_arguments(model_dir: str):
@@ -238,9 +246,12 @@ class _Classifier(_Predictor):
         """The conformal prediction sets saved with the folder (``--conformal_alpha``), or None."""
         return saved_conformal(self.config)
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return sigmoid(logits) if self.multi_label else softmax(logits)
+
     def outputs(self, logits: np.ndarray) -> Outputs:
 
-        probs = sigmoid(logits) if self.multi_label else softmax(logits)
+        probs = self.probabilities(logits)
         return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs,
                        self.conformal.named(probs, self.labels) if self.conformal else None)
 
@@ -551,6 +562,8 @@ class ImageClassifier(_Classifier):
         self.thresholds = (saved_thresholds(self.config, self.labels) if self.multi_label
                            else getattr(self.config, "decision_threshold", None))
         self.mapping = PixelMapping.load(model_dir)  # DICOM / 16-bit values -> 8 bits as in training
+        saved = getattr(self.config, "augmentation", None)
+        self.augmentation = AugmentConfig.from_saved(saved) if saved else None  # what --tta repeats
 
     def _load_torch(self):
         from transformers import AutoModelForImageClassification
@@ -595,13 +608,26 @@ class ImageClassifier(_Classifier):
     def collate(items):
         return {"pixel_values": torch.stack([item["pixel_values"] for item in items])}
 
-    def predict(self, decoded) -> Outputs:
-        """Logits, probabilities and decided labels of decoded images (``shared.images.decode.DecodedImages``)."""
+    def predict(self, decoded, tta: int = 1) -> Outputs:
+        """Logits, probabilities and decided labels of decoded images (``shared.images.decode.DecodedImages``);
+        with ``tta`` > 1 the probabilities are the mean over the image and ``tta - 1`` augmentations of it."""
 
-        dataset = self.pixels(decoded)
-        logits = np.stack(predict_in_order(self.model, dataset, self.collate, self.batch_size,
-                                           progress=self.progress(len(dataset))))
-        return self.outputs(logits)
+        if tta == 1:
+            dataset = self.pixels(decoded)
+            logits = np.stack(predict_in_order(self.model, dataset, self.collate, self.batch_size,
+                                               progress=self.progress(len(dataset))))
+            return self.outputs(logits)
+        if self.augmentation is None:
+            raise DataError(f"--tta {tta}: this folder records no training augmentation to repeat (trained with "
+                            "--augment false, or before folders saved it)", path=self.model_dir)
+        if self.conformal:
+            logger.warning("--tta: the prediction sets were calibrated on single views; their coverage guarantee "
+                           "does not carry over to averaged views")
+        probs = np.mean([self.probabilities(np.stack(predict_in_order(
+            self.model, view, self.collate, self.batch_size, progress=self.progress(tta * len(view)))))
+            for view in tta_views(decoded.pixels, self.mean, self.std, self.augmentation, tta)], axis=0)
+        clipped = np.clip(probs, 1e-12, 1 - 1e-12)  # the logits whose probabilities are the mean
+        return self.outputs(np.log(clipped / (1 - clipped)) if self.multi_label else np.log(clipped))
 
     def write(self, output_dir: str, images, decoded, outputs: Outputs, label_separator: str | None = None,
               jsonl: bool = False, write_image_paths: bool = False) -> list[str]:

@@ -13,7 +13,7 @@ X-ray is not a chest X-ray; laterality matters for some tasks, so set ``hflip=0`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -43,6 +43,14 @@ class AugmentConfig:
         for name in ("rotation", "brightness", "contrast"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def saved(self) -> dict:
+        """What a model folder's ``config.json`` keeps (``augmentation``): test-time augmentation repeats it."""
+        return asdict(self)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> AugmentConfig:
+        return cls(**{**saved, "crop_scale": tuple(saved["crop_scale"]), "crop_ratio": tuple(saved["crop_ratio"])})
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -101,6 +109,20 @@ class Augmenter:
             x = (x - mean) * _uniform(n, 1 - c.contrast, 1 + c.contrast, generator).float().view(n, 1, 1, 1) + mean
         x = x.clamp(0.0, 1.0)
         return x[0] if single else x
+
+
+TTA_SEED = 20240917  # test-time views are fixed: the same images give the same predictions on every run
+
+
+def tta_views(pixels: torch.Tensor, mean, std, config: AugmentConfig, views: int):
+    """``views`` datasets of the same images for test-time augmentation: the images as they are, then ``views - 1``
+    augmentations drawn as in training (the folder's own settings: no flip that training did not use), each fixed
+    by its view number."""
+    yield PixelDataset(pixels, None, mean, std)
+    for view in range(1, views):
+        augmented = PixelDataset(pixels, None, mean, std, Augmenter(config), seed=TTA_SEED)
+        augmented.set_epoch(view)
+        yield augmented
 
 
 class PixelDataset(Dataset):

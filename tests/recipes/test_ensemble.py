@@ -146,3 +146,50 @@ def test_an_image_ensemble_decodes_once_and_averages(tmp_path):
     members = [m.predict(decoded).probs for m in ensemble.members]
     assert not np.allclose(members[0], members[1])
     np.testing.assert_allclose(ensemble.predict(decoded).probs, np.mean(members, axis=0), rtol=1e-6)
+
+
+def test_test_time_augmentation_averages_views_drawn_with_the_training_settings(tiny_vit, tmp_path):
+    from shared.core.runner import run_recipe
+
+    model = tmp_path / "model"
+    run_recipe("image_classification", [
+        "--model_name_or_path", tiny_vit, "--train_dir", IMAGE_SAMPLE / "folders" / "train", "--output_dir", model,
+        "--do_train", "--num_train_epochs", "1", "--learning_rate", "1e-3", "--hflip", "0", *QUIET])
+    saved = json.loads((model / "config.json").read_text())["augmentation"]
+    assert saved["hflip"] == 0 and saved["vflip"] == 0  # what the views repeat: no flip training did not use
+    test = IMAGE_SAMPLE / "folders" / "test"
+
+    def predicted(out, *extra):
+        done = run_cli("image_classification", ["--model_dir", model, "--input", test, "--output_dir", out, *extra],
+                       entry="predict")
+        assert done.returncode == 0, done.stderr[-3000:]
+        return probabilities(out / "predictions.csv")
+
+    plain, one, four, again = (predicted(tmp_path / "plain"), predicted(tmp_path / "one", "--tta", "1"),
+                               predicted(tmp_path / "four", "--tta", "4"), predicted(tmp_path / "again", "--tta", "4"))
+    np.testing.assert_array_equal(plain, one)
+    assert not np.allclose(plain, four, atol=1e-4)  # the views differ from the image itself
+    np.testing.assert_array_equal(four, again)  # and are the same on every run
+
+    from shared.deploy.predictors import ImageClassifier
+    from shared.images.augment import tta_views
+
+    predictor = ImageClassifier(str(model))
+    decoded = predictor.decode(predictor.read(str(test)))
+    views = [np.stack([predictor.model(pixel_values=predictor.collate([v[i]])["pixel_values"]).logits[0]
+                       .detach().numpy() for i in range(len(v))])
+             for v in tta_views(decoded.pixels, predictor.mean, predictor.std, predictor.augmentation, 4)]
+    expected = np.mean([predictor.probabilities(v) for v in views], axis=0)
+    np.testing.assert_allclose(predictor.predict(decoded, 4).probs, expected, atol=1e-5)
+
+    out = tmp_path / "bad"
+    done = run_cli("image_classification", ["--model_dir", model, "--input", test, "--output_dir", out, "--tta", "0"],
+                   entry="predict")
+    assert_one_line(done.returncode, done.stderr, r"--tta must be at least 1 \(1: off\), got 0", out)
+    config = json.loads((model / "config.json").read_text())
+    config["augmentation"] = None  # trained with --augment false
+    (model / "config.json").write_text(json.dumps(config))
+    done = run_cli("image_classification", ["--model_dir", model, "--input", test, "--output_dir", out, "--tta", "3"],
+                   entry="predict")
+    assert_one_line(done.returncode, done.stderr, r".*model: --tta 3: this folder records no training augmentation "
+                                                  r"to repeat .*", out)
