@@ -171,17 +171,10 @@ class Tuner:
         gpus = _gpu_count()
         for slot in range(args.n_jobs):
             self.slots.put(None if gpus < 2 else str(slot % gpus))
-        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is one line of ours, not a traceback
-        try:
-            with warnings.catch_warnings():  # the heartbeat (a killed machine's trials marked failed) is experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage_object = optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
-            self.study = optuna.create_study(
-                storage=storage_object, study_name=study_name, direction="maximize", load_if_exists=True,
-                sampler=optuna.samplers.TPESampler(seed=args.seed),
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=args.pruning_startup_trials))
-        except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as error:
-            raise DataError(f"--storage {storage}: {str(error).splitlines()[0]}") from None
+        self.study = optuna.create_study(
+            storage=open_storage(storage), study_name=study_name, direction="maximize", load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=args.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=args.pruning_startup_trials))
 
     def trial_commands(self, params: dict, trial_dir: str) -> list[tuple[list[str], str, str]]:
         return trial_commands(self.args, self.script, self.recipe_args, self.metric, params, trial_dir, self.outer)
@@ -269,6 +262,20 @@ class Tuner:
         return best
 
 
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's database storage at ``url``, with a heartbeat: a trial whose machine died is marked failed after
+    three minutes. A URL that does not open is one line."""
+    from sqlalchemy.exc import SQLAlchemyError  # Optuna's database layer
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is one line of ours, not a traceback
+    try:
+        with warnings.catch_warnings():  # the heartbeat is an experimental feature of Optuna's
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    except (SQLAlchemyError, ValueError, ImportError) as error:  # a bad URL, a missing driver, a refused connection
+        raise DataError(f"--storage {url}: {str(error).splitlines()[0] or error.__class__.__name__}") from None
+
+
 def _gpu_count() -> int:
     import torch
 
@@ -321,6 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
         tuning.check_space_names(space, types, args.search_space)
         check_trials(args, script, checked_args, metric, space, folder)
     settings = tuning.user_settings(types, given_recipe_args)
+    if args.storage:
+        open_storage(args.storage)  # a URL that does not open, before the output folder is made
     check_output_dir(folder, {
         "recipe": args.recipe, "study_name": study_name, "storage": storage, "metric": metric, "folds": args.folds,
         "outer_folds": args.outer_folds, "group_column": args.group_column, "recipe_args": given_recipe_args,
@@ -330,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     def stop(signum, frame):  # a killed tuner kills its trials; the study resumes on the next run
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         if args.outer_folds:
             return nested(args, script, recipe_args, space, metric, folder, study_name, storage, settings,
@@ -345,6 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(130) from None
     finally:
         tuning.stop_live_trials()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def nested(args, script, recipe_args, space, metric, folder, study_name, storage, settings, given_recipe_args) -> dict:

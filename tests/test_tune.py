@@ -41,6 +41,9 @@ class FakeArguments:
     do_predict: bool = False
     crash: bool = False
     test_file: Optional[str] = None
+    num_folds: Optional[int] = None
+    fold: Optional[int] = None
+    group_column: Optional[str] = None
 
 
 def _bool(value):
@@ -54,6 +57,9 @@ def parse_args(*types, args=None):
     parser.add_argument("--num_train_epochs", type=int, default=10)
     parser.add_argument("--output_dir", default="out")
     parser.add_argument("--test_file", default=None)
+    parser.add_argument("--num_folds", type=int, default=None)
+    parser.add_argument("--fold", type=int, default=None)
+    parser.add_argument("--group_column", default=None)
     for name in ("do_train", "do_eval", "do_predict", "crash"):
         parser.add_argument("--" + name, type=_bool, nargs="?", const=True, default=False)
     return (parser.parse_args(args),)
@@ -72,8 +78,13 @@ def main(args=None):
         if os.environ.get("EPOCH_METRICS_FILE"):
             with open(os.environ["EPOCH_METRICS_FILE"], "a") as f:
                 f.write(json.dumps({"epoch": epoch, "metric": "score", "value": options.learning_rate}) + "\\n")
+    results = {"eval_score": options.learning_rate}
+    if options.num_folds:  # the held-out fold scored as the test split, as the recipes do
+        results["test_score"] = options.learning_rate + options.fold / 100
     with open(os.path.join(options.output_dir, "all_results.json"), "w") as f:
-        json.dump({"eval_score": options.learning_rate}, f)
+        json.dump(results, f)
+    with open(os.path.join(options.output_dir, "argv.json"), "w") as f:
+        json.dump(sys.argv[1:] if args is None else args, f)
 
 
 if __name__ == "__main__":
@@ -176,6 +187,19 @@ def test_parallel_trials(fake_recipe, tmp_path):
     assert trials[0].datetime_start < trials[1].datetime_complete and trials[1].datetime_start < trials[0].datetime_complete
 
 
+def test_folds_score_each_trial_by_the_mean_of_its_held_out_folds(fake_recipe, tmp_path):
+    space = space_file(tmp_path / "space.yaml", "learning_rate: {type: float, low: 0.0, high: 1.0}\n")
+    out = tmp_path / "study"
+    tune(["--recipe", fake_recipe, "--metric", "score", "--search_space", space, "--output_dir", out, "--trials", "1",
+          "--folds", "3", "--group_column", "patient_id", "--", "--num_train_epochs", "1", "--test_file", "x.csv"])
+    (trial,) = read_trials(out)
+    assert float(trial["value"]) == pytest.approx(float(trial["params_learning_rate"]) + 0.01)  # folds 0, 1, 2
+    for fold in range(3):
+        argv = json.loads((out / "trials" / "trial_0" / f"fold_{fold}" / "argv.json").read_text())
+        assert argv[argv.index("--fold") + 1] == str(fold) and argv[argv.index("--num_folds") + 1] == "3"
+        assert argv[argv.index("--group_column") + 1] == "patient_id" and "--test_file" not in argv
+
+
 # ------------------------------------------------------------------------------------------------ the text recipe
 def test_text_study_never_reads_the_test_file_and_its_best_config_runs(tiny_bert_dir, tmp_path):
     unreadable = tmp_path / "test.csv"
@@ -269,6 +293,8 @@ def test_nested_cross_validation_reports_outer_scores_only(tiny_bert_dir, tmp_pa
      r".*space.yaml:2: learning_rate: unknown key 'hihg' for type float \(did you mean 'high'\?\)"),
     (["--recipe", "text_classification", "--trials", "2"], [], "long_text: {type: categorical, choices: [chunk, all]}\n",
      r"recipe arguments with --long_text all: .*"),
+    (["--recipe", "text_classification", "--trials", "2", "--storage", "nosuchdb://somewhere"], [], None,
+     r"--storage nosuchdb://somewhere: .*"),
     (["--recipe", "text_classification", "--trials", "2"], ["--num_folds", "3"], None,
      r"do not pass --num_folds to the recipe under tuning .*"),
 ])

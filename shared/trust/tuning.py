@@ -309,8 +309,8 @@ def run_watched(command: list[str], log_path: str, metrics_path: str | None,
                 except subprocess.TimeoutExpired:
                     status = None
                 if metrics_path and on_score and os.path.isfile(metrics_path):
-                    with open(metrics_path, encoding="utf-8") as f:
-                        lines = [line for line in f.read().splitlines() if line.strip()]
+                    with open(metrics_path, encoding="utf-8") as f:  # whole lines only: one may be half-written
+                        lines = [line for line in f.read().split("\n")[:-1] if line.strip()]
                     for line in lines[seen:]:
                         seen += 1
                         if on_score(float(json.loads(line)["value"])):
@@ -340,8 +340,12 @@ def last_error_line(log_path: str) -> str:
 
 
 def read_results(folder: str) -> dict[str, Any]:
-    with open(os.path.join(folder, "all_results.json"), encoding="utf-8") as f:
-        return json.load(f)
+    """A finished run's ``all_results.json``; a run that ended without one failed."""
+    try:
+        with open(os.path.join(folder, "all_results.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise TrialFailed(f"{folder}: no readable all_results.json ({error.__class__.__name__})") from None
 
 
 def score_of(results: dict[str, Any], key: str, where: str) -> float:
