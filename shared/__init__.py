@@ -43,6 +43,7 @@ The tree, top layer first (CONTRIBUTING.md shows the same tree)::
         metrics.py         scikit-learn metrics, decision thresholds, bootstrap confidence intervals
         calibration.py     calibration errors, temperature scaling folded into the head, reliability plots
         conformal.py       conformal prediction sets (split conformal, per class), their coverage and set sizes
+        subgroups.py       --subgroup_columns: metrics per group with CIs (fairlearn), small groups withheld
         forward.py         batched forward passes in the input's order (float32; PyTorch or an ONNX graph)
         reports.py         results files, reports, plots, prediction tables, the model card
       training/          models and how they are trained

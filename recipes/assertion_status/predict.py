@@ -14,8 +14,8 @@ length: the same assertions, bytes and all, as train.py --do_predict on that fol
 chain instead: recipes/pipeline.py.
 
 Outputs in --output_dir: each note as .txt + .con + .ast with the predicted assertions (note text, sensitive),
-predictions.csv (one row per concept: note, where the concept is, label when known, prediction, probabilities; no
-text) and predict_results.json (counts, speed, macro-F1 on labelled input).
+predictions.csv (one row per concept: note, where the concept is, label when known, prediction, the prediction
+set of a folder trained with --conformal_alpha, probabilities; no text) and predict_results.json (counts, speed, macro-F1 on labelled input).
 """
 
 from __future__ import annotations

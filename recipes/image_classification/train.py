@@ -20,7 +20,9 @@ all_results.json (+ train_/eval_/test_results.json), {eval,test}_report.json, {e
 test_explanations/ + test_explanations.json (--explain N: heat maps over the images, sensitive) and the model card
 README.md. With a validation split the probabilities are calibrated (temperature scaling folded into the head).
 With --conformal_alpha every prediction also gets a conformal prediction set (the prediction_set column; coverage
-and set size in the results; docs/prediction-sets-and-subgroups.md).
+and set size in the results; docs/prediction-sets-and-subgroups.md). With --subgroup_columns the labelled splits are
+also scored per group of a column of the table of images, or of a DICOM header keyword (PatientSex, Manufacturer):
+{eval,test}_subgroups.png, a table in {eval,test}_report.json and the model card.
 """
 
 from __future__ import annotations
@@ -57,13 +59,15 @@ from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, selection_macro_f1, sigmoid, softmax
 from shared.evaluation.metrics import tune_thresholds
 from shared.evaluation.reports import decision_thresholds, prefixed, save_all_results, saved_thresholds
-from shared.evaluation.reports import score_and_report, training_card, write_model_card, write_predictions
+from shared.evaluation.reports import score_and_report, subgroup_section, training_card, write_model_card
+from shared.evaluation.reports import write_predictions
+from shared.evaluation.subgroups import SubgroupArguments, require_subgroup_columns
 from shared.images.augment import AugmentConfig, Augmenter, PixelDataset
 from shared.images.backbone import configure_processor, normalization, processor_size, reload_at_trained_size
 from shared.images.backbone import set_image_size
 from shared.images.cache import automatic_cache_dir
 from shared.images.decode import decode_images
-from shared.images.pixels import PixelMapping, dicom_groups, fit_pixel_mapping, is_dicom, parse_window
+from shared.images.pixels import PixelMapping, dicom_attribute, dicom_groups, fit_pixel_mapping, is_dicom, parse_window
 from shared.images.readers import encode_image_labels, label_names_for, read_hub_split, read_images
 from shared.tasks import task_record
 from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
@@ -210,6 +214,37 @@ def read_splits(data_args: ImageDataArguments, wanted: list[str]) -> dict:
     return splits
 
 
+def subgroup_values(images, columns: list[str], data_args: ImageDataArguments) -> dict[str, list]:
+    """--subgroup_columns of one split, per image: a column of its table of paths (the row each image came from, so
+    carved and shortened splits match), or else a DICOM header keyword of its file (PatientSex, Manufacturer; a header
+    without it is the '(missing)' group). Read for the subgroup report only, never fed to the model."""
+    from pydicom.datadict import tag_for_keyword
+
+    table, row_of = None, {}
+    if os.path.isfile(images.origin) and not images.origin.endswith(".npz"):
+        table = read_table(images.origin, data_args.delimiter, data_args.encoding)
+        if data_args.drop_unlabelled_rows:
+            table = drop_unlabelled_rows(table, data_args.label_column)  # the rows read_images kept
+        row_of = {table.where(i): i for i in range(len(table))}
+    values = {}
+    for column in columns:
+        if table is not None and has_column(table, column):
+            cells = table[column]
+            values[column] = [cells[row_of[ref]] for ref in images.refs]
+            continue
+        if tag_for_keyword(column) is None or not all(isinstance(s, str) and is_dicom(s) for s in images.sources):
+            raise DataError(f"--subgroup_columns: '{column}' is neither a column of a table of images nor a DICOM "
+                            "header keyword of DICOM images (e.g. PatientSex, Manufacturer)", path=images.origin)
+        cells = []
+        for source in images.sources:
+            try:
+                cells.append(dicom_attribute(source, column))
+            except DataError:  # no such attribute in this header
+                cells.append(None)
+        values[column] = cells
+    return values
+
+
 def training_groups(data_args: ImageDataArguments, train) -> list[str]:
     """--group_column: a column of a table training file, or a DICOM attribute of every training image (PatientID,
     StudyInstanceUID, ...), read only to keep each group in one split and never written."""
@@ -229,9 +264,9 @@ def training_groups(data_args: ImageDataArguments, train) -> list[str]:
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
-    model_args, data_args, training_args, set_args = parse_args(
-        ImageModelArguments, ImageDataArguments, TrainingArguments, ConformalArguments, defaults=RECIPE_DEFAULTS,
-        args=args, description=__doc__)
+    model_args, data_args, training_args, set_args, subgroup_args = parse_args(
+        ImageModelArguments, ImageDataArguments, TrainingArguments, ConformalArguments, SubgroupArguments,
+        defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
 
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
     # 3. the seed, before anything random (both in shared/core/args.py: start_run).
@@ -274,6 +309,10 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     label2id = {name: i for i, name in enumerate(label_names)}
     encoded = {split: encode_image_labels(images, label2id, known_as)
                for split, images in splits.items() if images.labeled}
+    # --subgroup_columns: table columns or DICOM header keywords of the labelled splits, read for the report only
+    require_subgroup_columns({}, subgroup_args.columns, [data_args.image_column, data_args.label_column], multi_label)
+    group_values = {split: subgroup_values(splits[split], subgroup_args.columns, data_args)
+                    for split in ("validation", "test") if split in encoded and subgroup_args.columns}
     logger.info("%s task with %d labels", "multi-label" if multi_label else "single-label", len(label_names))
 
     # 6. Model and image processor: a fresh head over the labels (training), or the fine-tuned folder as saved; the
@@ -301,6 +340,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         decoded[split] = decode_images(images, image_size, data_args.skip_bad_images, resample, mapping, cache_dir)
         decode_seconds[split] = time.perf_counter() - start
     label_ids = {split: encoded[split][d.kept] for split, d in decoded.items() if split in encoded}
+
+    def subgroups(split: str) -> dict | None:  # the decoded (kept) images' values
+        if split not in group_values:
+            return None
+        return {c: [values[i] for i in decoded[split].kept] for c, values in group_values[split].items()}
     # --conformal_alpha: the validation images that calibrate prediction sets, apart from the temperature's; a split
     # too small for the alpha fails here, before the model loads (shared/evaluation/conformal.py)
     set_plan = plan_conformal(set_args, label_ids.get("validation"), multi_label, label_names,
@@ -405,7 +449,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             conformal = set_plan.fit(probs, label_ids["validation"])
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], probs, label_names,
                                    multi_label, thresholds, uncalibrated=uncalibrated(logits), conformal=conformal,
-                                   set_rows=set_plan.temperature_rows if set_plan else None)
+                                   set_rows=set_plan.temperature_rows if set_plan else None,
+                                   subgroups=subgroups("validation"), subgroup_min_size=subgroup_args.subgroup_min_size)
         results.update(prefixed({**metrics, **counts("validation")}, "eval"))
 
     # 11. Predict on test: the predictions file always; metrics with bootstrap CIs, report and plots when labelled.
@@ -416,7 +461,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if labelled:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
                                        multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed,
-                                       uncalibrated=uncalibrated(logits), conformal=conformal)
+                                       uncalibrated=uncalibrated(logits), conformal=conformal, subgroups=subgroups("test"),
+                                       subgroup_min_size=subgroup_args.subgroup_min_size)
             results.update(prefixed({**metrics, **counts("test")}, "test"))
         if is_main:
             images, kept = splits["test"], decoded["test"].kept
@@ -458,6 +504,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                               if split in label_ids else {})}
                           for split, d in decoded.items()},
             metrics=results,
+            sections=subgroup_section(output_dir, "test") if subgroup_args.columns else None,
             headline_metrics=(MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE)
             + (SET_HEADLINE if conformal else []),
             training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,

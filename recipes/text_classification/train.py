@@ -18,7 +18,9 @@ Outputs in --output_dir: the model and tokenizer (loads with pipeline("text-clas
 (--explain N; they hold note text) and the model card README.md. With a validation split the probabilities are
 calibrated (temperature scaling folded into the head; --calibration none keeps them raw). With --conformal_alpha
 every prediction also gets a conformal prediction set (the prediction_set column; coverage and set size in the
-results; docs/prediction-sets-and-subgroups.md).
+results; docs/prediction-sets-and-subgroups.md). With --subgroup_columns sex,site the labelled splits are also
+scored per group of those columns (never fed to the model): {eval,test}_subgroups.png, a table in
+{eval,test}_report.json and the model card.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import MULTI_LABEL_HEADLINE, SINGLE_LABEL_HEADLINE, selection_macro_f1, sigmoid, softmax
 from shared.evaluation.metrics import tune_thresholds
 from shared.evaluation.reports import decision_thresholds, prefixed, save_all_results, saved_thresholds
-from shared.evaluation.reports import score_and_report, training_card, write_model_card, write_predictions
+from shared.evaluation.reports import score_and_report, subgroup_section, training_card, write_model_card
+from shared.evaluation.reports import write_predictions
+from shared.evaluation.subgroups import SubgroupArguments, require_subgroup_columns
 from shared.tasks import task_record
 from shared.text.data import NoteEncoder, read_text_columns
 from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
@@ -143,9 +147,9 @@ WHERE_FROM = {"train": "--train_file (or --dataset_name)", "validation": "--vali
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
-    model_args, data_args, training_args, set_args = parse_args(
-        ClassifierModelArguments, TextDataArguments, TrainingArguments, ConformalArguments, defaults=RECIPE_DEFAULTS,
-        args=args, description=__doc__)
+    model_args, data_args, training_args, set_args, subgroup_args = parse_args(
+        ClassifierModelArguments, TextDataArguments, TrainingArguments, ConformalArguments, SubgroupArguments,
+        defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
 
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
     # 3. the seed, before anything random (both in shared/core/args.py: start_run).
@@ -201,6 +205,12 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     # too small for the alpha fails here, before the model loads (shared/evaluation/conformal.py)
     set_plan = plan_conformal(set_args, label_ids.get("validation"), multi_label, label_names,
                               training_args.do_train, training_args.seed)
+    # --subgroup_columns: read from the labelled tables for the report, never fed to the model
+    require_subgroup_columns({split: tables[split] for split in labels}, subgroup_args.columns,
+                             [*text_columns, data_args.label_column], multi_label)
+
+    def subgroups(split: str) -> dict | None:
+        return {c: tables[split][c] for c in subgroup_args.columns} if subgroup_args.columns else None
 
     # 6. Model and tokenizer: a fresh head over the labels (training), or the fine-tuned folder as saved.
     tokenizer = load_pretrained(AutoTokenizer, model_args)
@@ -328,7 +338,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             conformal = set_plan.fit(probs, label_ids["validation"])
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], probs, label_names,
                                    multi_label, thresholds, uncalibrated=uncalibrated(logits), conformal=conformal,
-                                   set_rows=set_plan.temperature_rows if set_plan else None)
+                                   set_rows=set_plan.temperature_rows if set_plan else None,
+                                   subgroups=subgroups("validation"), subgroup_min_size=subgroup_args.subgroup_min_size)
         results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["validation"]),
                                  "truncated_examples": truncated["validation"], **leaks.get("validation", {})},
                                 "eval"))
@@ -341,7 +352,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if labelled:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
                                        multi_label, thresholds, data_args.bootstrap_resamples, training_args.seed,
-                                       split_groups.get("test"), uncalibrated(logits), conformal)
+                                       split_groups.get("test"), uncalibrated(logits), conformal, subgroups=subgroups("test"),
+                                       subgroup_min_size=subgroup_args.subgroup_min_size)
             results.update(prefixed({**metrics, "samples": len(probs), "windows": len(tokenized["test"]),
                                      "truncated_examples": truncated["test"], **leaks.get("test", {})}, "test"))
         if is_main:
@@ -382,6 +394,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                                                              if split in label_ids else {})}
                           for split, table in tables.items()},
             metrics=results,
+            sections=subgroup_section(output_dir, "test") if subgroup_args.columns else None,
             headline_metrics=(MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE)
             + (SET_HEADLINE if conformal else []),
             training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,

@@ -186,8 +186,8 @@ def score_sets(conformal: ConformalSets, gold: np.ndarray, probs: np.ndarray, la
         intervals = bootstrap_ci(lambda idx: {k: v for k, v in set_metrics(gold[idx], sets[idx]).items()
                                               if k != "empty_sets"}, len(gold), resamples, groups=groups, seed=seed)
         metrics = add_ci(metrics, intervals)
-    report = {**conformal.saved(), "target_coverage": 1 - conformal.alpha, "examples": int(len(gold)),
-              **{k: v for k, v in metrics.items()}, "per_class": per_class}
+    report = {**conformal.saved(), "target_coverage": 1 - conformal.alpha, "examples": len(gold), **metrics,
+              "per_class": per_class}
     return metrics, report
 
 

@@ -13,10 +13,11 @@ import numpy as np
 
 from shared.core.files import atomic_write_json, atomic_write_text, save_figure
 from shared.core.outputs import CARD_MARKER
-from shared.data.labels import decisions, format_label_cell
+from shared.data.labels import decisions, format_label_cell, predict_classes
 from shared.evaluation.calibration import plot_reliability
 from shared.evaluation.conformal import score_sets, sets_cells
 from shared.evaluation.metrics import classification_report_dict, classifier_metrics, multilabel_report_dict
+from shared.evaluation.subgroups import DEFAULT_MIN_SIZE, WORST_BY, card_lines, plot_subgroups, subgroup_report
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +155,10 @@ def write_model_card(
     headline_metrics: list[str],
     training: dict[str, object],
     limitations: list[str],
+    sections: dict[str, list[str]] | None = None,
 ) -> str:
-    """Write ``README.md`` in ``output_dir``: data, metrics with 95% CIs, training setup, intended use and limits.
+    """Write ``README.md`` in ``output_dir``: data, metrics with 95% CIs, ``sections`` (title -> Markdown lines,
+    after the results: e.g. :func:`subgroup_section`), training setup, intended use and limits.
 
     ``data_summary`` maps split -> {"examples": n, "labels": {label: count}}. No example text goes in the card.
     """
@@ -195,6 +198,8 @@ def write_model_card(
                                  + " | ".join(cells) + " |")
     else:
         lines.append("No labelled evaluation was run.")
+    for heading, body in (sections or {}).items():
+        lines += ["", f"## {heading}", "", *body]
     lines += ["", "## Training", ""]
     lines += [f"- {k}: `{v}`" for k, v in training.items()]
     lines += [
@@ -240,12 +245,16 @@ def write_classification_outputs(output_dir: str, prefix: str, gold: np.ndarray,
 
 def score_and_report(output_dir: str | None, prefix: str, gold: np.ndarray, probs: np.ndarray, label_names: list[str],
                      multi_label: bool, thresholds=None, resamples: int = 0, seed: int = 0, groups=None,
-                     uncalibrated: np.ndarray | None = None, conformal=None, set_rows=None) -> dict:
+                     uncalibrated: np.ndarray | None = None, conformal=None, set_rows=None,
+                     subgroups: dict[str, Sequence] | None = None, subgroup_min_size: int = DEFAULT_MIN_SIZE) -> dict:
     """The metrics of one labelled split of a classifier (bootstrap CIs with ``resamples``; calibration metrics,
     before and after when ``uncalibrated`` is given), and its report and plots (:func:`write_classification_outputs`)
     in ``output_dir`` (None: the metrics only, e.g. on a non-main process). ``conformal``: prediction sets
     (``shared.evaluation.conformal``) scored on ``set_rows`` (default all: the validation split passes the rows
-    that did not calibrate them), as ``coverage``, ``mean_set_size``, ... and the report's ``prediction_sets``."""
+    that did not calibrate them), as ``coverage``, ``mean_set_size``, ... and the report's ``prediction_sets``.
+    ``subgroups``: ``{column: each row's value}`` (single-label): the report's ``subgroups`` table
+    (``shared.evaluation.subgroups``), ``{prefix}_subgroups.png``, and per column the worst group's value and the
+    largest gap to overall in the metrics (``subgroup_<column>_worst_macro_f1``, ``..._largest_gap_macro_f1``)."""
 
     if not multi_label and len(gold) and len(present := np.unique(gold)) == 1:
         logger.warning("%s split: every example's gold label is '%s' (one class): AUROC and AUPRC are undefined "
@@ -260,10 +269,32 @@ def score_and_report(output_dir: str | None, prefix: str, gold: np.ndarray, prob
             conformal, np.asarray(gold)[rows], np.asarray(probs)[rows], label_names, resamples, seed,
             None if groups is None else [groups[i] for i in rows])
         metrics.update(set_scores)
+    if subgroups and not multi_label:
+        table = subgroup_report(gold, probs, predict_classes(probs, thresholds), subgroups, subgroup_min_size,
+                                resamples, seed, groups)
+        sections["subgroups"] = table
+        for column, entry in table["columns"].items():
+            if "worst_group" in entry:
+                metrics[f"subgroup_{column}_worst_{WORST_BY}"] = entry["worst_group"]["value"]
+                metrics[f"subgroup_{column}_largest_gap_{WORST_BY}"] = entry["largest_gap"]["gap"]
+        if output_dir is not None:
+            split = {"eval": "validation"}.get(prefix, prefix)
+            plot_subgroups(table, os.path.join(output_dir, f"{prefix}_subgroups.png"), f"Subgroups ({split})")
     if output_dir is not None:
         write_classification_outputs(output_dir, prefix, gold, probs, label_names, multi_label, thresholds,
                                      uncalibrated, sections)
     return metrics
+
+
+def subgroup_section(output_dir: str, prefix: str = "test") -> dict[str, list[str]]:
+    """The model card's "Subgroups" section from ``{prefix}_report.json`` (empty when it has no subgroup table)."""
+    path = os.path.join(output_dir, f"{prefix}_report.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        table = json.load(f).get("subgroups")
+    split = {"eval": "validation"}.get(prefix, prefix)
+    return {f"Subgroups ({split})": card_lines(table)} if table else {}
 
 
 def collapse_check(split: str, gold: np.ndarray, probs: np.ndarray, label_names: list[str], multi_label: bool,

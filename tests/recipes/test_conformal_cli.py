@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,8 +101,8 @@ def test_sets_survive_the_onnx_export_and_the_service(set_folder, tmp_path, serv
     (["--conformal_alpha", "0"], r"--conformal_alpha must be between 0 and 1 \(exclusive\).*got 0"),
     (["--conformal_alpha", "1.5"], r"--conformal_alpha must be between 0 and 1 \(exclusive\).*got 1.5"),
     (["--conformal_alpha", "0.1", "--max_eval_samples", "12"],
-     r"--conformal_alpha 0.1 needs at least 9 calibration examples, but the 50% of the 12 validation examples held "
-     r"out for it \(--conformal_split_percentage\) holds 6: .*"),
+     (r"--conformal_alpha 0.1 needs at least 9 calibration examples, but the 50% of the 12 validation examples held "
+      r"out for it \(--conformal_split_percentage\) holds 6: .*")),
     (["--conformal_alpha", "0.1", "--conformal_class_conditional"],
      r"--conformal_class_conditional at alpha 0.1 needs at least 9 calibration examples of every class, .*"),
 ])
@@ -132,7 +133,7 @@ def test_image_recipe_sets_class_conditional(tiny_vit, tmp_path):
 def test_assertion_recipe_sets(tmp_path_factory, tmp_path, serve):
     import httpx
 
-    corpus = [open(p).read() for p in sorted(glob.glob(str(ASSERTION_SAMPLE / "*" / "*.txt")))]
+    corpus = [Path(p).read_text() for p in sorted(glob.glob(str(ASSERTION_SAMPLE / "*" / "*.txt")))]
     model = build_tiny_bert(tmp_path_factory.mktemp("tiny_assertion_bert"), corpus)
     out = tmp_path / "out"
     results = run_recipe("assertion_status", [
