@@ -24,6 +24,8 @@ concept: note, concept (its line:first-last tokens), label, prediction, probabil
 json} (--explain N: word attributions over the marked sentence of the first N test concepts; note words, sensitive)
 and the model card README.md. With --conformal_alpha each concept also gets a conformal prediction set of
 assertions (the prediction_set column; coverage and set size in the results; docs/prediction-sets-and-subgroups.md).
+With --subgroup_columns site --subgroup_file notes.csv (one row per note: its name and its site) the labelled splits
+are also scored per group of the concepts' notes: {eval,test}_subgroups.png and a table in {eval,test}_report.json.
 With --use_lora the folder holds the adapter, the head and the trained [E] / [/E]
 embedding rows (or, with --merge_lora, the merged model).
 """
@@ -58,8 +60,10 @@ from shared.evaluation.calibration import calibrate, saved_calibration
 from shared.evaluation.conformal import SET_HEADLINE, ConformalArguments, plan_conformal, saved_conformal
 from shared.evaluation.forward import predict_in_order
 from shared.evaluation.metrics import SINGLE_LABEL_HEADLINE, selection_macro_f1, softmax
-from shared.evaluation.reports import prefixed, save_all_results, score_and_report, training_card, write_model_card
+from shared.evaluation.reports import prefixed, save_all_results, score_and_report, subgroup_section, training_card
+from shared.evaluation.reports import write_model_card
 from shared.evaluation.reports import write_predictions
+from shared.evaluation.subgroups import SubgroupArguments, note_subgroups
 from shared.tasks import task_record
 from shared.training.adaptive import keep_best_epoch
 from shared.training.lora import count_parameters, save_trained
@@ -75,6 +79,11 @@ class AssertionDataArguments(DataArguments):
     max_seq_length: int = field(
         default=128, metadata={"help": "Tokens per marked sentence, special tokens included; longer sentences keep "
                                        "the words nearest the concept (counted in *_cut_examples)."})
+    subgroup_file: str | None = field(
+        default=None, metadata={"help": "With --subgroup_columns: a table (CSV/TSV/JSON/parquet) with one row per note, "
+                                        "a 'note' column naming it (its file name) and the subgroup columns (e.g. "
+                                        "site, sex); each concept is scored in its note's groups. Never fed to the "
+                                        "model."})
     test_concepts_dir: str | None = field(
         default=None, metadata={"help": "Take the test notes' concepts from the .con files in this folder (the NER "
                                         "recipe's test_predictions/): concept -> assertion end to end; the test "
@@ -115,9 +124,12 @@ WHERE_FROM = {"train": "--train_file (an i2b2 folder with .ast files)",
 @main_guard
 def main(args: list[str] | None = None) -> dict[str, float]:
     # 1. Arguments: command line > --config > RECIPE_DEFAULTS.
-    model_args, data_args, training_args, set_args = parse_args(
-        ClassifierModelArguments, AssertionDataArguments, TrainingArguments, ConformalArguments,
+    model_args, data_args, training_args, set_args, subgroup_args = parse_args(
+        ClassifierModelArguments, AssertionDataArguments, TrainingArguments, ConformalArguments, SubgroupArguments,
         defaults=RECIPE_DEFAULTS, args=args, description=__doc__)
+    if bool(subgroup_args.columns) != bool(data_args.subgroup_file):
+        raise DataError("--subgroup_columns and --subgroup_file go together: the columns are read from the file's "
+                        "one row per note")
     # 2. Logging (metadata only), the output folder and the checkpoint to resume from, before any data is read;
     # 3. the seed, before anything random (both in shared/core/args.py: start_run).
     run = start_run(training_args)
@@ -141,6 +153,12 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         for split, idx in carve_splits(len(train), data_args, carve, training_args.seed, train.labels,
                                        train.groups).items():
             splits[split], split_rows[split] = train.select(idx), idx
+
+    # --subgroup_columns: each labelled concept takes its note's values from --subgroup_file, never fed to the model
+    scored = [split for split in ("validation", "test") if split in splits and splits[split].labels is not None]
+    subgroup_values = note_subgroups(data_args.subgroup_file, subgroup_args.columns,
+                                     {split: splits[split].locations()["note"] for split in scored}
+                                     ) if subgroup_args.columns else {}
 
     # 5. Labels: the assertions of the training data, in i2b2's order (or the model folder's when evaluating).
     label_names, label_ids = concept_labels(splits, model_args, ASSERTIONS)
@@ -206,7 +224,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             conformal = set_plan.fit(softmax(logits), label_ids["validation"])
         metrics = score_and_report(output_dir if is_main else None, "eval", label_ids["validation"], softmax(logits),
                                    label_names, False, None, uncalibrated=uncalibrated(logits), conformal=conformal,
-                                   set_rows=set_plan.temperature_rows if set_plan else None)
+                                   set_rows=set_plan.temperature_rows if set_plan else None,
+                                   subgroups=subgroup_values.get("validation"),
+                                   subgroup_min_size=subgroup_args.subgroup_min_size)
         results.update(prefixed({**metrics, "samples": len(logits), "cut_examples": cut["validation"]}, "eval"))
 
     # 11. Predict on test: .ast files and test_predictions.csv always; metrics with CIs over notes when labelled.
@@ -217,7 +237,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if "test" in label_ids:
             metrics = score_and_report(output_dir if is_main else None, "test", label_ids["test"], probs, label_names,
                                        False, None, data_args.bootstrap_resamples, training_args.seed, test.groups,
-                                       uncalibrated(logits), conformal)
+                                       uncalibrated(logits), conformal, subgroups=subgroup_values.get("test"),
+                                       subgroup_min_size=subgroup_args.subgroup_min_size)
             results.update(prefixed({**metrics, "samples": len(probs), "cut_examples": cut["test"]}, "test"))
         if is_main:
             write_predictions(output_dir, split_rows.get("test", range(len(probs))), probs, label_names, False, None,
@@ -254,6 +275,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                           for split, c in splits.items()},
             metrics=results,
             headline_metrics=SINGLE_LABEL_HEADLINE + (SET_HEADLINE if conformal else []),
+            sections=subgroup_section(output_dir, "test") if subgroup_args.columns else None,
             training=training_card(training_args, model_args, frozen_layers, trainable, total, derived, best_epoch,
                                    calibration, max_seq_length=max_length,
                                    **({"prediction_sets": conformal.describe()} if conformal else {})),

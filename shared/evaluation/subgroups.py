@@ -28,7 +28,7 @@ from sklearn import metrics as skm
 
 from shared.core.errors import DataError
 from shared.core.files import save_figure
-from shared.data.tables import require_columns
+from shared.data.tables import read_table, require_columns
 from shared.evaluation.calibration import calibration_metrics
 from shared.evaluation.metrics import bootstrap_ci
 
@@ -85,6 +85,34 @@ def require_subgroup_columns(tables: dict, columns: Sequence[str], read_by_model
     for split in ("validation", "test"):
         if split in tables:
             require_columns(tables[split], list(columns))
+
+
+NOTE_COLUMN = "note"  # the column of a --subgroup_file naming each note (its file name, .txt optional)
+
+
+def note_subgroups(path: str, columns: Sequence[str], notes: dict[str, Sequence[str]]) -> dict[str, dict[str, list]]:
+    """The subgroup values of examples that live in notes (assertion status: concepts), from a table with one row per
+    note: a ``note`` column naming it (its file name, with or without ``.txt``) and the ``columns``. ``notes``: split
+    -> each example's note. Returns split -> ``{column: each example's value}``; a note without a row, or with two,
+    is one line naming the table (and the line), before the model loads."""
+    table = read_table(path)
+    require_columns(table, [NOTE_COLUMN, *columns])
+    row_of = {}
+    for index, cell in enumerate(table[NOTE_COLUMN]):
+        name = str(cell or "").strip().removesuffix(".txt")
+        if name in row_of:
+            raise DataError(f"note '{name}' has a second row (the first is row {row_of[name] + 1})",
+                            *table.where(index))
+        row_of[name] = index
+    cells = {column: list(table[column]) for column in columns}
+    values = {}
+    for split, names in notes.items():
+        missing = sorted(set(names) - set(row_of))
+        if missing:
+            raise DataError(f"{len(missing)} note(s) of the {split} split have no row (the first: '{missing[0]}'); "
+                            f"--subgroup_file needs one row per note", path=path)
+        values[split] = {column: [cells[column][row_of[name]] for name in names] for column in columns}
+    return values
 
 
 def group_cells(values: Sequence) -> list[str]:

@@ -132,3 +132,47 @@ def test_image_run_reads_a_table_column_and_dicom_header_keywords(tiny_vit, tmp_
         "--subgroup_columns", "NoSuchKeyword", *QUIET_IMAGES])
     assert_one_line(proc.returncode, proc.stderr, r".*: --subgroup_columns: 'NoSuchKeyword' is neither a column .*",
                     tmp_path / "bad")
+
+
+def test_assertion_concepts_are_scored_in_the_groups_of_their_notes(concept_bert, tmp_path):
+    from tests.helpers import ASSERTION_SAMPLE
+
+    notes = tmp_path / "notes.csv"
+    names = sorted(p.stem for split in ("train", "validation", "test") for p in (ASSERTION_SAMPLE / split).glob("*.txt"))
+    with open(notes, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["note", "site"])
+        writer.writeheader()
+        for i, name in enumerate(names):  # file names with and without .txt both name the note
+            writer.writerow({"note": name + (".txt" if i % 3 == 0 else ""), "site": "north" if i % 2 else "south"})
+
+    def run(out, *extra):
+        return run_cli("assertion_status", [
+            "--model_name_or_path", concept_bert, "--train_file", ASSERTION_SAMPLE / "train", "--validation_file",
+            ASSERTION_SAMPLE / "validation", "--test_file", ASSERTION_SAMPLE / "test", "--output_dir", out,
+            "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "1", "--bf16", "false",
+            "--bootstrap_resamples", "20", "--seed", "0", *extra])
+
+    out = tmp_path / "out"
+    proc = run(out, "--subgroup_columns", "site", "--subgroup_file", notes)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entry = json.loads((out / "test_report.json").read_text())["subgroups"]["columns"]["site"]
+    with open(out / "test_predictions.csv", newline="", encoding="utf-8") as f:
+        concepts = [row["note"] for row in csv.DictReader(f)]
+    south = sum(names.index(note) % 2 == 0 for note in concepts)
+    assert entry["groups"]["south"]["examples"] == south and entry["examples"] == len(concepts)
+    assert "## Subgroups (test)" in (out / "README.md").read_text()
+
+    # a note of a scored split without a row, a column alone, a note twice: one line each, nothing written
+    out = tmp_path / "bad"
+    with open(notes, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    (tmp_path / "short.csv").write_text("\n".join(line for line in lines if "test_note_02" not in line) + "\n")
+    proc = run(out, "--subgroup_columns", "site", "--subgroup_file", tmp_path / "short.csv")
+    assert_one_line(proc.returncode, proc.stderr, r".*short\.csv: 1 note\(s\) of the test split have no row \(the "
+                                                  r"first: 'test_note_02'\); --subgroup_file needs one row per note", out)
+    (tmp_path / "twice.csv").write_text("\n".join(lines + [lines[1]]) + "\n")
+    proc = run(out, "--subgroup_columns", "site", "--subgroup_file", tmp_path / "twice.csv")
+    assert_one_line(proc.returncode, proc.stderr, r".*twice\.csv:\d+: note '.*' has a second row \(the first is row "
+                                                  r"1\)", out)
+    proc = run(out, "--subgroup_columns", "site")
+    assert_one_line(proc.returncode, proc.stderr, r"--subgroup_columns and --subgroup_file go together.*", out)
