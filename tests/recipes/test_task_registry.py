@@ -38,8 +38,10 @@ def test_the_registry_names_every_recipe_and_each_task_has_its_predict_py():
         assert task.predictor_class().task == task.name
         assert set(task.inputs) >= {f.name for f in __import__("dataclasses").fields(task.input_arguments_class())
                                     if f.name not in ("data_format",)} - {"skip_bad_images", "write_image_paths",
-                                                                          "concepts_dir", "delimiter", "encoding"}
-    # --delimiter / --encoding describe the input file given, never what the model was trained on: not recorded
+                                                                          "concepts_dir", "delimiter", "encoding",
+                                                                          "tta"}
+    # --delimiter / --encoding describe the input file given, never what the model was trained on, and --tta is how
+    # to predict (its augmentation is the folder's own, saved apart): not recorded
 
 
 @pytest.mark.parametrize("task", list(TASKS))
