@@ -56,7 +56,7 @@ from shared.deploy.ensemble import ENSEMBLE_TASKS, write_ensemble
 from shared.tasks import read_folder_config
 from shared.trust import audit
 from shared.trust.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
-from shared.trust.crossval import remove_weights, summarize
+from shared.trust.crossval import remove_weights, split_at_double_dash, summarize
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -81,11 +81,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--audit_labels", action="store_true",
                         help="Rank the rows (NER: words) whose given label is likely wrong, from the pooled "
                              "out-of-fold probabilities (cleanlab), into label_issues.csv.")
-    if "--" in argv:
-        i = argv.index("--")
-        own, recipe_args = argv[:i], argv[i + 1:]
-    else:
-        own, recipe_args = argv, []
+    own, recipe_args = split_at_double_dash(argv)
     args = parser.parse_args(own)
     if args.folds < 2:
         raise DataError(f"--folds must be at least 2, got {args.folds}")

@@ -58,6 +58,7 @@ from shared.core.runner import recipe_file
 from shared.tasks import TASKS
 from shared.trust import audit, tuning
 from shared.trust.crossval import RECIPES, fold_args, markdown_table, recipe_option, remove_weights, summarize
+from shared.trust.crossval import split_at_double_dash
 
 SETTINGS_FILE = "tune_settings.json"  # what a resumed run must agree with
 
@@ -101,11 +102,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="Completed trials before the median pruner may stop one (Optuna's n_startup_trials).")
     parser.add_argument("--keep_trial_models", action="store_true",
                         help="Keep each trial's model weights (deleted by default; logs and metrics stay).")
-    if "--" in argv:
-        i = argv.index("--")
-        own, recipe_args = argv[:i], argv[i + 1:]
-    else:
-        own, recipe_args = argv, []
+    own, recipe_args = split_at_double_dash(argv)
     args = parser.parse_args(own)
     if args.trials < 1:
         raise DataError(f"--trials must be at least 1, got {args.trials}")

@@ -24,6 +24,15 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 SET_BY_RUNNER = ("--num_folds", "--fold", "--output_dir")
 
 
+def split_at_double_dash(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the runner's own arguments, the recipe's): everything after the first ``--`` goes to the recipe unchanged."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 def _option(argv: Sequence[str], name: str) -> tuple[int, str | None] | None:
     """(position, value) of ``--name value`` / ``--name=value`` in ``argv``, or None."""
     for i, arg in enumerate(argv):
