@@ -40,9 +40,13 @@ RUNS = {  # name: (recipe flags, trained folder to evaluate again instead of tra
     "chunk-128 (one window/epoch)": (["--long_text", "chunk", "--max_seq_length", "128", "--train_windows",
                                       "one_per_epoch"], None),
     "truncate-128 trained, chunk-128 read": (["--long_text", "chunk", "--max_seq_length", "128"], "truncate-128"),
+    "chunk-128 trained, first window read": (["--long_text", "truncate", "--max_seq_length", "128"],
+                                             "chunk-128 (mean)"),
+    "chunk-128 (one window/epoch), first window read": (["--long_text", "truncate", "--max_seq_length", "128"],
+                                                        "chunk-128 (one window/epoch)"),
     "truncate-512": (["--long_text", "truncate", "--max_seq_length", "512"], None),
 }
-KEYS = ("test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_accuracy", "test_micro_f1",
+KEYS = ("validation_macro_f1", "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_accuracy", "test_micro_f1",
         "test_truncated_examples", "test_windows", "test_samples")  # accuracy: single-label; micro-F1: both
 
 
