@@ -46,7 +46,8 @@ RUNS = {  # name: (recipe flags, trained folder to evaluate again instead of tra
                                                         "chunk-128 (one window/epoch)"),
     "truncate-512": (["--long_text", "truncate", "--max_seq_length", "512"], None),
 }
-KEYS = ("validation_macro_f1", "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_accuracy", "test_micro_f1",
+KEYS = ("eval_macro_f1", "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_accuracy",
+        "test_micro_f1",
         "test_truncated_examples", "test_windows", "test_samples")  # accuracy: single-label; micro-F1: both
 
 

@@ -10,7 +10,8 @@ Steps, the same in every recipe: 1 arguments -> 2 logging, output folder, checkp
 input runs before the model is loaded, so bad data fails in seconds with one line naming the file and row.
 
 Notes longer than --max_seq_length are read in overlapping windows and scored once per note (--long_text chunk,
-the default) or truncated (--long_text truncate).
+the default: a note is read by the mean of its windows or by its first window, whichever scores better on the
+validation split) or truncated (--long_text truncate).
 
 Outputs in --output_dir: the model and tokenizer (loads with pipeline("text-classification")), all_results.json
 (+ train_/eval_/test_results.json), {eval,test}_report.json, {eval,test}_confusion_matrix.png, {eval,test}_roc.png,
@@ -45,7 +46,8 @@ from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import EpochSeededSampling, train_with_resume
 from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
-from shared.data.long_text import AGGREGATIONS, MODES, TRAIN_WINDOWS, WindowPerEpoch, long_text_settings
+from shared.data.long_text import AGGREGATIONS, AUTO, MODES, READINGS, TRAIN_WINDOWS, WindowPerEpoch
+from shared.data.long_text import long_text_settings
 from shared.data.long_text import notes_from_windows, windows_of_notes
 from shared.data.overlap import texts_also_in_train, warn_shared_examples
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
@@ -62,7 +64,7 @@ from shared.evaluation.reports import write_predictions
 from shared.evaluation.subgroups import SubgroupArguments, require_subgroup_columns
 from shared.tasks import task_record
 from shared.text.data import NoteEncoder, read_text_columns
-from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch
+from shared.training.adaptive import Derived, adapt_to_training_data, keep_best_epoch, wants_best_epoch
 from shared.training.imbalance import oversampled_order, training_loss
 from shared.training.lora import count_parameters, save_trained
 from shared.training.models import classification_config, load_pretrained, max_sequence_length, model_for_run
@@ -106,8 +108,10 @@ class TextDataArguments(LabelledTableArguments, DataArguments):
     chunk_aggregation: str | None = field(
         default=None,
         metadata={"help": "How a note's windows make its prediction (--long_text chunk): the 'mean' or the 'max' of "
-                          "their logits, per class. Default: mean (or the fine-tuned folder's).",
-                  "choices": list(AGGREGATIONS)},
+                          "their logits, per class, or the 'first' window's alone; 'auto' scores the mean and the "
+                          "first window on the validation split after every epoch and keeps the better reading with "
+                          "its epoch (the mean without a validation split). Default: auto when training, else the "
+                          "fine-tuned folder's.", "choices": [*AGGREGATIONS, AUTO]},
     )
     train_windows: str | None = field(
         default=None,
@@ -227,8 +231,6 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     chunk = long_text.mode == "chunk"
     if chunk:
         require_fast(tokenizer, "--long_text chunk needs its overflowing windows (or use --long_text truncate)")
-        logger.info("long examples read in windows of %d tokens sharing %d; a note's prediction is the %s of its "
-                    "windows' logits", max_length, long_text.stride, long_text.aggregation)
     encoder = NoteEncoder(tokenizer, max_length, long_text)  # the predictor's encoder too (shared/text/data.py)
     truncated, tokenized, note_of_window = {}, {}, {}
 
@@ -253,6 +255,14 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if split in label_ids:
             encoded = encoded.add_column("labels", [label_ids[split][note] for note in note_of_window[split]])
         tokenized[split] = encoded
+    if chunk:  # auto chooses on validation epochs with long notes; without them a note is read whole (the mean)
+        if long_text.aggregation == AUTO and not (wants_best_epoch(training_args, "validation" in tokenized)
+                                                  and len(tokenized["validation"]) > len(tables["validation"])):
+            long_text.choose(None)
+        logger.info("long examples read in windows of %d tokens sharing %d; a note's prediction is %s", max_length,
+                    long_text.stride, "the mean of its windows' logits or its first window's, whichever scores "
+                    "better on validation" if long_text.aggregation == AUTO else "its first window's logits"
+                    if long_text.aggregation == "first" else f"the {long_text.aggregation} of its windows' logits")
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
     # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling,
@@ -292,11 +302,27 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if is_main:
         remove_earlier_results(output_dir, run.earlier_results)
 
+    def window_logits(split: str) -> np.ndarray:
+        return np.stack(predict_in_order(trainer.model, tokenized[split], collator,
+                                         training_args.per_device_eval_batch_size, tokenized[split]["length"]))
+
     def predict_logits(split: str) -> np.ndarray:
         """One row of logits per note (chunk: aggregated from its windows)."""
-        logits = np.stack(predict_in_order(trainer.model, tokenized[split], collator,
-                                           training_args.per_device_eval_batch_size, tokenized[split]["length"]))
-        return notes_from_windows(logits, note_of_window[split], len(tables[split]), long_text.aggregation)
+        return notes_from_windows(window_logits(split), note_of_window[split], len(tables[split]),
+                                  long_text.aggregation)
+
+    def selection_score(model) -> float | tuple[float, dict]:
+        """Validation macro-F1 of this epoch; with --chunk_aggregation auto, of each reading of the same windows'
+        logits, the better one with its name (ties keep the mean: it reads the whole note)."""
+        if long_text.aggregation != AUTO:
+            return selection_macro_f1(label_ids["validation"], probabilities(predict_logits("validation")), multi_label)
+        logits = window_logits("validation")
+        scores = {how: selection_macro_f1(label_ids["validation"], probabilities(notes_from_windows(
+            logits, note_of_window["validation"], len(tables["validation"]), how)), multi_label) for how in READINGS}
+        best = max(READINGS, key=lambda how: (scores[how], how == READINGS[0]))
+        if trainer.is_world_process_zero():
+            logger.info("validation macro_f1 by reading: %s", ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        return scores[best], {"aggregation": best, "scores": scores}
 
     def probabilities(logits: np.ndarray) -> np.ndarray:
         return sigmoid(logits) if multi_label else softmax(logits)
@@ -305,8 +331,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         """The probabilities the head gave before calibration (for the before/after metrics), or None."""
         return probabilities(calibration.undo(logits)) if calibration else None
 
-    best_epoch = keep_best_epoch(trainer, "validation" in tokenized, "macro_f1", lambda model: selection_macro_f1(
-        label_ids["validation"], probabilities(predict_logits("validation")), multi_label), run.checkpoint)
+    best_epoch = keep_best_epoch(trainer, "validation" in tokenized, "macro_f1", selection_score, run.checkpoint)
 
     # 9. Train.
     results: dict[str, float] = {}
@@ -316,6 +341,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        train_truncated_examples=truncated["train"], train_trainable_parameters=trainable,
                        train_batch_size=training_args.per_device_train_batch_size,
                        **(best_epoch.results() if best_epoch else {}))
+        if chunk and long_text.aggregation == AUTO:  # from here on notes are read the chosen way, and saved so
+            long_text.choose(best_epoch.best_detail if best_epoch else None)
+            logger.info("long notes read by their %s (%s)", "first window" if long_text.aggregation == "first" else
+                        f"windows' {long_text.aggregation}", "chosen on validation" if long_text.chosen_on_validation
+                        else "no validation split to choose on")
 
     # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head
     # (shared/evaluation/calibration.py), then multi-label decision thresholds are tuned on the calibrated

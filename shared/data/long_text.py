@@ -3,8 +3,12 @@
 ``--long_text chunk`` cuts every note into windows of at most ``max_length`` tokens, consecutive windows sharing
 ``stride`` tokens (the fast tokenizer's own ``return_overflowing_tokens``, as transformers' question-answering
 examples use it); with text pairs the first text is repeated whole in every window and the second is cut. Training
-gives every window its note's label; prediction turns the windows' logits back into one row per note (their mean
-or their maximum), so metrics, thresholds, confidence intervals and prediction files count each note once.
+gives every window its note's label; prediction turns the windows' logits back into one row per note (their mean,
+their maximum, or the first window's alone), so metrics, thresholds, confidence intervals and prediction files count
+each note once. ``auto`` (the default when training with a validation split) scores two readings of the same model
+on validation after every epoch, the mean of all windows and the first window alone, and keeps the better one with
+its epoch: whether a label is stated at the start of a note or anywhere in it is a property of the data, and the
+validation split says which.
 ``--long_text truncate`` keeps one window per note, cut at ``max_length`` (and counted).
 """
 
@@ -19,11 +23,14 @@ from torch.utils.data import Dataset
 from shared.core.errors import DataError
 
 MODES = ("truncate", "chunk")
-AGGREGATIONS = ("mean", "max")
+AGGREGATIONS = ("mean", "max", "first")
+AUTO = "auto"
+READINGS = ("mean", "first")  # what --chunk_aggregation auto chooses between, on validation (ties keep the mean)
 TRAIN_WINDOWS = ("all", "one_per_epoch")
 # The defaults, chosen from the Medical Abstracts and Hallmarks of Cancer table in the text recipe's README.
 DEFAULT_MODE = "chunk"
-DEFAULT_AGGREGATION = "mean"
+DEFAULT_AGGREGATION = AUTO
+FALLBACK_AGGREGATION = "mean"  # auto without a validation split to choose on
 DEFAULT_TRAIN_WINDOWS = "all"
 
 
@@ -35,6 +42,8 @@ class LongText:
     stride: int
     aggregation: str
     train_windows: str
+    # --chunk_aggregation auto: each reading's validation score at the kept epoch, saved so the choice can be checked
+    chosen_on_validation: dict | None = None
 
     def as_config(self) -> dict:
         return {"long_text": asdict(self)}
@@ -44,8 +53,22 @@ class LongText:
         if self.mode != "chunk":
             return "truncate"
         trained_on = "one window per note per epoch" if self.train_windows == "one_per_epoch" else "every window"
-        return (f"chunk (windows sharing {self.stride} tokens; trained on {trained_on}; a note's prediction is the "
-                f"{self.aggregation} of its windows' logits)")
+        reading = ("its first window's logits" if self.aggregation == "first" else
+                   f"the {self.aggregation} of its windows' logits")
+        if self.chosen_on_validation:
+            scores = ", ".join(f"{name} {value:.4f}" for name, value in self.chosen_on_validation.items())
+            reading += f", chosen on validation ({scores})"
+        return (f"chunk (windows sharing {self.stride} tokens; trained on {trained_on}; a note's prediction is "
+                f"{reading})")
+
+    def choose(self, detail: dict | None) -> None:
+        """Settle ``auto`` with the kept epoch's choice (``KeepBestEpoch.best_detail``), or the mean without one."""
+        if self.aggregation != AUTO:
+            return
+        if detail:
+            self.aggregation, self.chosen_on_validation = detail["aggregation"], detail["scores"]
+        else:
+            self.aggregation = FALLBACK_AGGREGATION
 
 
 def long_text_settings(mode: str | None, stride: int | None, aggregation: str | None, train_windows: str | None,
@@ -58,10 +81,18 @@ def long_text_settings(mode: str | None, stride: int | None, aggregation: str | 
                                       ("--train_windows", train_windows)) if value is not None]
     if resolved_mode == "truncate" and given:
         raise DataError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to --long_text chunk")
+    if aggregation == AUTO and config is not None:
+        raise DataError("--chunk_aggregation auto chooses on the validation split while training; a fine-tuned folder "
+                        f"reads notes as it was saved, or give one of {', '.join(AGGREGATIONS)}")
+    if resolved_mode == "truncate":  # one window per note: every aggregation gives its logits back
+        resolved_aggregation = FALLBACK_AGGREGATION
+    else:
+        resolved_aggregation = (aggregation or saved.get("aggregation")
+                                or (FALLBACK_AGGREGATION if config is not None else DEFAULT_AGGREGATION))
     return LongText(
         mode=resolved_mode,
         stride=stride if stride is not None else saved.get("stride", default_stride(max_length)),
-        aggregation=aggregation or saved.get("aggregation") or DEFAULT_AGGREGATION,
+        aggregation=resolved_aggregation,
         train_windows=train_windows or saved.get("train_windows") or DEFAULT_TRAIN_WINDOWS,
     )
 
@@ -106,7 +137,8 @@ def encode_windows(tokenizer, texts: list[str], pairs: list[str] | None, max_len
 
 def notes_from_windows(window_logits: np.ndarray, note_of_window: Sequence[int], n_notes: int,
                        how: str = "mean") -> np.ndarray:
-    """One row of logits per note from its windows' rows: their mean or (per class) their maximum."""
+    """One row of logits per note from its windows' rows: their mean, (per class) their maximum, or the first
+    window's row."""
     if how not in AGGREGATIONS:
         raise DataError(f"unknown --chunk_aggregation '{how}'; choose one of {', '.join(AGGREGATIONS)}")
     window_logits = np.asarray(window_logits, dtype=np.float64)
@@ -114,7 +146,10 @@ def notes_from_windows(window_logits: np.ndarray, note_of_window: Sequence[int],
     counts = np.bincount(notes, minlength=n_notes)
     if (counts == 0).any():
         raise ValueError(f"notes without a window: {np.flatnonzero(counts == 0)[:5].tolist()}")
-    if how == "max":
+    if how == "first":
+        _, first_rows = np.unique(notes, return_index=True)  # a note's windows are in order, its first comes first
+        out = window_logits[first_rows]
+    elif how == "max":
         out = np.full((n_notes, window_logits.shape[1]), -np.inf)
         np.maximum.at(out, notes, window_logits)
     else:

@@ -33,8 +33,9 @@ from shared.tasks import folder_task, read_folder_config, record_of, require_tas
 
 ENSEMBLE_KEY = "ensemble"
 ENSEMBLE_TASKS = ("text_classification", "image_classification")
-# What must be equal for one encoding (text) or decoding (images) to serve every member.
-SAME_READING = {"text_classification": ("max_length", "long_text"),
+# What must be equal for the members to read an input alike. Each member still makes its own prediction: a fold
+# that chose another reading of long notes (--chunk_aggregation auto) keeps it.
+SAME_READING = {"text_classification": ("max_length", "long_text.mode", "long_text.stride"),
                 "image_classification": ("image_size", "resample", "mean", "std", "mapping")}
 
 
@@ -79,7 +80,7 @@ class Ensemble:
                 raise DataError(f"ensemble member {name} predicts {member.labels}, {members[0]} {first.labels}",
                                 path=model_dir)
             for setting in ("record", *SAME_READING[self.task]):
-                if _comparable(getattr(member, setting)) != _comparable(getattr(first, setting)):
+                if _comparable(_setting(member, setting)) != _comparable(_setting(first, setting)):
                     raise DataError(f"ensemble member {name} reads its inputs differently from {members[0]} "
                                     f"({setting}): its members must come from one configuration", path=model_dir)
         self.model_dir, self.backend, self.batch_size = model_dir, backend, batch_size
@@ -113,6 +114,13 @@ class Ensemble:
         clipped = np.clip(probs, 1e-12, 1 - 1e-12)
         logits = np.log(clipped / (1 - clipped)) if self.multi_label else np.log(clipped)
         return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
+
+
+def _setting(predictor, dotted: str):
+    value = predictor
+    for name in dotted.split("."):
+        value = getattr(value, name)
+    return value
 
 
 def _comparable(value):

@@ -56,9 +56,19 @@ class NoteEncoder:
     def __call__(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> dict[str, list]:
         """Model inputs of every window, with ``note``: the position in ``texts`` of each window's note."""
         texts, pairs = list(texts), None if pairs is None else list(pairs)
+        if self.chunk and self.long_text.aggregation == "first":  # the first window alone makes the prediction
+            return self.first_windows(texts, pairs)
         if self.chunk:
             return encode_windows(self.tokenizer, texts, pairs, self.max_length, self.long_text.stride)
         encoded = dict(self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length))
+        encoded["note"] = list(range(len(texts)))
+        return encoded
+
+
+    def first_windows(self, texts: list[str], pairs: list[str] | None) -> dict[str, list]:
+        """Each note's first window, as :func:`encode_windows` cuts it (pairs: the second text is the one cut)."""
+        encoded = dict(self.tokenizer(texts, pairs, truncation="only_second" if pairs is not None else True,
+                                      max_length=self.max_length, verbose=False))
         encoded["note"] = list(range(len(texts)))
         return encoded
 

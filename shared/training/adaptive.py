@@ -163,6 +163,8 @@ class KeepBestEpoch(TrainerCallback):
     """After every epoch, score the model on validation with ``score(model)`` (higher is better) and keep a copy of
     the best epoch's weights in memory; at the end of training load them back, so that what is evaluated, tested
     and saved is the best epoch. Every process scores (the same full validation split) and so keeps the same epoch.
+    ``score`` may return ``(value, detail)`` where it also chose something with the value (the text recipe's reading
+    of long notes): the best epoch's ``detail`` is kept as ``best_detail`` and survives a resume like the weights.
 
     Every checkpoint also holds the best epoch so far (``best_epoch.safetensors`` and ``best_epoch.json``, written
     by the main process after Trainer's own files), and :meth:`resume_from` reads them back: a run resumed from
@@ -174,12 +176,14 @@ class KeepBestEpoch(TrainerCallback):
 
     WEIGHTS, STATE = "best_epoch.safetensors", "best_epoch.json"
 
-    def __init__(self, score: Callable[[object], float], metric_name: str):
+    def __init__(self, score: Callable[[object], float | tuple[float, dict]], metric_name: str):
         self.score, self.metric_name = score, metric_name
         self.best_value, self.best_epoch, self.best_state, self.history = -math.inf, None, None, []
+        self.best_detail: dict | None = None  # what score() chose with its value, e.g. a reading of long notes
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        value = float(self.score(model))
+        scored = self.score(model)
+        value, detail = (float(scored[0]), scored[1]) if isinstance(scored, tuple) else (float(scored), None)
         epoch = epoch_label(state.epoch or 0)
         self.history.append((epoch, value))
         if state.is_world_process_zero:
@@ -190,7 +194,7 @@ class KeepBestEpoch(TrainerCallback):
                 with open(os.environ[EPOCH_METRICS_FILE], "a", encoding="utf-8") as f:
                     f.write(json.dumps({"epoch": epoch, "metric": self.metric_name, "value": value}) + "\n")
         if value > self.best_value:  # ties keep the earlier epoch
-            self.best_value, self.best_epoch = value, epoch
+            self.best_value, self.best_epoch, self.best_detail = value, epoch, detail
             self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
     def on_save(self, args, state, control, **kwargs):
@@ -204,7 +208,7 @@ class KeepBestEpoch(TrainerCallback):
         save_file(self.best_state, os.path.join(folder, self.WEIGHTS))
         with open(os.path.join(folder, self.STATE), "w", encoding="utf-8") as f:
             json.dump({"metric": self.metric_name, "best_epoch": self.best_epoch, "best_value": self.best_value,
-                       "history": self.history}, f)
+                       "best_detail": self.best_detail, "history": self.history}, f)
 
     def resume_from(self, checkpoint: str | None) -> None:
         """Take the best epoch so far from ``checkpoint`` (a folder :meth:`on_save` wrote to), when it holds one."""
@@ -220,6 +224,7 @@ class KeepBestEpoch(TrainerCallback):
         if data.get("metric") != self.metric_name:
             return
         self.best_epoch, self.best_value = epoch_label(float(data["best_epoch"])), float(data["best_value"])
+        self.best_detail = data.get("best_detail")
         self.history = [(epoch_label(float(epoch)), float(value)) for epoch, value in data["history"]]
         self.best_state = load_file(weights)
 
@@ -238,7 +243,8 @@ class KeepBestEpoch(TrainerCallback):
         return {"train_best_epoch": self.best_epoch, f"train_best_eval_{self.metric_name}": self.best_value}
 
 
-def keep_best_epoch(trainer, has_validation: bool, metric_name: str, score: Callable[[object], float],
+def keep_best_epoch(trainer, has_validation: bool, metric_name: str,
+                    score: Callable[[object], float | tuple[float, dict]],
                     checkpoint: str | None = None) -> KeepBestEpoch | None:
     """Add :class:`KeepBestEpoch` to ``trainer`` when :func:`wants_best_epoch` says so, with the best epoch so far
     of ``checkpoint`` (the one the run resumes from, or None); the callback, or None."""

@@ -130,6 +130,8 @@ def explain_texts(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] |
             note = [text] if pairs is None else [text, pairs[i]]
             target = int(classes[i])
             windows = windows_of(tokenizer, text, None if pairs is None else pairs[i], max_length, stride)
+            if aggregation == "first":  # only the first window made the prediction
+                windows = windows[:1]
             scores, deltas, logits = [], [], []
             for inputs, _, _ in windows:
                 tokens, delta = token_attributions(model, tokenizer, inputs, lambda z, t=target: z[:, t], steps)

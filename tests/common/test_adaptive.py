@@ -134,9 +134,10 @@ def test_the_best_epoch_is_the_one_left_in_the_model():
 
 def test_a_checkpoint_carries_the_best_epoch_into_the_resumed_run(tmp_path):
     """What a checkpoint saved mid-epoch-3 holds lets a resumed run keep epoch 1, which it never trains again; a
-    checkpoint without it (or written for another metric) leaves the resumed run choosing among its own epochs."""
+    checkpoint without it (or written for another metric) leaves the resumed run choosing among its own epochs. What
+    the score chose with its value (a reading of long notes) comes back with the epoch."""
     model = torch.nn.Linear(2, 1)
-    scores = iter([0.9, 0.4])
+    scores = iter([(0.9, {"aggregation": "first"}), (0.4, {"aggregation": "mean"})])
     before = KeepBestEpoch(lambda m: next(scores), "macro_f1")
     state = SimpleNamespace(epoch=0, global_step=0, is_world_process_zero=True)
     args = SimpleNamespace(output_dir=str(tmp_path))
@@ -150,8 +151,9 @@ def test_a_checkpoint_carries_the_best_epoch_into_the_resumed_run(tmp_path):
     checkpoint.mkdir()
     before.on_save(args, state, None)
 
-    after = KeepBestEpoch(lambda m: 0.5, "macro_f1")  # epoch 3 scores below epoch 1
+    after = KeepBestEpoch(lambda m: (0.5, {"aggregation": "mean"}), "macro_f1")  # epoch 3 scores below epoch 1
     after.resume_from(str(checkpoint))
+    assert after.best_detail == {"aggregation": "first"}
     with torch.no_grad():
         model.weight.fill_(3.0)
     state.epoch = 3.0
@@ -159,6 +161,7 @@ def test_a_checkpoint_carries_the_best_epoch_into_the_resumed_run(tmp_path):
     after.on_train_end(args, state, None, model=model)
     assert torch.equal(model.weight, torch.ones_like(model.weight))
     assert after.results() == {"train_best_epoch": 1, "train_best_eval_macro_f1": 0.9}
+    assert after.best_detail == {"aggregation": "first"}
 
     other = KeepBestEpoch(lambda m: 0.5, "f1")
     other.resume_from(str(checkpoint))

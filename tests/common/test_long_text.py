@@ -25,6 +25,7 @@ def test_mean_and_max_of_each_notes_windows():
     note_of_window = [0, 0, 1, 2]  # note 0 has two windows
     assert np.allclose(notes_from_windows(logits, note_of_window, 3, "mean"), [[2.0, -1.0], [0.0, 5.0], [-1.0, 1.0]])
     assert np.allclose(notes_from_windows(logits, note_of_window, 3, "max"), [[3.0, 0.0], [0.0, 5.0], [-1.0, 1.0]])
+    assert np.allclose(notes_from_windows(logits, note_of_window, 3, "first"), [[1.0, 0.0], [0.0, 5.0], [-1.0, 1.0]])
     # one window per note (truncate) gives the logits back unchanged
     assert np.allclose(notes_from_windows(logits, [0, 1, 2, 3], 4, "mean"), logits)
     with pytest.raises(ValueError, match="without a window"):
@@ -68,14 +69,19 @@ def test_what_the_tokenizer_cannot_cut_is_one_line_before_tokenizing(tokenizer):
 
 def test_settings_given_win_over_the_folders_which_win_over_defaults():
     saved = SimpleNamespace(long_text={"mode": "truncate", "stride": 7, "aggregation": "max"})
-    assert long_text_settings(None, None, None, None, 128).as_config() == {
-        "long_text": {"mode": "chunk", "stride": 32, "aggregation": "mean", "train_windows": "all"}}
+    assert long_text_settings(None, None, None, None, 128).as_config() == {  # training: auto, settled on validation
+        "long_text": {"mode": "chunk", "stride": 32, "aggregation": "auto", "train_windows": "all",
+                      "chosen_on_validation": None}}
+    assert long_text_settings("truncate", None, None, None, 128).aggregation == "mean"  # one window: nothing to choose
     assert long_text_settings(None, None, None, None, 16).stride == 4
     from_folder = long_text_settings(None, None, None, None, 128, saved)
-    assert (from_folder.mode, from_folder.stride, from_folder.aggregation) == ("truncate", 7, "max")
+    assert (from_folder.mode, from_folder.stride, from_folder.aggregation) == ("truncate", 7, "mean")  # one window
     given = long_text_settings("chunk", 3, "mean", None, 128, saved)
     assert (given.mode, given.stride, given.aggregation) == ("chunk", 3, "mean")
-    assert long_text_settings(None, None, None, None, 128, SimpleNamespace()).mode == "chunk"  # a folder from before
+    before = long_text_settings(None, None, None, None, 128, SimpleNamespace())  # a folder from before long_text
+    assert (before.mode, before.aggregation) == ("chunk", "mean")
+    with pytest.raises(DataError, match="auto chooses on the validation split while training"):
+        long_text_settings(None, None, "auto", None, 128, SimpleNamespace(long_text={"mode": "chunk"}))
     with pytest.raises(DataError, match="--stride and --train_windows apply only to --long_text chunk"):
         long_text_settings("truncate", 4, None, "all", 128)
     with pytest.raises(DataError, match="--chunk_aggregation applies only"):  # the folder's mode counts too
@@ -114,3 +120,30 @@ def test_one_window_per_note_per_epoch_visits_every_window():
     again = WindowPerEpoch(windows, note_of_window, [0, 1, 2, 2], seed=0)
     again.set_epoch(1)
     assert [again[i] for i in range(4)] == [train[i] for i in range(4)]  # a function of seed and epoch only
+
+
+def test_auto_settles_on_the_kept_epochs_reading_and_the_card_says_why():
+    chosen = long_text_settings(None, None, None, None, 128)
+    chosen.choose({"aggregation": "first", "scores": {"mean": 0.61, "first": 0.64}})
+    assert (chosen.aggregation, chosen.chosen_on_validation) == ("first", {"mean": 0.61, "first": 0.64})
+    assert "its first window's logits, chosen on validation (mean 0.6100, first 0.6400)" in chosen.describe()
+    without = long_text_settings(None, None, None, None, 128)
+    without.choose(None)  # no validation split: the mean of every window
+    assert (without.aggregation, without.chosen_on_validation) == ("mean", None)
+    given = long_text_settings(None, None, "max", None, 128)
+    given.choose({"aggregation": "first", "scores": {}})  # a reading the user chose is kept
+    assert given.aggregation == "max"
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_the_first_window_reading_encodes_exactly_the_first_window(tokenizer, pairs):
+    from shared.data.long_text import LongText
+    from shared.text.data import NoteEncoder
+
+    notes = [" ".join(TOY_CORPUS), "no evidence of pneumonia"]
+    texts, pairs = (["does the patient have a fever ?"] * 2, notes) if pairs else (notes, None)  # pairs: cut the 2nd
+    every = NoteEncoder(tokenizer, 24, LongText("chunk", 4, "mean", "all"))(texts, pairs)
+    first = NoteEncoder(tokenizer, 24, LongText("chunk", 4, "first", "all"))(texts, pairs)
+    assert first["note"] == [0, 1] and len(every["note"]) > 2
+    for name in ("input_ids", "attention_mask"):
+        assert first[name] == [every[name][every["note"].index(note)] for note in (0, 1)]

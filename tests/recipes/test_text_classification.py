@@ -7,6 +7,7 @@ import csv
 import json
 import random
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -422,7 +423,8 @@ def test_long_notes_are_scored_once_per_note(cue_runs):
 def test_a_folder_reads_long_notes_the_way_it_was_trained(recipe, cue_runs):
     tmp, runs = cue_runs
     config = json.loads((tmp / "chunk" / "config.json").read_text())
-    assert config["long_text"] == {"mode": "chunk", "stride": 4, "aggregation": "max", "train_windows": "all"}
+    assert config["long_text"] == {"mode": "chunk", "stride": 4, "aggregation": "max", "train_windows": "all",
+                                   "chosen_on_validation": None}  # given, not chosen
     assert "max of its windows' logits" in (tmp / "chunk" / "README.md").read_text()
     evaluate = ["--model_name_or_path", str(tmp / "chunk"), "--test_file", str(tmp / "test.csv"), "--do_predict",
                 "--max_seq_length", "16", "--bootstrap_resamples", "0"]
@@ -431,6 +433,50 @@ def test_a_folder_reads_long_notes_the_way_it_was_trained(recipe, cue_runs):
     assert again["test_accuracy"] == pytest.approx(runs["chunk"]["test_accuracy"])
     cut = recipe.main([*evaluate, "--output_dir", str(tmp / "cut"), "--long_text", "truncate"])  # a flag still wins
     assert cut["test_truncated_examples"] == 60 and cut["test_windows"] == 60
+
+
+def test_auto_reads_long_notes_by_the_reading_that_wins_on_validation(recipe, tiny_bert_dir, cue_runs):
+    """The cue is past the first window: validation says the first window alone is at chance, so the default keeps
+    the mean of every window, and records both scores in config.json and the model card."""
+    tmp, _ = cue_runs
+    out = tmp / "auto"
+    results = recipe.main(["--model_name_or_path", str(tiny_bert_dir), "--train_file", str(tmp / "train.csv"),
+                           "--validation_file", cue_at_the_end(tmp / "validation.csv", 40, 2),
+                           "--test_file", str(tmp / "test.csv"), "--do_train", "--do_eval", "--do_predict",
+                           "--max_seq_length", "16", "--num_train_epochs", "8", "--learning_rate", "1e-3",
+                           "--per_device_train_batch_size", "16", "--bootstrap_resamples", "0", "--seed", "0",
+                           "--output_dir", str(out)])  # cue_runs' settings, no --chunk_aggregation
+    saved = json.loads((out / "config.json").read_text())["long_text"]
+    assert saved["aggregation"] == "mean", saved
+    scores = saved["chosen_on_validation"]
+    assert scores["mean"] >= 0.8 and scores["first"] <= 0.7, scores
+    assert results["eval_macro_f1"] == pytest.approx(scores["mean"], abs=0.05)  # after calibration: same argmax
+    assert "chosen on validation (mean" in (out / "README.md").read_text()
+
+
+def test_a_first_window_folder_is_served_as_it_was_scored(recipe, cue_runs):
+    """--chunk_aggregation first: the saved folder reads each note's first window in predict.py too."""
+    tmp, _ = cue_runs
+    out = tmp / "first"
+    recipe.main(["--model_name_or_path", str(tmp / "chunk"), "--test_file", str(tmp / "test.csv"), "--do_predict",
+                 "--chunk_aggregation", "first", "--bootstrap_resamples", "0", "--output_dir", str(tmp / "first_eval")])
+    done = run_cli("text_classification", ["--model_dir", tmp / "chunk", "--input", tmp / "test.csv",
+                                           "--output_dir", out], entry="predict")
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((tmp / "chunk" / "config.json").read_text())
+    config["long_text"]["aggregation"] = "first"
+    served = tmp / "chunk_first"
+    shutil.copytree(tmp / "chunk", served)
+    (served / "config.json").write_text(json.dumps(config))
+    done = run_cli("text_classification", ["--model_dir", served, "--input", tmp / "test.csv",
+                                           "--output_dir", tmp / "served_first"], entry="predict")
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = pd.read_csv(tmp / "first_eval" / "test_predictions.csv")
+    predicted = pd.read_csv(tmp / "served_first" / "predictions.csv")
+    columns = [c for c in scored.columns if c.startswith("prob_")]
+    assert columns and np.allclose(scored[columns].to_numpy(), predicted[columns].to_numpy(), atol=1e-5)
+    every = pd.read_csv(out / "predictions.csv")  # the folder as trained (max of every window) reads otherwise
+    assert not np.allclose(every[columns].to_numpy(), predicted[columns].to_numpy(), atol=1e-3)
 
 
 def test_oversampling_and_group_splits_count_notes_not_windows(recipe, tiny_bert_dir, tmp_path):
