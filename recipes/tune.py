@@ -138,7 +138,7 @@ def trial_commands(args, script, recipe_args: list[str], metric: str, params: di
                  os.path.join(trial_dir, f"fold_{fold}"), f"test_{metric}") for fold in range(args.folds)]
     command = [*base, "--output_dir", os.path.join(trial_dir, "run"), "--do_train", "--do_eval", "--do_predict", "false"]
     if outer:
-        command += ["--num_folds", str(outer[1]), "--fold", str(outer[0])]
+        command += ["--num_folds", str(outer[1]), "--fold", str(outer[0]), "--drop_fold"]
     if args.group_column:
         command += ["--group_column", args.group_column]
     return [([sys.executable, str(script), *command], os.path.join(trial_dir, "run"), f"eval_{metric}")]
@@ -202,8 +202,6 @@ class Tuner:
                     trial.set_user_attr("exit_status", status)
                     trial.set_user_attr("error", tuning.last_error_line(log))
                     raise tuning.TrialFailed(f"trial {trial.number}: exit status {status}: {tuning.last_error_line(log)}")
-                if self.outer:
-                    tuning.forget_outer_fold(run_dir)
                 scores.append(tuning.score_of(tuning.read_results(run_dir), key, run_dir))
                 if self.args.folds:  # a running mean per fold: the pruner compares trials fold by fold
                     trial.report(sum(scores) / len(scores), step=step + 1)

@@ -275,8 +275,11 @@ def test_nested_cross_validation_reports_outer_scores_only(tiny_bert_dir, tmp_pa
         # the inner trial never scored the outer fold: it trained and validated inside the outer training part
         inner = json.loads((out / f"fold_{outer}_tuning" / "trials" / "trial_0" / "run" / "all_results.json").read_text())
         assert not any(k.startswith("test_") for k in inner) and "eval_macro_f1" in inner
-        assert not list((out / f"fold_{outer}_tuning" / "trials" / "trial_0" / "run").glob("test_*"))
-        assert inner["eval_samples"] < 24 + 1  # a validation split carved from the other fold's 24 rows
+        run = out / f"fold_{outer}_tuning" / "trials" / "trial_0" / "run"
+        assert not list(run.glob("test_*"))
+        assert "| metric | eval |\n" in (run / "README.md").read_text()  # the model card has no test column
+        # the outer fold was cut out (--drop_fold): the trial's training and validation rows are the other fold's 24
+        assert inner["train_samples"] + inner["eval_samples"] == 24
         with open(out / f"fold_{outer}" / "test_predictions.csv", encoding="utf-8") as f:
             rows = {int(r["row"]) for r in csv.DictReader(f)}
         assert len(rows) == 24

@@ -178,6 +178,11 @@ class DataArguments:
                           "recipes/cross_validate.py runs every fold."},
     )
     fold: int | None = field(default=None, metadata={"help": "Which fold (0 .. K-1) of --num_folds is the test split."})
+    drop_fold: bool = field(
+        default=False,
+        metadata={"help": "With --num_folds and --fold: leave that fold out of the training data and score nothing on "
+                          "it (recipes/tune.py's nested cross-validation: a trial never scores the outer fold)."},
+    )
     explain: int = field(
         default=0,
         metadata={"help": "Explain the predictions for the first N test examples (text: word attributions by "
@@ -215,6 +220,8 @@ class DataArguments:
                 raise DataError(f"--fold must be in 0..{self.num_folds - 1} for --num_folds {self.num_folds}, got {self.fold}")
             if self.test_file is not None:
                 raise DataError("--num_folds scores a fold of the training data as the test split: drop --test_file")
+        elif self.drop_fold:
+            raise DataError("--drop_fold leaves out fold --fold of --num_folds: give both")
 
 
 @dataclass

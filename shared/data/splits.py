@@ -161,7 +161,10 @@ def splits_to_carve(data_args, training_args, loaded: Iterable[str]) -> list[str
     if data_args.num_folds is not None:
         if "train" not in loaded:
             raise DataError("--num_folds cuts its folds from the training data: pass --do_train and a training file")
-        if not training_args.do_predict:
+        if data_args.drop_fold:
+            logger.info("--drop_fold: fold %d of %d is left out of training and not scored", data_args.fold,
+                        data_args.num_folds)
+        elif not training_args.do_predict:
             logger.info("--num_folds: scoring the held-out fold as the test split (--do_predict)")
         carve.append("test")
     explicit = data_args.validation_split_percentage is not None
@@ -202,6 +205,9 @@ def carve_splits(n: int, data_args, carve: Sequence[str], seed: int, labels: Seq
     counts = ", ".join(f"{split} {len(idx)}" + (f" ({len({groups[i] for i in idx})} groups)" if groups is not None else "")
                        for split, idx in parts.items())
     fold = f" (cross-validation fold {data_args.fold} of {data_args.num_folds})" if "test" in carve else ""
+    if "test" in carve and getattr(data_args, "drop_fold", False):  # cut like a test fold, then never used
+        counts = counts.replace("test ", "left out ", 1)
+        parts.pop("test")
     logger.info("split the training data%s, %s: %s examples", fold, how, counts)
     if labels is not None and _class_labels(labels, n) is not None:
         in_train = {str(labels[i]) for i in parts["train"]}

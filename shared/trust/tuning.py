@@ -73,8 +73,8 @@ DEFAULT_SPACES: dict[str, dict[str, dict]] = {
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
 TEST_OPTIONS = ("--test_file", "--test_dir", "--test_concepts_dir")  # never on a trial's command line
-SET_BY_TUNER = ("--num_folds", "--fold")
-NOT_CONFIG = ("output_dir", "num_folds", "fold", "config")  # left out of best_config.yaml
+SET_BY_TUNER = ("--num_folds", "--fold", "--drop_fold")
+NOT_CONFIG = ("output_dir", "num_folds", "fold", "drop_fold", "config")  # left out of best_config.yaml
 
 
 # ------------------------------------------------------------------------------------------------ search spaces
@@ -361,26 +361,6 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
                or (t.state == optuna.trial.TrialState.FAIL and "exit_status" in t.user_attrs)
                for t in study.get_trials(deepcopy=False))
-
-
-def forget_outer_fold(run_dir: str) -> None:
-    """Remove what an inner trial of nested cross-validation wrote about the outer fold. The recipe's fold option
-    (``--num_folds K --fold i``) always scores the fold it holds out; the trial is scored on validation only, and
-    these files go so that nobody picks a configuration by the outer fold's score."""
-    import shutil
-
-    for name in os.listdir(run_dir):
-        path = os.path.join(run_dir, name)
-        if name.startswith("test_"):
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    for name in ("all_results.json", "README.md"):
-        path = os.path.join(run_dir, name)
-        if name == "all_results.json" and os.path.isfile(path):
-            results = read_results(run_dir)
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump({k: v for k, v in results.items() if not k.startswith("test_")}, f, indent=2)
-        elif os.path.isfile(path):
-            os.remove(path)  # the model card reports the outer fold's metrics
 
 
 def clean_trial(folder: str, keep: bool) -> None:

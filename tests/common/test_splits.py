@@ -95,6 +95,7 @@ def test_bad_arguments_are_clear_errors():
     ({"num_folds": 3}, "--num_folds and --fold go together"),
     ({"num_folds": 3, "fold": 0, "test_file": str(SAMPLE / "test.csv")}, "drop --test_file"),
     ({"validation_split_percentage": 10, "validation_file": str(SAMPLE / "validation.csv")}, "not both"),
+    ({"drop_fold": True}, "--drop_fold leaves out fold --fold of --num_folds: give both"),
 ])
 def test_data_arguments_validation(kwargs, message):
     with pytest.raises(DataError, match=message):
@@ -117,6 +118,20 @@ def test_splits_to_carve_and_carve_splits_never_overlap():
     assert splits_to_carve(DataArguments(), SimpleNamespace(do_eval=True, do_predict=False), {"train"}) == ["validation"]
     with pytest.raises(DataError, match="needs --do_train|pass --do_train"):
         splits_to_carve(DataArguments(num_folds=2, fold=0), training, {"test"})
+
+
+def test_a_dropped_fold_is_cut_as_the_test_fold_and_then_left_out():
+    """--drop_fold (nested cross-validation's inner trials): the same training and validation rows as scoring the
+    fold would leave, and no test split at all."""
+    n, labels, groups = random_data(3)
+    training = SimpleNamespace(do_eval=False, do_predict=False)
+    scored = DataArguments(num_folds=4, fold=1, validation_split_percentage=20)
+    dropped = DataArguments(num_folds=4, fold=1, validation_split_percentage=20, drop_fold=True)
+    parts = carve_splits(n, scored, splits_to_carve(scored, training, {"train"}), 0, labels, groups)
+    left = carve_splits(n, dropped, splits_to_carve(dropped, training, {"train"}), 0, labels, groups)
+    assert set(left) == {"train", "validation"}
+    for split in left:
+        assert np.array_equal(left[split], parts[split])
 
 
 def test_missing_group_column_names_the_file():
