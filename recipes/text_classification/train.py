@@ -46,7 +46,8 @@ from shared.core.errors import DataError
 from shared.core.outputs import remove_earlier_results
 from shared.core.resume import EpochSeededSampling, train_with_resume
 from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
-from shared.data.long_text import AGGREGATIONS, AUTO, MODES, READINGS, TRAIN_WINDOWS, WindowPerEpoch
+from shared.data.long_text import AGGREGATIONS, CHOOSE_ON_VALIDATION, MODES, READINGS, TRAIN_WINDOWS
+from shared.data.long_text import WindowPerEpoch
 from shared.data.long_text import long_text_settings
 from shared.data.long_text import notes_from_windows, windows_of_notes
 from shared.data.overlap import texts_also_in_train, warn_shared_examples
@@ -111,7 +112,7 @@ class TextDataArguments(LabelledTableArguments, DataArguments):
                           "their logits, per class, or the 'first' window's alone; 'auto' scores the mean and the "
                           "first window on the validation split after every epoch and keeps the better reading with "
                           "its epoch (the mean without a validation split). Default: auto when training, else the "
-                          "fine-tuned folder's.", "choices": [*AGGREGATIONS, AUTO]},
+                          "fine-tuned folder's.", "choices": [*AGGREGATIONS, CHOOSE_ON_VALIDATION]},
     )
     train_windows: str | None = field(
         default=None,
@@ -256,12 +257,12 @@ def main(args: list[str] | None = None) -> dict[str, float]:
             encoded = encoded.add_column("labels", [label_ids[split][note] for note in note_of_window[split]])
         tokenized[split] = encoded
     if chunk:  # auto chooses on validation epochs with long notes; without them a note is read whole (the mean)
-        if long_text.aggregation == AUTO and not (wants_best_epoch(training_args, "validation" in tokenized)
-                                                  and len(tokenized["validation"]) > len(tables["validation"])):
+        if long_text.undecided and not (wants_best_epoch(training_args, "validation" in tokenized)
+                                        and len(tokenized["validation"]) > len(tables["validation"])):
             long_text.choose(None)
         logger.info("long examples read in windows of %d tokens sharing %d; a note's prediction is %s", max_length,
                     long_text.stride, "the mean of its windows' logits or its first window's, whichever scores "
-                    "better on validation" if long_text.aggregation == AUTO else "its first window's logits"
+                    "better on validation" if long_text.undecided else "its first window's logits"
                     if long_text.aggregation == "first" else f"the {long_text.aggregation} of its windows' logits")
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
@@ -314,7 +315,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     def selection_score(model) -> float | tuple[float, dict]:
         """Validation macro-F1 of this epoch; with --chunk_aggregation auto, of each reading of the same windows'
         logits, the better one with its name (ties keep the mean: it reads the whole note)."""
-        if long_text.aggregation != AUTO:
+        if not long_text.undecided:
             return selection_macro_f1(label_ids["validation"], probabilities(predict_logits("validation")), multi_label)
         logits = window_logits("validation")
         scores = {how: selection_macro_f1(label_ids["validation"], probabilities(notes_from_windows(
@@ -341,7 +342,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        train_truncated_examples=truncated["train"], train_trainable_parameters=trainable,
                        train_batch_size=training_args.per_device_train_batch_size,
                        **(best_epoch.results() if best_epoch else {}))
-        if chunk and long_text.aggregation == AUTO:  # from here on notes are read the chosen way, and saved so
+        if chunk and long_text.undecided:  # from here on notes are read the chosen way, and saved so
             long_text.choose(best_epoch.best_detail if best_epoch else None)
             logger.info("long notes read by their %s (%s)", "first window" if long_text.aggregation == "first" else
                         f"windows' {long_text.aggregation}", "chosen on validation" if long_text.chosen_on_validation

@@ -24,12 +24,12 @@ from shared.core.errors import DataError
 
 MODES = ("truncate", "chunk")
 AGGREGATIONS = ("mean", "max", "first")
-AUTO = "auto"
+CHOOSE_ON_VALIDATION = "auto"  # --chunk_aggregation auto
 READINGS = ("mean", "first")  # what --chunk_aggregation auto chooses between, on validation (ties keep the mean)
 TRAIN_WINDOWS = ("all", "one_per_epoch")
 # The defaults, chosen from the Medical Abstracts and Hallmarks of Cancer table in the text recipe's README.
 DEFAULT_MODE = "chunk"
-DEFAULT_AGGREGATION = AUTO
+DEFAULT_AGGREGATION = CHOOSE_ON_VALIDATION
 FALLBACK_AGGREGATION = "mean"  # auto without a validation split to choose on
 DEFAULT_TRAIN_WINDOWS = "all"
 
@@ -61,9 +61,14 @@ class LongText:
         return (f"chunk (windows sharing {self.stride} tokens; trained on {trained_on}; a note's prediction is "
                 f"{reading})")
 
+    @property
+    def undecided(self) -> bool:
+        """``--chunk_aggregation auto`` before training has chosen a reading."""
+        return self.aggregation == CHOOSE_ON_VALIDATION
+
     def choose(self, detail: dict | None) -> None:
         """Settle ``auto`` with the kept epoch's choice (``KeepBestEpoch.best_detail``), or the mean without one."""
-        if self.aggregation != AUTO:
+        if not self.undecided:
             return
         if detail:
             self.aggregation, self.chosen_on_validation = detail["aggregation"], detail["scores"]
@@ -81,7 +86,7 @@ def long_text_settings(mode: str | None, stride: int | None, aggregation: str | 
                                       ("--train_windows", train_windows)) if value is not None]
     if resolved_mode == "truncate" and given:
         raise DataError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to --long_text chunk")
-    if aggregation == AUTO and config is not None:
+    if aggregation == CHOOSE_ON_VALIDATION and config is not None:
         raise DataError("--chunk_aggregation auto chooses on the validation split while training; a fine-tuned folder "
                         f"reads notes as it was saved, or give one of {', '.join(AGGREGATIONS)}")
     if resolved_mode == "truncate":  # one window per note: every aggregation gives its logits back
