@@ -47,9 +47,7 @@ from shared.core.outputs import remove_earlier_results
 from shared.core.resume import EpochSeededSampling, train_with_resume
 from shared.data.labels import encode_labels, label_counts, names_in, require_classes, sort_label_names
 from shared.data.long_text import AGGREGATIONS, CHOOSE_ON_VALIDATION, MODES, READINGS, TRAIN_WINDOWS
-from shared.data.long_text import WindowPerEpoch
-from shared.data.long_text import long_text_settings
-from shared.data.long_text import notes_from_windows, windows_of_notes
+from shared.data.long_text import WindowPerEpoch, long_text_settings, notes_from_windows, windows_of_notes
 from shared.data.overlap import texts_also_in_train, warn_shared_examples
 from shared.data.splits import carve_splits, check_split_sources, sample_limit, splits_to_carve, table_groups
 from shared.data.splits import warn_shared_groups
@@ -260,10 +258,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if long_text.undecided and not (wants_best_epoch(training_args, "validation" in tokenized)
                                         and len(tokenized["validation"]) > len(tables["validation"])):
             long_text.choose(None)
-        logger.info("long examples read in windows of %d tokens sharing %d; a note's prediction is %s", max_length,
-                    long_text.stride, "the mean of its windows' logits or its first window's, whichever scores "
-                    "better on validation" if long_text.undecided else "its first window's logits"
-                    if long_text.aggregation == "first" else f"the {long_text.aggregation} of its windows' logits")
+        logger.info("long examples read in windows of %d tokens: %s", max_length, long_text.describe())
 
     # 8. Trainer: the batch size, epochs and class weighting the training data calls for where the user set none
     # (shared/training/adaptive.py); class imbalance through compute_loss_func (weighted / focal loss) or oversampling,
@@ -344,9 +339,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
                        **(best_epoch.results() if best_epoch else {}))
         if chunk and long_text.undecided:  # from here on notes are read the chosen way, and saved so
             long_text.choose(best_epoch.best_detail if best_epoch else None)
-            logger.info("long notes read by their %s (%s)", "first window" if long_text.aggregation == "first" else
-                        f"windows' {long_text.aggregation}", "chosen on validation" if long_text.chosen_on_validation
-                        else "no validation split to choose on")
+            logger.info("long notes read as: %s", long_text.describe())
 
     # 10. Evaluate on validation: temperature scaling is fitted there and folded into the head
     # (shared/evaluation/calibration.py), then multi-label decision thresholds are tuned on the calibrated

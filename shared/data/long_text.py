@@ -53,7 +53,8 @@ class LongText:
         if self.mode != "chunk":
             return "truncate"
         trained_on = "one window per note per epoch" if self.train_windows == "one_per_epoch" else "every window"
-        reading = ("its first window's logits" if self.aggregation == "first" else
+        reading = ("the mean of its windows' logits or its first window's, whichever scores better on validation"
+                   if self.undecided else "its first window's logits" if self.aggregation == "first" else
                    f"the {self.aggregation} of its windows' logits")
         if self.chosen_on_validation:
             scores = ", ".join(f"{name} {value:.4f}" for name, value in self.chosen_on_validation.items())

@@ -134,6 +134,9 @@ def split_indices(n: int, fraction: float, labels: Sequence | None = None, group
 
 
 # ------------------------------------------------------------------------------------------- recipe helpers
+LEFT_OUT = "left out"  # the fold --drop_fold cuts, named so in the log
+
+
 def sample_limit(data_args, split: str) -> int | None:
     """``--max_train_samples`` / ``--max_eval_samples`` / ``--max_predict_samples`` of a split."""
     return {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
@@ -189,7 +192,7 @@ def carve_splits(n: int, data_args, carve: Sequence[str], seed: int, labels: Seq
     parts = {"train": np.arange(n)}
     if "test" in carve:
         keep, holdout = fold_indices(n, data_args.num_folds, data_args.fold, labels, groups, seed)
-        parts = {"train": keep, "test": holdout}
+        parts = {"train": keep, LEFT_OUT if data_args.drop_fold else "test": holdout}  # --drop_fold: never used
     if "validation" in carve:
         train = parts["train"]
         percentage = data_args.validation_split_percentage or DEFAULT_VALIDATION_PERCENTAGE
@@ -205,10 +208,8 @@ def carve_splits(n: int, data_args, carve: Sequence[str], seed: int, labels: Seq
     counts = ", ".join(f"{split} {len(idx)}" + (f" ({len({groups[i] for i in idx})} groups)" if groups is not None else "")
                        for split, idx in parts.items())
     fold = f" (cross-validation fold {data_args.fold} of {data_args.num_folds})" if "test" in carve else ""
-    if "test" in carve and getattr(data_args, "drop_fold", False):  # cut like a test fold, then never used
-        counts = counts.replace("test ", "left out ", 1)
-        parts.pop("test")
     logger.info("split the training data%s, %s: %s examples", fold, how, counts)
+    parts.pop(LEFT_OUT, None)
     if labels is not None and _class_labels(labels, n) is not None:
         in_train = {str(labels[i]) for i in parts["train"]}
         for split, idx in parts.items():

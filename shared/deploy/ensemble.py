@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,8 @@ class Ensemble:
                 raise DataError(f"ensemble member {name} predicts {member.labels}, {members[0]} {first.labels}",
                                 path=model_dir)
             for setting in ("record", *SAME_READING[self.task]):
-                if _comparable(_setting(member, setting)) != _comparable(_setting(first, setting)):
+                read = attrgetter(setting)  # dotted: "long_text.mode"
+                if _comparable(read(member)) != _comparable(read(first)):
                     raise DataError(f"ensemble member {name} reads its inputs differently from {members[0]} "
                                     f"({setting}): its members must come from one configuration", path=model_dir)
         self.model_dir, self.backend, self.batch_size = model_dir, backend, batch_size
@@ -114,13 +116,6 @@ class Ensemble:
         clipped = np.clip(probs, 1e-12, 1 - 1e-12)
         logits = np.log(clipped / (1 - clipped)) if self.multi_label else np.log(clipped)
         return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
-
-
-def _setting(predictor, dotted: str):
-    value = predictor
-    for name in dotted.split("."):
-        value = getattr(value, name)
-    return value
 
 
 def _comparable(value):

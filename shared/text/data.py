@@ -64,7 +64,6 @@ class NoteEncoder:
         encoded["note"] = list(range(len(texts)))
         return encoded
 
-
     def first_windows(self, texts: list[str], pairs: list[str] | None) -> dict[str, list]:
         """Each note's first window, as :func:`encode_windows` cuts it (pairs: the second text is the one cut)."""
         encoded = dict(self.tokenizer(texts, pairs, truncation="only_second" if pairs is not None else True,
