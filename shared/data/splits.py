@@ -164,6 +164,8 @@ def splits_to_carve(data_args, training_args, loaded: Iterable[str]) -> list[str
     if data_args.num_folds is not None:
         if "train" not in loaded:
             raise DataError("--num_folds cuts its folds from the training data: pass --do_train and a training file")
+        if data_args.drop_fold and training_args.do_predict:
+            raise DataError("--drop_fold scores nothing on the fold it leaves out: drop --do_predict")
         if data_args.drop_fold:
             logger.info("--drop_fold: fold %d of %d is left out of training and not scored", data_args.fold,
                         data_args.num_folds)

@@ -132,6 +132,8 @@ def test_a_dropped_fold_is_cut_as_the_test_fold_and_then_left_out():
     assert set(left) == {"train", "validation"}
     for split in left:
         assert np.array_equal(left[split], parts[split])
+    with pytest.raises(DataError, match="--drop_fold scores nothing on the fold it leaves out: drop --do_predict"):
+        splits_to_carve(dropped, SimpleNamespace(do_eval=False, do_predict=True), {"train"})
 
 
 def test_missing_group_column_names_the_file():
