@@ -90,9 +90,16 @@ def run(command: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
-def test_metrics(results: dict, names) -> dict:
-    return {name: [results.get(f"test_{name}"), results.get(f"test_{name}_ci_low"), results.get(f"test_{name}_ci_high")]
-            for name in names}
+def with_cis(results: dict, names, prefix: str = "test_") -> dict:
+    """Each metric as [value, CI low, CI high] from a results dict (the recipes' ``<name>_ci_low`` / ``_ci_high``)."""
+    return {name: [results.get(f"{prefix}{name}"), results.get(f"{prefix}{name}_ci_low"),
+                   results.get(f"{prefix}{name}_ci_high")] for name in names}
+
+
+def test_source(config: dict) -> tuple[str, str]:
+    """The option and file that hold the test split: the config's test file, or a MedMNIST .npz train file, which
+    holds the test arrays too."""
+    return ("--test_file", config["test_file"]) if config.get("test_file") else ("--train_file", config["train_file"])
 
 
 def examples_seen(results: dict) -> float:
@@ -100,54 +107,53 @@ def examples_seen(results: dict) -> float:
     return float(results.get("train_samples_per_second", 0)) * float(results.get("train_runtime", 0))
 
 
-def derived_config(config: dict, folder: Path, extra: dict) -> Path:
-    """The shipped config without the settings each row chooses (output folder, test split), plus ``extra``."""
+def derived_config(config: dict, folder: Path) -> Path:
+    """The shipped config without the settings each row chooses (output folder, test split), for tuning and folds."""
     settings = {k: v for k, v in config.items() if k not in RUN_ONLY}
-    settings.update(extra)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return path
 
 
-def defaults_row(name: str, recipe: str, config_path: str, metrics, folder: Path, extra: list[str]) -> dict:
+def defaults_row(recipe: str, config_path: str, metrics, folder: Path, extra: list[str]) -> dict:
     out = folder / "defaults"
     seconds = run([sys.executable, f"recipes/{recipe}/train.py", "--config", config_path, "--output_dir", str(out),
                    *extra], folder / "defaults.log")
     results = json.loads((out / "all_results.json").read_text())
-    return {"row": "defaults", "metrics": test_metrics(results, metrics), "seconds": seconds,
+    return {"row": "defaults", "metrics": with_cis(results, metrics), "seconds": seconds,
             "examples_seen": examples_seen(results), "validation": results.get(f"eval_{SELECTED_BY[recipe]}"),
             "what": f"`{config_path}`"}
 
 
-def tuned_row(name: str, recipe: str, config: dict, metrics, folder: Path, extra: list[str], args) -> dict:
+def tuned_row(name: str, recipe: str, config: dict, base: Path, metrics, folder: Path, extra: list[str],
+              args) -> dict:
     study = folder / "tune"
     space = folder / "space.yaml"
     space.write_text(yaml.safe_dump(SPACES[name], sort_keys=False))
-    base = derived_config(config, folder, {})
     seconds = run([sys.executable, "recipes/tune.py", "--recipe", recipe, "--trials", str(args.trials),
                    "--search_space", str(space), "--pruning_startup_trials", "2", "--keep_trial_models",
                    "--output_dir", str(study), "--", "--config", str(base), *extra], folder / "tune.log")
     with open(study / "trials.csv", newline="") as handle:
         trials = list(csv.DictReader(handle))
-    seen = 0.0
-    for trial in trials:  # every trial, pruned ones included: the epochs its log says it ran
-        epochs = study / "trials" / f"trial_{trial['number']}" / "epoch_metrics.jsonl"
-        ran = len(epochs.read_text().splitlines()) if epochs.is_file() else 0
-        seen += ran * float(_first(folder, "defaults", "train_samples") or 0)
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     best = max(complete, key=lambda t: float(t["value"]))
+    best_run = study / "trials" / f"trial_{best['number']}" / "run"
+    samples = json.loads((best_run / "all_results.json").read_text())["train_samples"]  # every trial's data
+    epochs_run = 0  # every trial, pruned ones included: the epochs its log says it ran
+    for trial in trials:
+        epochs = study / "trials" / f"trial_{trial['number']}" / "epoch_metrics.jsonl"
+        epochs_run += len(epochs.read_text().splitlines()) if epochs.is_file() else 0
     scored = folder / "tuned_test"
-    # a MedMNIST .npz train file holds the test arrays too: the recipe reads them from it
-    test_split = ["--test_file", config["test_file"]] if config.get("test_file") else ["--train_file", config["train_file"]]
-    seconds += run([sys.executable, f"recipes/{recipe}/train.py", "--model_name_or_path",
-                    str(study / "trials" / f"trial_{best['number']}" / "run"), "--output_dir", str(scored), "--do_predict",
-                    *test_split, *extra], folder / "tuned_test.log")
+    seconds += run([sys.executable, f"recipes/{recipe}/train.py", "--model_name_or_path", str(best_run),
+                    "--output_dir", str(scored), "--do_predict", *test_source(config), *extra],
+                   folder / "tuned_test.log")
     results = json.loads((scored / "all_results.json").read_text())
     params = {k[len("params_"):]: v for k, v in best.items() if k.startswith("params_") and v != ""}
     states = {s: sum(t["state"] == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    return {"row": "tuned", "metrics": test_metrics(results, metrics), "seconds": seconds, "examples_seen": seen,
-            "validation": float(best["value"]), "what": f"best of {len(trials)} trials ({states['COMPLETE']} "
-            f"complete, {states['PRUNED']} pruned, {states['FAIL']} failed): trial {best['number']}, "
+    return {"row": "tuned", "metrics": with_cis(results, metrics), "seconds": seconds,
+            "examples_seen": float(samples * epochs_run), "validation": float(best["value"]),
+            "what": f"best of {len(trials)} trials ({states['COMPLETE']} complete, {states['PRUNED']} pruned, "
+            f"{states['FAIL']} failed): trial {best['number']}, "
             + ", ".join(f"{k} {_short(v)}" for k, v in params.items())}
 
 
@@ -159,26 +165,20 @@ def _short(value: str) -> str:
     return f"{number:.2g}" if number < 0.01 else f"{number:.3g}"
 
 
-def _first(folder: Path, row: str, key: str):
-    found = folder / row / "all_results.json"
-    return json.loads(found.read_text()).get(key) if found.is_file() else None
-
-
-def ensemble_row(name: str, recipe: str, config: dict, metrics, folder: Path, extra: list[str], args) -> dict:
+def ensemble_row(recipe: str, config: dict, base: Path, metrics, folder: Path, extra: list[str], args) -> dict:
     if recipe == "ner":
         return {"row": f"{args.folds}-fold ensemble", "metrics": {}, "seconds": None, "examples_seen": None,
                 "validation": None, "what": "not measured: NER folders have no ensemble prediction yet"}
     cv = folder / "cv"
-    base = derived_config(config, folder, {})
     seconds = run([sys.executable, "recipes/cross_validate.py", "--recipe", recipe, "--folds", str(args.folds),
                    "--keep_fold_models", "--", "--config", str(base), "--output_dir", str(cv), *extra],
                   folder / "cv.log")
     summary = json.loads((cv / "cv_results.json").read_text())
     seen = sum(examples_seen(json.loads((cv / f"fold_{i}" / "all_results.json").read_text()))
                for i in range(args.folds))
-    test_input = config.get("test_file") or config["train_file"]  # a MedMNIST .npz: predict reads its test arrays
-    predicted = folder / "ensemble_test"
-    seconds += run([sys.executable, f"recipes/{recipe}/predict.py", "--model_dir", str(cv), "--input", test_input,
+    predicted = folder / "ensemble_test"  # predict.py reads a MedMNIST .npz's test arrays
+    seconds += run([sys.executable, f"recipes/{recipe}/predict.py", "--model_dir", str(cv),
+                    "--input", test_source(config)[1],
                     "--output_dir", str(predicted)], folder / "ensemble_test.log")
     found = score_predictions(predicted / "predictions.csv", metrics, args.seed)
     pooled = summary.get("pooled", {}).get(SELECTED_BY[recipe])
@@ -196,8 +196,7 @@ def score_predictions(path: Path, metrics, seed: int) -> dict:
     classes = [c[len("prob_"):] for c in rows[0] if c.startswith("prob_")]
     probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
     gold = np.array([classes.index(r["label"]) for r in rows])
-    found = classifier_metrics(gold, probs, False, resamples=1000, seed=seed)
-    return {name: [found.get(name), found.get(f"{name}_ci_low"), found.get(f"{name}_ci_high")] for name in metrics}
+    return with_cis(classifier_metrics(gold, probs, False, resamples=1000, seed=seed), metrics, prefix="")
 
 
 def markdown(report: dict) -> str:
@@ -221,7 +220,8 @@ def markdown(report: dict) -> str:
             validation = "–" if row["validation"] is None else f"{row['validation']:.3f}"
             wall = "–" if row["seconds"] is None else f"{row['seconds']:.0f} s"
             seen = "–" if row["examples_seen"] is None else f"{row['examples_seen']:,.0f}"
-            lines.append(f"| {row['row']} | " + " | ".join(cells) + f" | {validation} | {wall} | {seen} | {row['what']} |")
+            lines.append(f"| {row['row']} | " + " | ".join(cells)
+                         + f" | {validation} | {wall} | {seen} | {row['what']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -250,14 +250,15 @@ def main() -> None:
         folder = Path(args.work_dir) / name
         folder.mkdir(parents=True, exist_ok=False)
         rows = report["datasets"][name] = []
+        base = derived_config(config, folder)
         for which in args.rows:
             print(f"== {name}: {which}", file=sys.stderr, flush=True)
             if which == "defaults":
-                rows.append(defaults_row(name, recipe, config_path, metrics, folder, extra))
+                rows.append(defaults_row(recipe, config_path, metrics, folder, extra))
             elif which == "tuned":
-                rows.append(tuned_row(name, recipe, config, metrics, folder, extra, args))
+                rows.append(tuned_row(name, recipe, config, base, metrics, folder, extra, args))
             else:
-                rows.append(ensemble_row(name, recipe, config, metrics, folder, extra, args))
+                rows.append(ensemble_row(recipe, config, base, metrics, folder, extra, args))
             (RESULTS / f"{args.results_name}.json").write_text(json.dumps(report, indent=2))
             (RESULTS / f"{args.results_name}.md").write_text(markdown(report))
             print(markdown(report), file=sys.stderr, flush=True)
