@@ -14,7 +14,7 @@ For each data set (the shipped config in ``recipes/<task>/configs/``, the model 
   is then scored once on the test split;
 - **ensemble**: ``recipes/cross_validate.py --folds K --keep_fold_models`` on the training file with the config's
   settings, then ``predict.py --model_dir <cv folder>`` on the test split: the mean of the K fold models' calibrated
-  probabilities. NER folders have no ensemble yet: that row says so.
+  probabilities (NER: their tag scores at every position of the shared windows).
 
 Reported per row: the test metrics the goals of issue #34 name, with bootstrap 95% CIs (1,000 resamples, rows), the
 validation score that chose the row where there is one, the wall time of the whole row (the study and the K folds
@@ -166,9 +166,6 @@ def _short(value: str) -> str:
 
 
 def ensemble_row(recipe: str, config: dict, base: Path, metrics, folder: Path, extra: list[str], args) -> dict:
-    if recipe == "ner":
-        return {"row": f"{args.folds}-fold ensemble", "metrics": {}, "seconds": None, "examples_seen": None,
-                "validation": None, "what": "not measured: NER folders have no ensemble prediction yet"}
     cv = folder / "cv"
     seconds = run([sys.executable, "recipes/cross_validate.py", "--recipe", recipe, "--folds", str(args.folds),
                    "--keep_fold_models", "--", "--config", str(base), "--output_dir", str(cv), *extra],
@@ -180,11 +177,16 @@ def ensemble_row(recipe: str, config: dict, base: Path, metrics, folder: Path, e
     seconds += run([sys.executable, f"recipes/{recipe}/predict.py", "--model_dir", str(cv),
                     "--input", test_source(config)[1],
                     "--output_dir", str(predicted)], folder / "ensemble_test.log")
-    found = score_predictions(predicted / "predictions.csv", metrics, args.seed)
+    if recipe == "ner":
+        found = score_tags(config["test_file"], predicted / Path(config["test_file"]).name, metrics, args.seed)
+        averaged = "tag scores at every position (CRF: emissions and transitions, Viterbi)"
+    else:
+        found = score_predictions(predicted / "predictions.csv", metrics, args.seed)
+        averaged = "calibrated probabilities"
     pooled = summary.get("pooled", {}).get(SELECTED_BY[recipe])
     return {"row": f"{args.folds}-fold ensemble", "metrics": found, "seconds": seconds, "examples_seen": seen,
-            "validation": pooled, "what": f"mean of {args.folds} fold models' calibrated probabilities "
-            f"(validation column: pooled out-of-fold {SELECTED_BY[recipe]}, one member per row)"}
+            "validation": pooled, "what": f"mean of {args.folds} fold models' {averaged} (validation column: pooled "
+            f"out-of-fold {SELECTED_BY[recipe]}, one member per row)"}
 
 
 def score_predictions(path: Path, metrics, seed: int) -> dict:
@@ -197,6 +199,19 @@ def score_predictions(path: Path, metrics, seed: int) -> dict:
     probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
     gold = np.array([classes.index(r["label"]) for r in rows])
     return with_cis(classifier_metrics(gold, probs, False, resamples=1000, seed=seed), metrics, prefix="")
+
+
+def score_tags(gold_file: str, predicted_file: Path, metrics, seed: int) -> dict:
+    """A CoNLL test file and predict.py's copy of it with the predicted tags, scored as train.py scores NER (strict
+    entity metrics, bootstrap over documents)."""
+    from shared.evaluation.metrics import add_ci
+    from shared.ner.data import load_split
+    from shared.ner.metrics import entity_metrics, entity_metrics_ci
+
+    gold, predicted = load_split(str(ROOT / gold_file), "auto"), load_split(str(predicted_file), "auto")
+    scores = add_ci(entity_metrics(gold.tags, predicted.tags),
+                    entity_metrics_ci(gold.tags, predicted.tags, groups=gold.groups, resamples=1000, seed=seed))
+    return with_cis(scores, metrics, prefix="")
 
 
 def markdown(report: dict) -> str:

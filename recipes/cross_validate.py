@@ -28,10 +28,10 @@ and sample standard deviation; the pooled metrics), ``cv_results.md`` (the same 
 with ``--audit_labels``, ``label_issues.csv`` (most suspicious first: row or file/line/word, fold, given label,
 suggested label, label-quality score). None of these files holds text.
 
-With ``--keep_fold_models`` a text or image classification folder also becomes an ensemble of its fold models
-(``shared/deploy/ensemble.py``): ``config.json`` and the model card ``README.md``; ``predict.py --model_dir
-<output_dir>`` averages the folds' calibrated probabilities, with multi-label thresholds tuned on the pooled
-out-of-fold predictions.
+With ``--keep_fold_models`` the folder also becomes an ensemble of its fold models (``shared/deploy/ensemble.py``):
+``config.json`` and the model card ``README.md``; ``predict.py --model_dir <output_dir>`` (and ``serve.py``, and
+the chain) average the folds' probabilities (NER: per position of the shared windows; CRF members decode their mean
+scores), with multi-label thresholds tuned on the pooled out-of-fold predictions.
 """
 
 from __future__ import annotations
@@ -52,11 +52,19 @@ from shared.core.args import main_guard
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_json, atomic_write_text
 from shared.core.runner import recipe_file
-from shared.deploy.ensemble import ENSEMBLE_TASKS, write_ensemble
-from shared.tasks import read_folder_config
+from shared.deploy.ensemble import write_ensemble
 from shared.trust import audit
-from shared.trust.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
-from shared.trust.crossval import remove_weights, split_at_double_dash, summarize
+from shared.trust.crossval import (
+    RECIPES,
+    fold_args,
+    markdown_table,
+    output_dir_of,
+    read_fold_results,
+    recipe_option,
+    remove_weights,
+    split_at_double_dash,
+    summarize,
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -75,9 +83,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--group_column", default=None,
                         help="Keep every group (patient, note) in one fold; passed to the recipe.")
     parser.add_argument("--keep_fold_models", action="store_true",
-                        help="Keep each fold's model weights (deleted by default; metrics and predictions stay). For "
-                             "text and image classifiers the output folder then also predicts as an ensemble of the "
-                             "fold models: predict.py / serve.py --model_dir <output_dir>.")
+                        help="Keep each fold's model weights (deleted by default; metrics and predictions stay). The "
+                             "output folder then also predicts as an ensemble of the fold models: predict.py / "
+                             "serve.py --model_dir <output_dir>.")
     parser.add_argument("--audit_labels", action="store_true",
                         help="Rank the rows (NER: words) whose given label is likely wrong, from the pooled "
                              "out-of-fold probabilities (cleanlab), into label_issues.csv.")
@@ -116,8 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary.update(recipe=args.recipe, group_column=args.group_column)
     fold_dirs = [os.path.join(output_dir, f"fold_{fold}") for fold in range(args.folds)]
     summary["pooled"], issues, pooled = pool_out_of_fold(output_dir, fold_dirs, recipe_args, args.audit_labels)
-    if args.keep_fold_models and pooled is not None and read_folder_config(fold_dirs[0]).get("recipe", {}).get(
-            "task") in ENSEMBLE_TASKS:
+    if args.keep_fold_models:
         summary["ensemble"] = write_ensemble(output_dir, fold_dirs, pooled,
                                              recipe_option(recipe_args, "decision_threshold"), summary["pooled"],
                                              args.recipe)

@@ -36,7 +36,8 @@ except ImportError as error:
 
 from shared.core.args import PREDICT_USAGE, PredictArguments, main_guard, parse_args, setup_logging
 from shared.core.outputs import StagedFolder, check_prediction_dir
-from shared.deploy.concepts import RelationClassifier, RelationInputArguments
+from shared.deploy.concepts import RelationInputArguments
+from shared.deploy.ensemble import load_folder_predictor
 from shared.deploy.predictors import prediction_results, write_prediction_results
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def main(args: list[str] | None = None) -> dict:
     check_prediction_dir(predict_args.output_dir, predict_args.overwrite_output_dir)
 
     # 3. The model folder: labels, markers, format and candidate types (the weights load when first used).
-    predictor = RelationClassifier(predict_args.model_dir, predict_args.backend, predict_args.batch_size)
+    predictor = load_folder_predictor(predict_args.model_dir, predict_args.backend, predict_args.batch_size,
+                                      task="relation_extraction")  # or an ensemble of fold models (cross_validate.py)
 
     # 4. Input: read and validated, one line naming file and line on a mistake.
     pairs = predictor.read(predict_args.input, input_args.data_format, input_args.concepts_dir,

@@ -31,6 +31,7 @@ from shared.concepts.relations import brat_pairs, i2b2_pairs
 from shared.core.errors import DataError
 from shared.core.files import atomic_write_text
 from shared.deploy.concepts import AssertionClassifier, RelationClassifier
+from shared.deploy.ensemble import load_folder_predictor
 from shared.deploy.predictors import EntityTagger
 from shared.formats.brat import WORD_PATTERN, BratDoc, BratEntity, format_entity, line_words
 from shared.formats.i2b2 import Concept, I2b2Note, write_con
@@ -138,12 +139,14 @@ class Chain:
     def from_folders(cls, ner_model: str, assertion_model: str | None = None, relation_model: str | None = None,
                      backend: str = "pytorch", batch_size: int = 64, threads: int | None = None,
                      type_map: dict[str, str] | None = None) -> Chain:
-        """The chain of three folders (each a trained folder, or an export with ``backend="onnx"``); every folder
-        is checked to hold its task, and the types to fit, before any weights load."""
-        return cls(EntityTagger(ner_model, backend, batch_size, threads),
-                   AssertionClassifier(assertion_model, backend, batch_size, threads) if assertion_model else None,
-                   RelationClassifier(relation_model, backend, batch_size, threads) if relation_model else None,
-                   type_map)
+        """The chain of three folders (each a trained folder, an ensemble of fold models, or an export with
+        ``backend="onnx"``); every folder is checked to hold its task, and the types to fit, before any weights
+        load."""
+        def load(folder, task):
+            return load_folder_predictor(folder, backend, batch_size, threads, task) if folder else None
+
+        return cls(load(ner_model, "ner"), load(assertion_model, "assertion_status"),
+                   load(relation_model, "relation_extraction"), type_map)
 
     @property
     def tagged_types(self) -> set[str]:

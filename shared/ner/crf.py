@@ -140,6 +140,18 @@ def has_crf(model_dir: str) -> bool:
     return os.path.isfile(os.path.join(model_dir, CRF_WEIGHTS))
 
 
+def mean_crf(model_dirs: list[str], labels: list[str]) -> CrfTokenClassifier:
+    """A CRF (no encoder) whose start, transition and end scores are the means of those saved in ``model_dirs``. Its
+    Viterbi over the mean of the members' emissions finds the tag path with the highest mean member score: what a
+    fold ensemble of CRF models decodes with (one member: that member's own decoding)."""
+    from safetensors.torch import load_file
+
+    crf = CrfTokenClassifier(nn.Module(), labels)
+    states = [load_file(os.path.join(folder, CRF_WEIGHTS)) for folder in model_dirs]
+    crf.crf.load_state_dict({key: torch.stack([s[key] for s in states]).mean(0) for key in states[0]})
+    return crf
+
+
 def constrained_viterbi(emissions, mask, start, trans, end, allowed_start, allowed_trans, allowed_end):
     """Best tag path per row under the allowed-transition masks (batch-first; ``mask`` left-aligned, first
     position on). Returns ``(batch, seq)`` tag ids; positions beyond a row's length are 0."""

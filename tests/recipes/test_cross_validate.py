@@ -99,7 +99,8 @@ def test_image_fold_by_patient_from_a_table(tmp_path, capsys):
 @pytest.mark.parametrize("task", ["assertion_status", "relation_extraction"])
 def test_concept_recipes_cross_validate_by_note(task, tmp_path):
     """Whole notes in each fold; the pooled table says which note (and concept or pair) each row is, its CIs
-    resample notes, and for relations the pooled f1 is their positive-type micro-F1, as each fold's test_f1 is."""
+    resample notes, and for relations the pooled f1 is their positive-type micro-F1, as each fold's test_f1 is. The
+    fold models kept, the folder's predict.py gives the mean of their probabilities."""
     import glob
 
     from sklearn.metrics import precision_recall_fscore_support
@@ -111,7 +112,8 @@ def test_concept_recipes_cross_validate_by_note(task, tmp_path):
     model = build_tiny_bert(tmp_path / "tiny", [open(p).read() for p in sorted(glob.glob(f"{train}/*.txt"))])
     out = tmp_path / "cv"
     summary = run_recipe(ROOT / "recipes" / "cross_validate.py", [
-        "--recipe", task, "--folds", "2", "--audit_labels", "--", "--model_name_or_path", model, "--train_file", train,
+        "--recipe", task, "--folds", "2", "--audit_labels", "--keep_fold_models", "--", "--model_name_or_path", model,
+        "--train_file", train,
         "--output_dir", str(out), "--num_train_epochs", "3", "--learning_rate", "2e-3", "--freeze_layers", "0",
         "--bootstrap_resamples", "20", "--seed", "0"])
     with open(out / "oof_predictions.csv", newline="", encoding="utf-8") as f:
@@ -138,3 +140,20 @@ def test_concept_recipes_cross_validate_by_note(task, tmp_path):
         assert "f1" not in pooled and "macro_f1_ci_low" in pooled
     with open(out / "label_issues.csv", newline="", encoding="utf-8") as f:  # the rows to re-read, and where
         assert csv.DictReader(f).fieldnames[:3 + len(where)] == ["rank", "row", "fold", *where]
+
+    from shared.deploy.ensemble import load_folder_predictor
+    from tests.helpers import run_cli
+
+    predicted = tmp_path / "predicted"
+    done = run_cli(task, ["--model_dir", out, "--input", train, "--output_dir", predicted], entry="predict")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(predicted / "predictions.csv", newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    members = [load_folder_predictor(str(out / f"fold_{k}"), task=task) for k in range(2)]
+    examples = members[0].read(train)
+    inputs = ((examples.words,) if task == "assertion_status"
+              else (examples.words, examples.allowed_mask(members[0].labels)))
+    expected = np.mean([m.predict(*inputs).probs for m in members], axis=0)
+    got = np.array([[float(r[f"prob_{n}"]) for n in members[0].labels] for r in table])
+    np.testing.assert_allclose(got, expected, atol=2e-6)  # 6 decimals written
+    assert "members" in json.loads((out / "config.json").read_text())["ensemble"]

@@ -193,3 +193,90 @@ def test_test_time_augmentation_averages_views_drawn_with_the_training_settings(
                    entry="predict")
     assert_one_line(done.returncode, done.stderr, r".*model: --tta 3: this folder records no training augmentation "
                                                   r"to repeat .*", out)
+
+
+# ------------------------------------------------------------------------------------------------------------ NER
+@pytest.fixture(scope="module", params=["softmax", "crf"])
+def ner_pair(request, tmp_path_factory):
+    """Two tiny NER models of one configuration, trained with different seeds (with ``crf``: each with its own CRF),
+    in one folder: an ensemble of the two and one of the first twice."""
+    from shared.core.runner import run_recipe
+    from tests.helpers import NER_SAMPLE, build_tiny_ner_model
+
+    root = tmp_path_factory.mktemp(f"ner_{request.param}")
+    model = build_tiny_ner_model(root / "bert")
+    crf = ["--use_crf", "true"] if request.param == "crf" else []
+    for k, seed in enumerate(("1", "2")):
+        run_recipe("ner", [
+            "--model_name_or_path", model, "--train_file", NER_SAMPLE / "train", "--output_dir", root / f"m{k}",
+            "--do_train", "--num_train_epochs", "1", "--learning_rate", "5e-3", "--max_seq_length", "32", "--stride",
+            "8", "--optim", "adamw_torch", *crf, *QUIET[:4], "--seed", seed])
+    record = json.loads((root / "m0" / "config.json").read_text())["recipe"]
+    for folder, members in (("pair", ["m0", "m1"]), ("twice", ["m0", "m0_again"])):
+        (root / folder).mkdir()
+        for name in members:
+            shutil.copytree(root / name.removesuffix("_again"), root / folder / name)
+        (root / folder / "config.json").write_text(json.dumps({"recipe": record, "ensemble": {"members": members}}))
+    return root
+
+
+def test_a_ner_ensemble_of_one_model_twice_tags_as_that_model(ner_pair):
+    from shared.deploy.ensemble import load_folder_predictor
+    from shared.deploy.predictors import EntityTagger
+    from tests.helpers import NER_SAMPLE
+
+    one = EntityTagger(str(ner_pair / "m0"))
+    twice = load_folder_predictor(str(ner_pair / "twice"), task="ner")
+    words = one.read(str(NER_SAMPLE / "test")).words
+    assert twice.predict(words).labels == one.predict(words).labels
+
+    from shared.deploy.chain import Chain
+
+    notes = [p.read_text() for p in sorted((NER_SAMPLE / "test" / "txt").glob("*.txt"))]
+    facts = Chain.from_folders(str(ner_pair / "twice")).annotate(notes)  # the chain reads an ensemble folder too
+    assert facts == Chain.from_folders(str(ner_pair / "m0")).annotate(notes) and any(f.concepts for f in facts)
+
+
+def test_a_ner_ensemble_decides_on_the_members_mean_scores(ner_pair):
+    """Softmax members: the tag most probable on average at each word's first subword; CRF members: the tag path
+    whose mean member score (mean emissions + mean CRF transitions) is highest."""
+    import torch
+
+    from shared.deploy.ensemble import Ensemble
+    from shared.formats.tags import from_scheme
+    from shared.ner.crf import constrained_viterbi
+    from shared.ner.windows import _collate
+    from tests.helpers import NER_SAMPLE
+
+    ensemble = Ensemble(str(ner_pair / "pair"))
+    first, second = ensemble.members
+    words = first.read(str(NER_SAMPLE / "test")).words
+    tags = ensemble.predict(words).labels
+    assert first.predict(words).labels != second.predict(words).labels  # the members disagree on some words
+    crf = first.use_crf
+    assert crf == (ner_pair.name.startswith("ner_crf"))
+    expected = [[None] * len(w) for w in words]
+    for window in first.windows(words):  # one window at a time, straight from each member's forward pass
+        batch = _collate(first.tokenizer.pad_token_id)([window])
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "length")}
+        with torch.no_grad():
+            logits = [m.emissions_model.eval()(**inputs).logits[0] for m in ensemble.members]
+        if crf:
+            positions = [p for p in range(len(window.input_ids)) if window.scored[p]]
+
+            def mean(part):
+                return torch.stack([getattr(m.model.crf, part) for m in ensemble.members]).mean(0)
+
+            emissions = torch.stack(logits).mean(0)[positions].unsqueeze(0)
+            path = constrained_viterbi(emissions, torch.ones(emissions.shape[:2], dtype=torch.bool),
+                                       mean("start_transitions"), mean("transitions"), mean("end_transitions"),
+                                       first.model.allowed_start, first.model.allowed_trans,
+                                       first.model.allowed_end)[0]
+            best = dict(zip(positions, path.tolist()))
+        else:
+            best = dict(enumerate(torch.stack([lg.softmax(-1) for lg in logits]).mean(0).argmax(-1).tolist()))
+        for p in window.owned:
+            expected[window.example][window.word_ids[p]] = best[p]
+    expected = [from_scheme([first.labels[i if i is not None else first.label2id["O"]] for i in row], first.scheme)
+                for row in expected]
+    assert tags == expected

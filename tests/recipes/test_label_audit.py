@@ -67,6 +67,7 @@ def test_flipped_text_labels_rank_at_the_top(tmp_path):
 
 @pytest.mark.slow
 def test_flipped_entity_tags_rank_at_the_top(tmp_path):
+    """Also: the fold models kept, the folder predicts as their ensemble through the NER predict.py."""
     rng = random.Random(0)
     sentences = []
     for _ in range(160):
@@ -84,7 +85,7 @@ def test_flipped_entity_tags_rank_at_the_top(tmp_path):
     model = build_tiny_bert(tmp_path / "bert", [" ".join(FILLER + DRUGS)] * 4, vocab_size=120)
     out = tmp_path / "cv"
     summary = run_recipe(CROSS_VALIDATE, [
-        "--recipe", "ner", "--folds", "2", "--audit_labels", "--",
+        "--recipe", "ner", "--folds", "2", "--audit_labels", "--keep_fold_models", "--",
         "--model_name_or_path", model, "--train_file", str(train), "--output_dir", str(out),
         "--num_train_epochs", "8", "--learning_rate", "5e-3", "--per_device_train_batch_size", "16",
         "--optim", "adamw_torch", "--seed", "0", "--bootstrap_resamples", "50",
@@ -107,3 +108,16 @@ def test_flipped_entity_tags_rank_at_the_top(tmp_path):
         where = line_of[int(r["line"])], int(r["word"])
         if where in planted:
             assert r["suggested_label"] == planted[where] != r["given_label"]
+
+    from shared.deploy.ensemble import Ensemble
+    from tests.helpers import run_cli
+
+    card = (out / "README.md").read_text()
+    assert "Ensemble of 2 fold models (ner)" in card and "hold input content" in card
+    predicted = tmp_path / "predicted"
+    done = run_cli("ner", ["--model_dir", out, "--input", train, "--output_dir", predicted], entry="predict")
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = [line.split("\t")[-1] for line in (predicted / "train.tsv").read_text().split("\n") if line]
+    ensemble = Ensemble(str(out))
+    assert written == [t for tags in ensemble.predict([[w for w, _ in s] for s in sentences]).labels for t in tags]
+    assert json.loads((predicted / "predict_results.json").read_text())["f1"] > 0
