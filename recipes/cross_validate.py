@@ -54,17 +54,8 @@ from shared.core.files import atomic_write_json, atomic_write_text
 from shared.core.runner import recipe_file
 from shared.deploy.ensemble import write_ensemble
 from shared.trust import audit
-from shared.trust.crossval import (
-    RECIPES,
-    fold_args,
-    markdown_table,
-    output_dir_of,
-    read_fold_results,
-    recipe_option,
-    remove_weights,
-    split_at_double_dash,
-    summarize,
-)
+from shared.trust.crossval import RECIPES, fold_args, markdown_table, output_dir_of, read_fold_results, recipe_option
+from shared.trust.crossval import remove_weights, split_at_double_dash, summarize
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -23,7 +23,6 @@ Conformal prediction sets are not averaged: an ensemble has none, and no ONNX ex
 
 from __future__ import annotations
 
-import json
 import os
 from operator import attrgetter
 from typing import Any
@@ -42,6 +41,7 @@ from shared.formats.tags import from_scheme
 from shared.ner.crf import mean_crf
 from shared.ner.windows import predict_windows, words_from_windows
 from shared.tasks import folder_task, read_folder_config, record_of, require_task
+from shared.training.models import names_in_config
 
 ENSEMBLE_KEY = "ensemble"
 # What must be equal for the members to read an input alike. Each member still makes its own prediction: a fold
@@ -54,14 +54,7 @@ SAME_READING = {"text_classification": ("max_length", "long_text.mode", "long_te
 
 
 def is_ensemble(model_dir: str) -> bool:
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
-        return False
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return ENSEMBLE_KEY in json.load(f)
-    except (OSError, ValueError):
-        return False  # the task's own loader reports a broken config.json
+    return ENSEMBLE_KEY in names_in_config(model_dir)  # a broken config.json: the task's own loader reports it
 
 
 class Ensemble:
@@ -129,7 +122,6 @@ class Ensemble:
         clipped = np.clip(probs, 1e-12, 1 - 1e-12)
         logits = np.log(clipped / (1 - clipped)) if self.multi_label else np.log(clipped)
         return Outputs(list(logits), decisions(probs, self.labels, self.multi_label, self.thresholds), probs)
-
 
     def _predict_tags(self, words: list[list[str]], with_logits: bool = False, windows=None) -> Outputs:
         """IOB2 tags for every word, from the members' scores averaged at every position of the shared windows."""

@@ -116,10 +116,24 @@ def check_weights(folder: str, allow_pickle: bool = False, require_model: bool =
         return
     pickled = sorted(names & PICKLED_WEIGHTS)
     if not pickled:
+        if "ensemble" in names_in_config(folder):  # shared.deploy.ensemble's entry
+            raise DataError("this folder is an ensemble of fold models (cross_validate.py --keep_fold_models): "
+                            "predict.py, serve.py and pipeline.py read it; to train from, evaluate or export one "
+                            "model, pass a member folder (fold_0, ...)", path=folder)
         raise DataError(f"no weights in {folder} (expected {MODEL_WEIGHTS_FILE})")
     if not allow_pickle:
         raise DataError("model folder has no safetensors weights; convert it, or pass --allow_pickle_weights if you "
                         "trust the pickled .bin file", path=folder)
+
+
+def names_in_config(folder: str) -> set[str]:
+    """The top-level keys of a folder's ``config.json`` (none when it is missing or unreadable)."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8-sig") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return set()
+    return set(config) if isinstance(config, dict) else set()
 
 
 def _check_safetensors(path: str) -> None:

@@ -235,6 +235,21 @@ def test_a_ner_ensemble_of_one_model_twice_tags_as_that_model(ner_pair):
     notes = [p.read_text() for p in sorted((NER_SAMPLE / "test" / "txt").glob("*.txt"))]
     facts = Chain.from_folders(str(ner_pair / "twice")).annotate(notes)  # the chain reads an ensemble folder too
     assert facts == Chain.from_folders(str(ner_pair / "m0")).annotate(notes) and any(f.concepts for f in facts)
+    assert [twice.entities(n) for n in notes] == [one.entities(n) for n in notes]  # what serve.py answers
+
+
+@pytest.mark.parametrize("ner_pair", ["softmax"], indirect=True)
+def test_an_ensemble_is_not_one_model_to_export_or_train_from(ner_pair, tmp_path):
+    from tests.helpers import NER_SAMPLE
+
+    out = tmp_path / "onnx"
+    done = run_cli(ROOT / "recipes" / "export_onnx.py", ["--model_dir", ner_pair / "pair", "--input",
+                                                         NER_SAMPLE / "test", "--output_dir", out])
+    assert_one_line(done.returncode, done.stderr, r".*pair: this folder is an ensemble of fold models .* pass a "
+                                                  r"member folder \(fold_0, \.\.\.\)", out)
+    done = run_cli("ner", ["--model_name_or_path", ner_pair / "pair", "--do_predict", "--test_file",
+                           NER_SAMPLE / "test", "--output_dir", out])
+    assert_one_line(done.returncode, done.stderr, r".*pair: this folder is an ensemble of fold models .*", out)
 
 
 def test_a_ner_ensemble_decides_on_the_members_mean_scores(ner_pair):
