@@ -23,6 +23,7 @@ Conformal prediction sets are not averaged: an ensemble has none, and no ONNX ex
 
 from __future__ import annotations
 
+import functools
 import os
 from operator import attrgetter
 from typing import Any
@@ -41,9 +42,8 @@ from shared.formats.tags import from_scheme
 from shared.ner.crf import mean_crf
 from shared.ner.windows import predict_windows, words_from_windows
 from shared.tasks import folder_task, read_folder_config, record_of, require_task
-from shared.training.models import names_in_config
+from shared.training.models import ENSEMBLE_KEY, names_in_config
 
-ENSEMBLE_KEY = "ensemble"
 # What must be equal for the members to read an input alike. Each member still makes its own prediction: a fold
 # that chose another reading of long notes (--chunk_aggregation auto) keeps it.
 SAME_READING = {"text_classification": ("max_length", "long_text.mode", "long_text.stride"),
@@ -130,12 +130,20 @@ class Ensemble:
                             "members one by one", path=self.model_dir)
         first = self.members[0]
         windows = first.windows(words) if windows is None else windows
-        scores = MeanEmissions([member.emissions_model for member in self.members], first.use_crf)
-        decode = mean_crf([m.model_dir for m in self.members], first.labels).decode if first.use_crf else None
-        preds = predict_windows(scores, windows, first.tokenizer.pad_token_id, self.batch_size, decode=decode,
+        decode = self._mean_crf.decode if first.use_crf else None
+        preds = predict_windows(self._mean_emissions, windows, first.tokenizer.pad_token_id, self.batch_size, decode=decode,
                                 progress=first.progress(len(windows)))
         ids = words_from_windows(windows, preds, [len(w) for w in words], default=first.label2id["O"])
         return Outputs([], [from_scheme([first.labels[i] for i in row], first.scheme) for row in ids])
+
+    @functools.cached_property
+    def _mean_emissions(self) -> MeanEmissions:
+        return MeanEmissions([member.emissions_model for member in self.members], self.members[0].use_crf)
+
+    @functools.cached_property
+    def _mean_crf(self):
+        """Read once, not per request: the members' CRF scores averaged."""
+        return mean_crf([member.model_dir for member in self.members], self.labels)
 
 
 class MeanEmissions:
@@ -145,13 +153,15 @@ class MeanEmissions:
 
     def __init__(self, models: list, crf: bool):
         self.models, self.crf = models, crf
+        for model in models:
+            if isinstance(model, torch.nn.Module):
+                model.eval()
 
     @torch.no_grad()
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
         scores = []
         for model in self.models:
             if isinstance(model, torch.nn.Module):
-                model.eval()
                 device = next(model.parameters()).device
                 logits = plain_forward(model)(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
             else:

@@ -116,7 +116,7 @@ def check_weights(folder: str, allow_pickle: bool = False, require_model: bool =
         return
     pickled = sorted(names & PICKLED_WEIGHTS)
     if not pickled:
-        if "ensemble" in names_in_config(folder):  # shared.deploy.ensemble's entry
+        if ENSEMBLE_KEY in names_in_config(folder):
             raise DataError("this folder is an ensemble of fold models (cross_validate.py --keep_fold_models): "
                             "predict.py, serve.py and pipeline.py read it; to train from, evaluate or export one "
                             "model, pass a member folder (fold_0, ...)", path=folder)
@@ -124,6 +124,9 @@ def check_weights(folder: str, allow_pickle: bool = False, require_model: bool =
     if not allow_pickle:
         raise DataError("model folder has no safetensors weights; convert it, or pass --allow_pickle_weights if you "
                         "trust the pickled .bin file", path=folder)
+
+
+ENSEMBLE_KEY = "ensemble"  # the config.json entry of a folder of fold models (shared.deploy.ensemble)
 
 
 def names_in_config(folder: str) -> set[str]:
